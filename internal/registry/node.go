@@ -184,3 +184,18 @@ type Discovered struct {
 	VendorClass string    `json:"vendor_class,omitempty"`
 	IPXE        bool      `json:"ipxe,omitempty"`
 }
+
+// IQNPrefix names DiStoNet's iSCSI targets and initiators (the project's founding year).
+const IQNPrefix = "iqn.2011-06.org.distonet"
+
+// TargetIQN is the iSCSI target of the node's overlay volume.
+func (n Node) TargetIQN() string { return IQNPrefix + ":node." + n.Name }
+
+// InitiatorIQN is the initiator name the node logs in with; the target's ACL allows only it.
+func (n Node) InitiatorIQN() string { return IQNPrefix + ":initiator." + n.Name }
+
+// DonateIQN is the iSCSI target of the node's donated disk.
+func (n Node) DonateIQN() string { return IQNPrefix + ":donate." + n.Name }
+
+// AoEAddress is the node's donated disk as the aoe driver names it.
+func (n Node) AoEAddress() string { return fmt.Sprintf("e%d.%d", n.Shelf, n.Slot) }
