@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/distonet/distonet/internal/api"
+	"github.com/distonet/distonet/internal/appliance"
+	"github.com/distonet/distonet/internal/config"
+	"github.com/distonet/distonet/internal/registry"
+)
+
+// registryBackend is what the node commands need. The daemon owns the registry while it
+// runs, so commands then go through its API; otherwise they open the store directly. Both
+// paths run the same registry functions.
+type registryBackend interface {
+	AddNode(req api.NodeRequest) (api.NodeView, error)
+	RemoveNode(name string) error
+	ListNodes() ([]api.NodeView, error)
+	ShowNode(name string, secrets bool) (api.NodeView, error)
+	Close() error
+}
+
+// openBackend opens the registry locally, or reaches the running daemon's API when the
+// daemon holds the store.
+func openBackend(cfg config.Config) (registryBackend, error) {
+	st, err := registry.Open(cfg.StateDir, 300*time.Millisecond)
+	if err == nil {
+		return &localBackend{st: st, cfg: cfg}, nil
+	}
+	if !errors.Is(err, registry.ErrLocked) {
+		return nil, err
+	}
+	token, err := os.ReadFile(filepath.Join(cfg.StateDir, appliance.AdminTokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("the daemon is running; reaching its API needs the admin token: %w", err)
+	}
+	return &remoteBackend{base: cfg.LocalURL(), token: strings.TrimSpace(string(token)),
+		client: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+type localBackend struct {
+	st  *registry.Store
+	cfg config.Config
+}
+
+func (b *localBackend) Close() error { return b.st.Close() }
+
+func (b *localBackend) AddNode(req api.NodeRequest) (api.NodeView, error) {
+	n, err := b.st.AddNode(req.Node())
+	if err != nil {
+		return api.NodeView{}, err
+	}
+	return api.ViewOf(n, registry.Timeline{}, b.cfg.ISCSIAddr(), false), nil
+}
+
+func (b *localBackend) RemoveNode(name string) error {
+	return api.RemoveNode(b.st, name, appliance.VolumeRemover(b.cfg.StateDir))
+}
+
+func (b *localBackend) ListNodes() ([]api.NodeView, error) {
+	return api.ListViews(b.st, b.cfg.ISCSIAddr())
+}
+
+func (b *localBackend) ShowNode(name string, secrets bool) (api.NodeView, error) {
+	n, err := b.st.Node(name)
+	if err != nil {
+		return api.NodeView{}, err
+	}
+	tl, err := b.st.Timeline(name)
+	if err != nil {
+		return api.NodeView{}, err
+	}
+	return api.ViewOf(n, tl, b.cfg.ISCSIAddr(), secrets), nil
+}
+
+type remoteBackend struct {
+	base, token string
+	client      *http.Client
+}
+
+func (b *remoteBackend) Close() error { return nil }
+
+// do sends a request to the daemon and decodes a JSON answer into out.
+func (b *remoteBackend) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, b.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("daemon API at %s: %w", b.base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e api.Error
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("daemon API %s %s: %s", method, path, resp.Status)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+func (b *remoteBackend) AddNode(req api.NodeRequest) (api.NodeView, error) {
+	var v api.NodeView
+	err := b.do(http.MethodPost, "/api/nodes", req, &v)
+	return v, err
+}
+
+func (b *remoteBackend) RemoveNode(name string) error {
+	return b.do(http.MethodDelete, "/api/nodes/"+url.PathEscape(name), nil, nil)
+}
+
+func (b *remoteBackend) ListNodes() ([]api.NodeView, error) {
+	var v []api.NodeView
+	err := b.do(http.MethodGet, "/api/nodes", nil, &v)
+	return v, err
+}
+
+func (b *remoteBackend) ShowNode(name string, secrets bool) (api.NodeView, error) {
+	var v api.NodeView
+	q := ""
+	if secrets {
+		q = "?secrets=1"
+	}
+	err := b.do(http.MethodGet, "/api/nodes/"+url.PathEscape(name)+q, nil, &v)
+	return v, err
+}
