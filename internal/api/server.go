@@ -86,7 +86,6 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-
 func (s *Server) nodeAuth(h func(http.ResponseWriter, *http.Request, registry.Node)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		n, ok := s.Store.NodeByToken(bearer(r))
