@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,6 +28,17 @@ const Prefix = "dtl"
 
 var seq atomic.Uint32
 
+// T is the part of T the lab uses, so the demo can build a lab outside a test.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Fatal(args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	Failed() bool
+}
+
 // uniqueName returns a short name (Linux link names are limited to 15 bytes) unique across
 // parallel tests and parallel test binaries.
 func uniqueName(kind string) string {
@@ -36,7 +46,7 @@ func uniqueName(kind string) string {
 }
 
 // Require fails the test unless it runs as root and every named tool is on PATH.
-func Require(t testing.TB, tools ...string) {
+func Require(t T, tools ...string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("lab tests need root (network namespaces); run as root or via .ci/run")
@@ -51,14 +61,14 @@ func Require(t testing.TB, tools ...string) {
 // Netns is a network namespace owned by one test.
 type Netns struct {
 	name string
-	t    testing.TB
+	t    T
 	mu   sync.Mutex
 	cmds []*exec.Cmd
 }
 
 // NewNetns creates a namespace with its loopback up; it is deleted (and every process Start
 // began in it killed) when the test ends.
-func NewNetns(t testing.TB) *Netns {
+func NewNetns(t T) *Netns {
 	t.Helper()
 	Require(t)
 	n := &Netns{name: uniqueName("n"), t: t}
@@ -83,7 +93,9 @@ func (n *Netns) destroy() {
 	if out, err := exec.Command("ip", "netns", "pids", n.name).Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
 			var pid int
-			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
+			// Our own PID shows up when Do ran on the main thread (Go parks, never frees, a
+			// locked main thread), so never kill ourselves.
+			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 && pid != os.Getpid() {
 				_ = unix.Kill(pid, unix.SIGKILL)
 			}
 		}
@@ -181,7 +193,7 @@ func (n *Netns) ListenPacket(network, addr string) (net.PacketConn, error) {
 
 // Veth links two namespaces with a veth pair, gives each end its address (CIDR, may be "")
 // and brings both up. It returns the interface names inside a and b.
-func Veth(t testing.TB, a *Netns, aAddr string, b *Netns, bAddr string) (aIf, bIf string) {
+func Veth(t T, a *Netns, aAddr string, b *Netns, bAddr string) (aIf, bIf string) {
 	t.Helper()
 	aIf, bIf = uniqueName("a"), uniqueName("b")
 	mustRun(t, "ip", "link", "add", aIf, "netns", a.name, "type", "veth", "peer", "name", bIf, "netns", b.name)
@@ -270,7 +282,7 @@ func Sweep() error {
 	return nil
 }
 
-func mustRun(t testing.TB, name string, args ...string) {
+func mustRun(t T, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("lab: %s %s: %v: %s", name, strings.Join(args, " "), err, out)
