@@ -121,13 +121,13 @@ func TestBuild(t *testing.T) {
 	}
 	p := "lib/modules/6.1.0-test/"
 	checks := map[string]string{
-		"init":                            "\x7fELF fake init",
-		"sbin/modprobe":                   "/init",
+		"init":                             "\x7fELF fake init",
+		"sbin/modprobe":                    "/init",
 		p + "kernel/lib/crc32c-generic.ko": "fake module crc32c\n",
 		p + "kernel/fs/overlay.ko":         "fake module overlay\n",
 		p + "kernel/fs/jbd2.ko":            "fake module fs/jbd2\n",
 		p + "modules.alias":                "alias crypto-crc32c crc32c_generic\nalias fs-overlay overlay\n",
-		"etc/distonet/x":                  "y",
+		"etc/distonet/x":                   "y",
 	}
 	for name, want := range checks {
 		if got := string(files[name].Data); got != want {
