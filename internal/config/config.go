@@ -35,6 +35,13 @@ type Config struct {
 	ISCSI   ISCSI   `yaml:"iscsi"`
 	Volumes Volumes `yaml:"volumes"`
 	Donate  Donate  `yaml:"donate"`
+	Boot    Boot    `yaml:"boot"`
+}
+
+// Boot configures what the iPXE node script passes to the kernel.
+type Boot struct {
+	// CmdlineExtra is prepended to every node's kernel command line.
+	CmdlineExtra string `yaml:"cmdline_extra"`
 }
 
 // DHCP configures address hand-out and PXE answers.
@@ -151,6 +158,7 @@ func Default() Config {
 		NFS:     NFS{Listen: ":2049", Portmap: ":111"},
 		Volumes: Volumes{Size: 8 << 30},
 		Donate:  Donate{WakeOnLAN: true},
+		Boot:    Boot{CmdlineExtra: "console=tty0 console=ttyS0,115200n8 no_timer_check"},
 	}
 }
 

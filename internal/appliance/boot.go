@@ -1,0 +1,180 @@
+package appliance
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"github.com/distonet/distonet/internal/bootconfig"
+	"github.com/distonet/distonet/internal/config"
+	"github.com/distonet/distonet/internal/registry"
+)
+
+// ImageVersion is one published version of an image, as the boot path needs it.
+type ImageVersion struct {
+	Name    string
+	Version string
+	Kernel  string // absolute paths on the appliance
+	Initrd  string
+	Rootfs  string
+}
+
+// Catalog finds the current version of an image.
+type Catalog interface {
+	Current(name string) (ImageVersion, error)
+}
+
+// Window tells whether a node should boot diskless now (inside its donation window, or it
+// has none) or boot its local disk.
+type Window func(n registry.Node, now time.Time) (diskless bool)
+
+// bootScripts renders iPXE scripts, kernel command lines and boot documents from templates.
+type bootScripts struct {
+	cfg     config.Config
+	store   *registry.Store
+	images  Catalog
+	tmpl    fs.FS
+	window  Window
+	now     func() time.Time
+	onStage func(node string, st registry.Stage)
+
+	mu    sync.Mutex
+	cache map[string]*template.Template
+}
+
+func (b *bootScripts) template(name string) (*template.Template, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t, ok := b.cache[name]; ok {
+		return t, nil
+	}
+	raw, err := fs.ReadFile(b.tmpl, name)
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	t, err := template.New(name).Option("missingkey=error").Parse(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	if b.cache == nil {
+		b.cache = map[string]*template.Template{}
+	}
+	b.cache[name] = t
+	return t, nil
+}
+
+func (b *bootScripts) render(name string, data any) (string, error) {
+	t, err := b.template(name)
+	if err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, data); err != nil {
+		return "", fmt.Errorf("template %s: %w", name, err)
+	}
+	return buf.String(), nil
+}
+
+// BootScript answers GET /boot/<mac>.ipxe: the node script for an enrolled MAC (with a fresh
+// boot token), the local-disk script outside a donation window, or the enrollment script.
+func (b *bootScripts) BootScript(mac net.HardwareAddr, r *http.Request) (string, error) {
+	base := b.cfg.BaseURL()
+	scriptURL := fmt.Sprintf("%s/boot/%s.ipxe", base, mac)
+	n, ok := b.store.NodeByMAC(mac.String())
+	if !ok {
+		_ = b.store.SeeMAC(registry.Discovered{MAC: mac.String(), IPXE: true})
+		return b.render("ipxe/enroll.ipxe", map[string]any{
+			"MAC": mac.String(), "EnrollURL": base + "/discovered", "ScriptURL": scriptURL, "PollSeconds": 10,
+		})
+	}
+	if b.window != nil && !b.window(n, b.now()) {
+		return b.render("ipxe/local.ipxe", map[string]any{"Node": n.Name, "Window": n.Donate.Window})
+	}
+	img, err := b.images.Current(n.Image)
+	if err != nil {
+		return "", fmt.Errorf("node %s: image %s: %w", n.Name, n.Image, err)
+	}
+	token, err := b.store.RotateBootToken(n.Name)
+	if err != nil {
+		return "", err
+	}
+	cmdline, err := b.render("boot/cmdline.tmpl", map[string]any{
+		"Extra": b.cfg.Boot.CmdlineExtra, "Server": base, "Token": token,
+		"MACHyphen": strings.ReplaceAll(mac.String(), ":", "-"), "Node": n.Name,
+	})
+	if err != nil {
+		return "", err
+	}
+	if b.onStage != nil {
+		b.onStage(n.Name, registry.Stage{Stage: bootconfig.StageBootFile, OK: true, Message: "iPXE script"})
+	}
+	return b.render("ipxe/node.ipxe", map[string]any{
+		"Node": n.Name, "MAC": mac.String(), "Image": img.Name, "Version": img.Version, "Server": base,
+		"ServerIP":  b.cfg.ServerIP().String(),
+		"KernelURL": fmt.Sprintf("%s/boot/%s/vmlinuz", base, mac), "InitrdURL": fmt.Sprintf("%s/boot/%s/initramfs.img", base, mac),
+		"KernelPath": fmt.Sprintf("boot/%s/vmlinuz", mac), "InitrdPath": fmt.Sprintf("boot/%s/initramfs.img", mac),
+		"Cmdline": strings.Join(strings.Fields(cmdline), " "), "ScriptURL": scriptURL,
+	})
+}
+
+// BootFile maps /boot/<mac>/<file> to the node's current image file.
+func (b *bootScripts) BootFile(mac net.HardwareAddr, file string) (node, path string, err error) {
+	n, ok := b.store.NodeByMAC(mac.String())
+	if !ok {
+		return "", "", fmt.Errorf("mac %s: %w", mac, registry.ErrNotFound)
+	}
+	img, err := b.images.Current(n.Image)
+	if err != nil {
+		return n.Name, "", fmt.Errorf("node %s: image %s: %w", n.Name, n.Image, err)
+	}
+	switch file {
+	case "vmlinuz":
+		return n.Name, img.Kernel, nil
+	case "initramfs.img":
+		return n.Name, img.Initrd, nil
+	}
+	return n.Name, "", fmt.Errorf("boot file %q: want vmlinuz or initramfs.img: %w", file, registry.ErrNotFound)
+}
+
+// BootConfig renders the document the node init fetches with its boot token.
+func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
+	ip := b.cfg.ServerIP().String()
+	nfsPort, mountPort := portOf(b.cfg.NFS.Listen, "2049"), portOf(b.cfg.NFS.Listen, "2049")
+	c := bootconfig.Config{
+		Node: n.Name, Hostname: n.Name, Server: b.cfg.BaseURL(), AgentToken: n.Secrets.AgentToken,
+		NFS: bootconfig.NFS{
+			Server: ip, Path: "/images/" + n.Image,
+			Options: fmt.Sprintf("vers=3,proto=tcp,port=%s,mountport=%s,mountproto=tcp,nolock,ro,actimeo=600,addr=%s", nfsPort, mountPort, ip),
+		},
+		ISCSI: bootconfig.ISCSI{
+			Portal: b.cfg.ISCSIAddr(), Target: n.TargetIQN(), LUN: 0, Initiator: n.InitiatorIQN(),
+			CHAPUser: n.Name, CHAPSecret: n.Secrets.CHAPSecret,
+		},
+		Overlay: bootconfig.Overlay{Options: "index=off,xino=off,redirect_dir=off,metacopy=off"},
+		Donate: bootconfig.Donate{
+			Mode: n.Donate.Mode, Device: n.Donate.Device, Wipe: n.Donate.Wipe, Window: n.Donate.Window,
+			Shelf: n.Shelf, Slot: n.Slot, AllowMACs: b.cfg.Donate.PoolHeadMACs,
+		},
+	}
+	if n.Donate.Mode == "iscsi" {
+		c.Donate.ISCSITarget = n.DonateIQN()
+		if b.cfg.Donate.PoolHeadIQN != "" {
+			c.Donate.ISCSIInitiators = []string{b.cfg.Donate.PoolHeadIQN}
+		}
+		c.Donate.CHAPUser, c.Donate.CHAPSecret = n.Name, n.Secrets.DonateCHAP
+	}
+	return c, nil
+}
+
+func portOf(hostport, def string) string {
+	if _, p, err := net.SplitHostPort(hostport); err == nil && p != "" {
+		return p
+	}
+	return def
+}
