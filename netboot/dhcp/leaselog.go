@@ -1,0 +1,131 @@
+package dhcp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// leaseLog is the durable side of the lease table: an append-only file of
+// leaseRecords. Writers append under the table lock and wait for the commit
+// that carries their record; one goroutine writes and fdatasyncs whatever has
+// accumulated, so a burst of N acknowledgements costs one sync, not N (group
+// commit). The file is never rewritten in place: compaction writes a fresh
+// snapshot beside it and renames it over, so a kill -9 at any instant leaves
+// either the old or the new file, each complete up to its last synced record.
+type leaseLog struct {
+	path string
+	f    *os.File
+	lock *os.File
+
+	// Guarded by the lease table's mutex.
+	pending  []byte
+	batch    *commit
+	records  int // records in the current file
+	compact  bool
+	failures int
+}
+
+// commit is one group of records made durable together.
+type commit struct {
+	done chan struct{}
+	err  error
+}
+
+func newCommit() *commit { return &commit{done: make(chan struct{})} }
+
+// openLeaseLog locks the log against a second server on the same file and
+// returns its current content.
+func openLeaseLog(path string) (*leaseLog, []byte, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, nil, fmt.Errorf("lease log %s: %w", path, err)
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lease log lock: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, nil, fmt.Errorf("lease log %s is in use by another process: %w", path, err)
+	}
+	// A crash during compaction leaves a temporary snapshot; the log itself is intact.
+	_ = os.Remove(path + ".tmp")
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		lock.Close()
+		return nil, nil, fmt.Errorf("read lease log: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		lock.Close()
+		return nil, nil, fmt.Errorf("open lease log: %w", err)
+	}
+	l := &leaseLog{path: path, f: f, lock: lock, batch: newCommit()}
+	if len(data) == 0 {
+		if _, err := f.WriteString(leaseLogHeader); err != nil {
+			l.close()
+			return nil, nil, fmt.Errorf("write lease log header: %w", err)
+		}
+	} else if data[len(data)-1] != '\n' {
+		// Terminate a torn final line so the next record starts on its own line.
+		if _, err := f.WriteString("\n"); err != nil {
+			l.close()
+			return nil, nil, fmt.Errorf("repair lease log: %w", err)
+		}
+	}
+	return l, data, nil
+}
+
+// write appends buf and makes it durable.
+func (l *leaseLog) write(buf []byte) error {
+	if _, err := l.f.Write(buf); err != nil {
+		return fmt.Errorf("append lease log %s: %w", l.path, err)
+	}
+	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
+		return fmt.Errorf("sync lease log %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// replace atomically swaps the log for a snapshot holding snap.
+func (l *leaseLog) replace(snap []byte) error {
+	tmp := l.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("compact lease log: %w", err)
+	}
+	if _, err := f.Write(snap); err != nil {
+		f.Close()
+		return fmt.Errorf("compact lease log: write %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("compact lease log: sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("compact lease log: %w", err)
+	}
+	if err := os.Rename(tmp, l.path); err != nil {
+		return fmt.Errorf("compact lease log: rename: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(l.path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	nf, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("compact lease log: reopen: %w", err)
+	}
+	l.f.Close()
+	l.f = nf
+	return nil
+}
+
+func (l *leaseLog) close() error {
+	err := l.f.Close()
+	l.lock.Close()
+	return err
+}

@@ -1,0 +1,470 @@
+package dhcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Lease is a client's claim on an address, as the table holds it.
+type Lease struct {
+	IP       net.IP
+	MAC      net.HardwareAddr
+	ClientID []byte
+	Hostname string
+	State    LeaseState
+	Expiry   time.Time
+}
+
+// lease is a table entry. Offers live only in memory (offered == true); every
+// other change is also written to the log.
+type lease struct {
+	ip       uint32
+	state    LeaseState
+	offered  bool
+	expiry   time.Time
+	hw       net.HardwareAddr
+	clientID []byte
+	key      string
+	hostname string
+}
+
+// clientKey identifies a client: its client identifier (option 61) when it
+// sends one, else its hardware address (RFC 2131 §4.2).
+// A client identifier that is just hardware type 1 plus the MAC (what iPXE,
+// udhcpc and systemd-networkd send by default) is the MAC: the PXE ROM and the
+// OS that sends no identifier (dhclient) then share one lease.
+func clientKey(clientID []byte, hw net.HardwareAddr) string {
+	if len(clientID) == len(hw)+1 && clientID[0] == 1 && string(clientID[1:]) == string(hw) {
+		return "h" + string(hw)
+	}
+	if len(clientID) > 0 {
+		return "i" + string(clientID)
+	}
+	return "h" + string(hw)
+}
+
+// leaseTable allocates addresses and remembers leases. One mutex guards it and
+// the pending log buffer, so records reach the log in the order the table
+// changed.
+type leaseTable struct {
+	mu       sync.Mutex
+	byIP     map[uint32]*lease
+	byClient map[string]*lease
+	start    uint32 // dynamic range, inclusive
+	end      uint32
+	cursor   uint32
+	server   uint32
+	subnet   *net.IPNet
+	net0     uint32 // network and broadcast addresses are never leased
+	bcast    uint32
+	// reservedFor says whether an address is some enrolled node's fixed address.
+	reservedFor func(ip net.IP) (net.HardwareAddr, bool)
+	// fixed remembers fixed addresses seen through Host lookups, for when the
+	// registry cannot answer reservedFor.
+	fixed map[uint32]string // ip -> hw key
+
+	exhaustedUntil time.Time
+	log            *leaseLog // nil: memory only
+	logger         *slog.Logger
+	kick           chan struct{}
+	compactEvery   int
+}
+
+func newLeaseTable(cfg *Config) *leaseTable {
+	t := &leaseTable{
+		byIP:         make(map[uint32]*lease),
+		byClient:     make(map[string]*lease),
+		server:       ipToU32(cfg.ServerIP),
+		subnet:       cfg.Subnet,
+		fixed:        make(map[uint32]string),
+		logger:       cfg.Logger,
+		kick:         make(chan struct{}, 1),
+		compactEvery: 10000,
+	}
+	if cfg.RangeStart != nil {
+		t.start, t.end = ipToU32(cfg.RangeStart), ipToU32(cfg.RangeEnd)
+		t.cursor = t.start
+	}
+	if cfg.Subnet != nil {
+		n := ipToU32(cfg.Subnet.IP.Mask(cfg.Subnet.Mask))
+		ones, bits := cfg.Subnet.Mask.Size()
+		t.net0 = n
+		t.bcast = n | (1<<(bits-ones) - 1)
+	}
+	return t
+}
+
+// load replays a lease log into the table.
+func (t *leaseTable) load(data []byte) (records, bad int) {
+	recs, bad := parseLeaseLog(data)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range recs {
+		t.applyLocked(&recs[i])
+	}
+	if t.log != nil {
+		t.log.records = len(recs)
+	}
+	return len(recs), bad
+}
+
+// applyLocked puts a persisted record into the maps. It is the one place where
+// a client moves between addresses, used both live and on replay, so both
+// agree: a client holds at most one address; the newest record for an address
+// wins.
+func (t *leaseTable) applyLocked(r *leaseRecord) *lease {
+	ip := ipToU32(r.IP.AsSlice())
+	l := &lease{ip: ip, state: r.State, expiry: r.Expiry, hw: r.HW, clientID: r.ClientID, hostname: r.Hostname}
+	l.key = clientKey(r.ClientID, r.HW)
+	t.setLocked(l)
+	return l
+}
+
+// setLocked installs l as the entry of its address and of its client.
+func (t *leaseTable) setLocked(l *lease) {
+	if old := t.byIP[l.ip]; old != nil && old.key != l.key && t.byClient[old.key] == old {
+		delete(t.byClient, old.key)
+	}
+	if prev := t.byClient[l.key]; prev != nil && prev.ip != l.ip && t.byIP[prev.ip] == prev {
+		delete(t.byIP, prev.ip)
+	}
+	t.byIP[l.ip] = l
+	if l.state == StateDeclined {
+		if t.byClient[l.key] != nil && t.byClient[l.key].ip == l.ip {
+			delete(t.byClient, l.key)
+		}
+		return
+	}
+	t.byClient[l.key] = l
+}
+
+// persistLocked queues the record of l and returns the commit that will carry it.
+func (t *leaseTable) persistLocked(l *lease) *commit {
+	if t.log == nil {
+		return nil
+	}
+	r := leaseRecord{IP: netip.AddrFrom4([4]byte(u32ToIP(l.ip))), State: l.state, Expiry: l.expiry, HW: l.hw, ClientID: l.clientID, Hostname: l.hostname}
+	t.log.pending = r.appendText(t.log.pending)
+	t.log.records++
+	if t.log.records > t.compactEvery && t.log.records > 4*len(t.byIP) {
+		t.log.compact = true
+	}
+	c := t.log.batch
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+	return c
+}
+
+// wait blocks until c is durable.
+func wait(ctx context.Context, c *commit) error {
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runWriter is the single goroutine that writes the log. It returns after a
+// final flush once ctx is done.
+func (t *leaseTable) runWriter(ctx context.Context) {
+	if t.log == nil {
+		return
+	}
+	var spare []byte
+	for {
+		stop := false
+		select {
+		case <-t.kick:
+		case <-ctx.Done():
+			stop = true
+		}
+		t.mu.Lock()
+		c := t.log.batch
+		t.log.batch = newCommit()
+		var err error
+		if t.log.compact {
+			t.log.compact = false
+			snap := t.snapshotLocked()
+			t.log.pending = t.log.pending[:0]
+			t.log.records = bytes.Count(snap, []byte{'\n'}) - 1
+			t.mu.Unlock()
+			err = t.log.replace(snap)
+		} else {
+			buf := t.log.pending
+			t.log.pending = spare[:0]
+			t.mu.Unlock()
+			if len(buf) > 0 {
+				err = t.log.write(buf)
+			}
+			spare = buf
+		}
+		if err != nil {
+			t.logger.Error("lease log write failed; acknowledgements withheld", "stage", "dhcp", "err", err)
+		}
+		c.err = err
+		close(c.done)
+		if stop {
+			return
+		}
+	}
+}
+
+// snapshotLocked serialises every persisted lease, oldest address first.
+func (t *leaseTable) snapshotLocked() []byte {
+	b := []byte(leaseLogHeader)
+	ips := make([]uint32, 0, len(t.byIP))
+	for ip, l := range t.byIP {
+		if !l.offered {
+			ips = append(ips, ip)
+		}
+	}
+	sort.Slice(ips, func(i, j int) bool { return ips[i] < ips[j] })
+	for _, ip := range ips {
+		l := t.byIP[ip]
+		r := leaseRecord{IP: netip.AddrFrom4([4]byte(u32ToIP(ip))), State: l.state, Expiry: l.expiry, HW: l.hw, ClientID: l.clientID, Hostname: l.hostname}
+		b = r.appendText(b)
+	}
+	return b
+}
+
+// inRange reports whether ip is in the dynamic range.
+func (t *leaseTable) inRange(ip uint32) bool { return t.start != 0 && ip >= t.start && ip <= t.end }
+
+// usableLocked reports whether ip may be given to the client with key/hw now.
+func (t *leaseTable) usableLocked(ip uint32, key string, hw net.HardwareAddr, now time.Time) bool {
+	if ip == t.server || ip == t.net0 || ip == t.bcast {
+		return false
+	}
+	if owner, ok := t.fixed[ip]; ok && owner != "h"+string(hw) {
+		return false
+	}
+	if t.reservedFor != nil {
+		if mac, ok := t.reservedFor(u32ToIP(ip)); ok && !bytes.Equal(mac, hw) {
+			t.fixed[ip] = "h" + string(mac)
+			return false
+		}
+	}
+	l := t.byIP[ip]
+	if l == nil {
+		return true
+	}
+	switch {
+	case l.state == StateDeclined:
+		return now.After(l.expiry)
+	case l.key == key:
+		return true
+	case l.state == StateReleased:
+		return true
+	default:
+		return now.After(l.expiry)
+	}
+}
+
+// errExhausted: no address is free for a new client.
+var errExhausted = errors.New("address range exhausted")
+
+// offer picks an address for a DISCOVER and holds it for the client.
+// fixed is the client's enrolled address, if any.
+func (t *leaseTable) offer(key string, hw net.HardwareAddr, clientID []byte, requested, fixed net.IP, hold time.Duration, now time.Time) (net.IP, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ip, err := t.chooseLocked(key, hw, requested, fixed, now)
+	if err != nil {
+		return nil, err
+	}
+	if l := t.byIP[ip]; l != nil && l.key == key && !l.offered && l.state == StateBound && now.Before(l.expiry) {
+		// The client already holds it: nothing to reserve.
+		return u32ToIP(ip), nil
+	}
+	l := &lease{ip: ip, state: StateBound, offered: true, expiry: now.Add(hold), hw: hw, clientID: clientID, key: key}
+	if prev := t.byClient[key]; prev != nil && prev.ip == ip {
+		l.hostname = prev.hostname
+	}
+	// An offer must not erase the client's persisted lease elsewhere, so it
+	// only takes the address slot.
+	if old := t.byIP[ip]; old != nil && old.key != key && t.byClient[old.key] == old {
+		delete(t.byClient, old.key)
+	}
+	t.byIP[ip] = l
+	if prev := t.byClient[key]; prev == nil || prev.ip == ip || t.byIP[prev.ip] != prev {
+		t.byClient[key] = l
+	}
+	return u32ToIP(ip), nil
+}
+
+// chooseLocked applies the allocation order: the enrolled address; the
+// client's current or last address; the address it asks for; the next free
+// one in the range.
+func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fixed net.IP, now time.Time) (uint32, error) {
+	if fixed != nil {
+		ip := ipToU32(fixed)
+		t.fixed[ip] = "h" + string(hw)
+		if t.usableLocked(ip, key, hw, now) {
+			return ip, nil
+		}
+		t.logger.Warn("fixed address held by another client; giving a dynamic one until it is free", "stage", "dhcp", "mac", hw.String(), "ip", fixed.String())
+	}
+	if l := t.byClient[key]; l != nil && t.byIP[l.ip] == l && t.inRange(l.ip) && t.usableLocked(l.ip, key, hw, now) {
+		return l.ip, nil
+	}
+	if requested != nil && requested.To4() != nil {
+		ip := ipToU32(requested)
+		if t.inRange(ip) && t.usableLocked(ip, key, hw, now) {
+			return ip, nil
+		}
+	}
+	if t.start == 0 {
+		return 0, errExhausted
+	}
+	if now.Before(t.exhaustedUntil) {
+		return 0, errExhausted
+	}
+	// Next-fit scan: fresh addresses first in a young pool, O(1) amortised.
+	size := t.end - t.start + 1
+	ip := t.cursor
+	for i := uint32(0); i < size; i++ {
+		if ip > t.end || ip < t.start {
+			ip = t.start
+		}
+		if t.usableLocked(ip, key, hw, now) {
+			t.cursor = ip + 1
+			return ip, nil
+		}
+		ip++
+	}
+	// Scanning a full pool for every DISCOVER of a boot storm is wasted work;
+	// look again after a short pause or when an address is freed.
+	t.exhaustedUntil = now.Add(time.Second)
+	return 0, errExhausted
+}
+
+// errNotYours: the address cannot be confirmed for this client (NAK).
+var errNotYours = errors.New("address not available to this client")
+
+// bind confirms an address for a REQUEST. selecting is true when the client
+// answers our offer (server identifier present); then the address must be the
+// one offered or otherwise free. Without an offer (INIT-REBOOT, RENEWING,
+// REBINDING) the server acknowledges an address that is the client's or free,
+// which also recovers clients whose leases predate a lost lease file.
+func (t *leaseTable) bind(key string, hw net.HardwareAddr, clientID []byte, ip net.IP, fixed net.IP, hostname string, leaseTime time.Duration, now time.Time) (*commit, error) {
+	v := ipToU32(ip)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if fixed != nil && !fixed.Equal(ip) {
+		// An enrolled node must use its own address: make it start over.
+		return nil, errNotYours
+	}
+	if fixed == nil && !t.inRange(v) {
+		return nil, errNotYours
+	}
+	if fixed != nil {
+		t.fixed[v] = "h" + string(hw)
+	}
+	if !t.usableLocked(v, key, hw, now) {
+		return nil, errNotYours
+	}
+	l := &lease{ip: v, state: StateBound, expiry: now.Add(leaseTime).Truncate(time.Second), hw: hw, clientID: clientID, key: key, hostname: hostname}
+	t.setLocked(l)
+	return t.persistLocked(l), nil
+}
+
+// forgetOffer drops an offer the client declined by choosing another server.
+func (t *leaseTable) forgetOffer(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l := t.byClient[key]; l != nil && l.offered && t.byIP[l.ip] == l {
+		delete(t.byIP, l.ip)
+		delete(t.byClient, key)
+	}
+}
+
+// release ends the client's lease on ip (DHCPRELEASE). The record is queued
+// but not waited for: losing it in a crash only keeps the address reserved
+// until it expires.
+func (t *leaseTable) release(key string, ip net.IP, now time.Time) bool {
+	v := ipToU32(ip)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.byIP[v]
+	if l == nil || l.key != key || l.offered || l.state != StateBound {
+		return false
+	}
+	nl := *l
+	nl.state, nl.expiry = StateReleased, now.Truncate(time.Second)
+	t.setLocked(&nl)
+	t.persistLocked(&nl)
+	t.exhaustedUntil = time.Time{}
+	return true
+}
+
+// decline takes ip out of the pool for hold after a client saw it in use.
+func (t *leaseTable) decline(key string, hw net.HardwareAddr, ip net.IP, hold time.Duration, now time.Time) bool {
+	v := ipToU32(ip)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.byIP[v]
+	if l == nil || l.key != key {
+		return false
+	}
+	nl := &lease{ip: v, state: StateDeclined, expiry: now.Add(hold).Truncate(time.Second), hw: hw, key: key}
+	t.setLocked(nl)
+	t.persistLocked(nl)
+	return true
+}
+
+// active counts addresses bound and unexpired.
+func (t *leaseTable) active(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, l := range t.byIP {
+		if !l.offered && l.state == StateBound && now.Before(l.expiry) {
+			n++
+		}
+	}
+	return n
+}
+
+// list returns the persisted leases, by address.
+func (t *leaseTable) list() []Lease {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Lease, 0, len(t.byIP))
+	for _, l := range t.byIP {
+		if l.offered {
+			continue
+		}
+		out = append(out, Lease{IP: u32ToIP(l.ip), MAC: l.hw, ClientID: l.clientID, Hostname: l.hostname, State: l.state, Expiry: l.expiry})
+	}
+	sort.Slice(out, func(i, j int) bool { return ipToU32(out[i].IP) < ipToU32(out[j].IP) })
+	return out
+}
+
+// lookup returns the entry for ip, for tests and logs.
+func (t *leaseTable) lookup(ip net.IP) (Lease, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.byIP[ipToU32(ip)]
+	if l == nil || l.offered {
+		return Lease{}, false
+	}
+	return Lease{IP: u32ToIP(l.ip), MAC: l.hw, ClientID: l.clientID, Hostname: l.hostname, State: l.state, Expiry: l.expiry}, true
+}
+
+func (t *leaseTable) String() string {
+	return fmt.Sprintf("leaseTable(%d entries)", len(t.byIP))
+}

@@ -1,0 +1,56 @@
+package dhcp
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's Prometheus collectors. They exist (and count) even
+// when no registerer is configured, so tests can read them.
+type metrics struct {
+	requests *prometheus.CounterVec // by message type
+	replies  *prometheus.CounterVec // by message type
+	errors   *prometheus.CounterVec // by reason
+	leases   prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer, t *leaseTable) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "requests_total",
+			Help: "DHCP requests received, by message type.",
+		}, []string{"type"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "replies_total",
+			Help: "DHCP replies sent, by message type.",
+		}, []string{"type"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "errors_total",
+			Help: "DHCP requests not answered normally, by reason.",
+		}, []string{"reason"}),
+		leases: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "leases_in_use",
+			Help: "Addresses bound to a client and not expired.",
+		}, func() float64 { return float64(t.active(time.Now())) }),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// Reasons counted in errors_total.
+const (
+	errMalformed    = "malformed"
+	errExhaustedMsg = "exhausted"
+	errNak          = "nak"
+	errForeignRelay = "foreign_relay"
+	errSend         = "send"
+	errLeaseLog     = "lease_log"
+	errNoBootFile   = "no_boot_file"
+)
