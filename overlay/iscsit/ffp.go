@@ -1,0 +1,553 @@
+package iscsit
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// task is one SCSI command on its way through the transport.
+type task struct {
+	itt       uint32
+	cmdSN     uint32
+	lun       [8]byte
+	cdb       []byte
+	edtl      uint32
+	read      bool
+	write     bool
+	buf       []byte // Data-Out collected so far (write commands)
+	received  uint32
+	r2tNext   uint32 // next offset to solicit
+	r2tSN     uint32
+	r2ts      map[uint32]*r2t // outstanding, by TTT
+	dataOutSN map[uint32]uint32
+}
+
+type r2t struct{ offset, length, got uint32 }
+
+// Reject reasons (RFC 7143 §11.17.1).
+const (
+	rejectProtocolError = 0x04
+	rejectNotSupported  = 0x05
+	rejectInvalidField  = 0x09
+)
+
+// maxWriteBuffer bounds the Data-Out buffer one command may make us allocate.
+const maxWriteBuffer = 64 << 20
+
+// fullFeature reads and dispatches PDUs until the connection ends.
+func (c *conn) fullFeature() error {
+	maxData := c.p.targetMaxRecvData
+	for {
+		var p PDU
+		if err := readPDU(c.br, &p, maxData, c.p.digests); err != nil {
+			return err
+		}
+		var err error
+		switch p.Opcode() {
+		case OpSCSICommand:
+			err = c.scsiCommand(&p)
+		case OpDataOut:
+			err = c.dataOut(&p)
+		case OpNOPOut:
+			err = c.nopOut(&p)
+		case OpTaskMgmtReq:
+			err = c.taskMgmt(&p)
+		case OpTextReq:
+			err = c.text(&p)
+		case OpLogoutReq:
+			return c.logout(&p)
+		case OpLoginReq:
+			c.reject(&p, rejectProtocolError)
+			return fmt.Errorf("login request in full feature phase")
+		case OpSNACKReq:
+			c.reject(&p, rejectNotSupported) // ErrorRecoveryLevel 0
+		default:
+			c.reject(&p, rejectNotSupported)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// send writes response PDUs. For each PDU whose statusIdx says so it assigns the next
+// StatSN; all carry the current ExpCmdSN/MaxCmdSN.
+func (c *conn) send(pdus []*PDU, status []bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	exp, maxSN := c.sess.window()
+	for i, p := range pdus {
+		p.put32(offCmdSN, c.statSN)
+		if status[i] {
+			c.statSN++
+		}
+		p.put32(offExpStatSN, exp)
+		p.put32(offMaxCmdSN, maxSN)
+		if err := writePDU(c.bw, p, c.p.digests); err != nil {
+			return err
+		}
+	}
+	return c.bw.Flush()
+}
+
+func (c *conn) send1(p *PDU, status bool) error { return c.send([]*PDU{p}, []bool{status}) }
+
+// reject answers a PDU we cannot process.
+func (c *conn) reject(p *PDU, reason uint8) {
+	var r PDU
+	r.SetOpcode(OpReject)
+	r.SetFlags(0x80)
+	r.BHS[2] = reason
+	r.SetITT(reservedTag)
+	r.Data = append([]byte(nil), p.BHS[:]...)
+	if err := c.send1(&r, true); err != nil {
+		c.log.Debug("iscsi reject not sent", "err", err)
+	}
+}
+
+func (c *conn) scsiCommand(p *PDU) error {
+	if c.sess.tgt == nil {
+		c.reject(p, rejectProtocolError) // no SCSI in a discovery session
+		return nil
+	}
+	if !c.sess.accept(p.u32(offCmdSN), p.Immediate(), true) {
+		c.log.Debug("iscsi command outside the CmdSN window dropped", "cmdsn", p.u32(offCmdSN))
+		return nil
+	}
+	flags := p.Flags()
+	t := &task{
+		itt:   p.ITT(),
+		cmdSN: p.u32(offCmdSN),
+		lun:   p.LUN(),
+		edtl:  p.u32(offTTT),
+		read:  flags&0x40 != 0,
+		write: flags&0x20 != 0,
+	}
+	t.cdb = append([]byte(nil), p.BHS[32:48]...)
+	// An extended CDB AHS (type 1) carries the bytes beyond 16.
+	for a := p.AHS; len(a) >= 4; {
+		l := int(binary.BigEndian.Uint16(a))
+		if 3+l > len(a) {
+			break
+		}
+		if a[2] == 1 && l > 1 {
+			t.cdb = append(t.cdb, a[4:3+l]...)
+		}
+		a = a[pad4(3+l):]
+	}
+	if !t.write {
+		if len(p.Data) > 0 {
+			c.reject(p, rejectProtocolError)
+			c.sess.release()
+			return nil
+		}
+		c.submit(t)
+		return nil
+	}
+	imm := uint32(len(p.Data))
+	if imm > t.edtl || (imm > 0 && !c.p.immediate) || imm > c.p.firstBurst {
+		c.reject(p, rejectProtocolError)
+		c.sess.release()
+		return nil
+	}
+	if t.edtl > maxWriteBuffer {
+		// Far beyond MaxBurstLength*MaxOutstandingR2T of any sane initiator: refuse rather
+		// than allocate. Unsolicited Data-Out for it will find no task and be ignored.
+		c.answer(t, checkCondition(senseIllegalRequest, ascInvalidFieldInCDB))
+		return nil
+	}
+	t.buf = make([]byte, t.edtl)
+	copy(t.buf, p.Data)
+	t.received = imm
+	unsolicitedEnd := imm
+	if !c.p.initialR2T && !p.Final() {
+		unsolicitedEnd = min(c.p.firstBurst, t.edtl)
+	}
+	t.r2tNext = unsolicitedEnd
+	if t.received >= t.edtl {
+		c.submit(t)
+		return nil
+	}
+	t.r2ts = map[uint32]*r2t{}
+	c.pending[t.itt] = t
+	return c.issueR2Ts(t)
+}
+
+// issueR2Ts solicits the rest of a write, keeping MaxOutstandingR2T in flight.
+func (c *conn) issueR2Ts(t *task) error {
+	var pdus []*PDU
+	for uint32(len(t.r2ts)) < c.p.maxOutstandingR2T && t.r2tNext < t.edtl {
+		length := min(c.p.maxBurst, t.edtl-t.r2tNext)
+		c.nextTTT++
+		if c.nextTTT == reservedTag {
+			c.nextTTT = 1
+		}
+		ttt := c.nextTTT
+		t.r2ts[ttt] = &r2t{offset: t.r2tNext, length: length}
+		c.byTTT[ttt] = t
+		var r PDU
+		r.SetOpcode(OpR2T)
+		r.SetFlags(0x80)
+		r.SetLUN(t.lun)
+		r.SetITT(t.itt)
+		r.put32(offTTT, ttt)
+		r.put32(offDataSN, t.r2tSN)
+		r.put32(offBufOffset, t.r2tNext)
+		r.put32(offResidual, length)
+		t.r2tSN++
+		t.r2tNext += length
+		pdus = append(pdus, &r)
+	}
+	if len(pdus) == 0 {
+		return nil
+	}
+	return c.send(pdus, make([]bool, len(pdus)))
+}
+
+func (c *conn) dataOut(p *PDU) error {
+	t := c.pending[p.ITT()]
+	if t == nil {
+		// Data for a command that was refused or aborted.
+		return nil
+	}
+	off := p.u32(offBufOffset)
+	n := uint32(len(p.Data))
+	if uint64(off)+uint64(n) > uint64(t.edtl) {
+		c.reject(p, rejectProtocolError)
+		return nil
+	}
+	ttt := p.u32(offTTT)
+	var rt *r2t
+	if ttt != reservedTag {
+		rt = t.r2ts[ttt]
+		if rt == nil {
+			c.reject(p, rejectInvalidField)
+			return nil
+		}
+	}
+	copy(t.buf[off:], p.Data)
+	t.received += n
+	if rt != nil {
+		rt.got += n
+		if p.Final() || rt.got >= rt.length {
+			delete(t.r2ts, ttt)
+			delete(c.byTTT, ttt)
+		}
+	}
+	if t.received >= t.edtl && len(t.r2ts) == 0 {
+		delete(c.pending, t.itt)
+		c.submit(t)
+		return nil
+	}
+	return c.issueR2Ts(t)
+}
+
+// submit runs a command on its own goroutine; the semaphore makes a flood of commands
+// wait in TCP rather than in memory.
+func (c *conn) submit(t *task) {
+	c.sem <- struct{}{}
+	done := make(chan struct{})
+	c.runMu.Lock()
+	c.running[t.itt] = done
+	c.runMu.Unlock()
+	c.sess.wg.Add(1)
+	go func() {
+		defer c.sess.wg.Done()
+		defer func() { <-c.sem }()
+		r := c.execute(t)
+		c.answer(t, r)
+		c.runMu.Lock()
+		if c.running[t.itt] == done {
+			delete(c.running, t.itt)
+		}
+		c.runMu.Unlock()
+		close(done)
+	}()
+}
+
+// answer sends a command's data and status: Data-In PDUs no longer than the initiator's
+// MaxRecvDataSegmentLength, the status folded into the last one when the command succeeded,
+// else a SCSI Response with sense data.
+func (c *conn) answer(t *task, r result) {
+	c.sess.release()
+	kind, status := commandKind(t.cdb[0]), "good"
+	if r.status != statusGood {
+		status = "check"
+	}
+	c.srv.metrics.commands.WithLabelValues(kind, status).Inc()
+	var pdus []*PDU
+	var stat []bool
+	data := r.data
+	if uint32(len(data)) > t.edtl {
+		data = data[:t.edtl]
+	}
+	if !t.read {
+		data = nil
+	}
+	// Residuals (RFC 7143 §11.4.5) compare what the command wanted with EDTL.
+	var flags uint8
+	var resid uint32
+	switch {
+	case r.overflow > 0:
+		flags, resid = 0x04, r.overflow
+	case r.underflow > 0:
+		flags, resid = 0x02, r.underflow
+	}
+	mrdsl := c.p.initiatorMaxRecvData
+	var dataSN uint32
+	for off := 0; off < len(data); {
+		n := min(len(data)-off, int(mrdsl))
+		var d PDU
+		d.SetOpcode(OpDataIn)
+		last := off+n == len(data)
+		f := uint8(0)
+		if last {
+			f |= 0x80
+		}
+		collapse := last && r.status == statusGood && len(r.sense) == 0
+		if collapse {
+			f |= 0x01 | flags
+			d.BHS[3] = r.status
+			d.put32(offResidual, resid)
+		}
+		d.SetFlags(f)
+		d.SetLUN(t.lun)
+		d.SetITT(t.itt)
+		d.put32(offTTT, reservedTag)
+		d.put32(offDataSN, dataSN)
+		d.put32(offBufOffset, uint32(off))
+		d.Data = data[off : off+n]
+		dataSN++
+		pdus = append(pdus, &d)
+		stat = append(stat, collapse)
+		off += n
+		if collapse {
+			if err := c.send(pdus, stat); err != nil {
+				c.log.Debug("iscsi response not sent", "err", err)
+			}
+			return
+		}
+	}
+	var s PDU
+	s.SetOpcode(OpSCSIResponse)
+	s.SetFlags(0x80 | flags)
+	s.BHS[2] = 0 // command completed at target
+	s.BHS[3] = r.status
+	s.SetITT(t.itt)
+	s.put32(offDataSN, dataSN+t.r2tSN) // ExpDataSN
+	s.put32(offResidual, resid)
+	if len(r.sense) > 0 {
+		s.Data = make([]byte, 2+len(r.sense))
+		binary.BigEndian.PutUint16(s.Data, uint16(len(r.sense)))
+		copy(s.Data[2:], r.sense)
+	}
+	pdus = append(pdus, &s)
+	stat = append(stat, true)
+	if err := c.send(pdus, stat); err != nil {
+		c.log.Debug("iscsi response not sent", "err", err)
+	}
+}
+
+func (c *conn) nopOut(p *PDU) error {
+	if p.ITT() == reservedTag {
+		return nil // answer to a NOP-In of ours
+	}
+	if !c.sess.accept(p.u32(offCmdSN), p.Immediate(), false) {
+		return nil
+	}
+	var r PDU
+	r.SetOpcode(OpNOPIn)
+	r.SetFlags(0x80)
+	r.SetLUN(p.LUN())
+	r.SetITT(p.ITT())
+	r.put32(offTTT, reservedTag)
+	if len(p.Data) > 0 {
+		r.Data = append([]byte(nil), p.Data[:min(len(p.Data), int(c.p.initiatorMaxRecvData))]...)
+	}
+	return c.send1(&r, true)
+}
+
+// Task management functions and responses (RFC 7143 §11.5, §11.6).
+const (
+	tmfAbortTask       = 1
+	tmfAbortTaskSet    = 2
+	tmfClearACA        = 3
+	tmfClearTaskSet    = 4
+	tmfLUNReset        = 5
+	tmfTargetWarmReset = 6
+	tmfTargetColdReset = 7
+	tmfTaskReassign    = 8
+
+	tmfComplete       = 0
+	tmfNoReassign     = 4
+	tmfNotSupported   = 5
+	tmfAuthFailed     = 6
+	tmfRejected       = 255
+	tmfNoSuchTask     = 1
+	tmfNoSuchLUN      = 2
+	tmfTaskAllegiance = 3
+)
+
+func (c *conn) taskMgmt(p *PDU) error {
+	if !c.sess.accept(p.u32(offCmdSN), p.Immediate(), false) {
+		return nil
+	}
+	fn := p.Flags() & 0x7f
+	resp := uint8(tmfComplete)
+	switch fn {
+	case tmfAbortTask:
+		ref := p.u32(offTTT)
+		if t := c.pending[ref]; t != nil {
+			c.dropPending(t)
+		} else {
+			c.waitRunning(func(itt uint32) bool { return itt == ref })
+		}
+	case tmfAbortTaskSet, tmfClearTaskSet, tmfLUNReset, tmfTargetWarmReset, tmfTargetColdReset:
+		lun := p.LUN()
+		all := fn == tmfTargetWarmReset || fn == tmfTargetColdReset
+		for _, t := range c.pending {
+			if all || t.lun == lun {
+				c.dropPending(t)
+			}
+		}
+		c.waitRunning(func(uint32) bool { return true })
+	case tmfClearACA:
+	case tmfTaskReassign:
+		resp = tmfNoReassign
+	default:
+		resp = tmfNotSupported
+	}
+	var r PDU
+	r.SetOpcode(OpTaskMgmtResp)
+	r.SetFlags(0x80)
+	r.BHS[2] = resp
+	r.SetITT(p.ITT())
+	if err := c.send1(&r, true); err != nil {
+		return err
+	}
+	if fn == tmfTargetColdReset {
+		return fmt.Errorf("target cold reset")
+	}
+	return nil
+}
+
+// dropPending forgets a write that is still waiting for data (ABORT TASK and resets).
+func (c *conn) dropPending(t *task) {
+	delete(c.pending, t.itt)
+	for ttt := range t.r2ts {
+		delete(c.byTTT, ttt)
+	}
+	c.sess.release()
+}
+
+// waitRunning waits until the matching executing commands have been answered: a running
+// file read or write cannot be interrupted, so aborting it means letting it finish first.
+func (c *conn) waitRunning(match func(uint32) bool) {
+	c.runMu.Lock()
+	var waits []chan struct{}
+	for itt, ch := range c.running {
+		if match(itt) {
+			waits = append(waits, ch)
+		}
+	}
+	c.runMu.Unlock()
+	for _, ch := range waits {
+		<-ch
+	}
+}
+
+// text answers SendTargets (RFC 7143 §12.3); other keys are not understood.
+func (c *conn) text(p *PDU) error {
+	if !c.sess.accept(p.u32(offCmdSN), p.Immediate(), false) {
+		return nil
+	}
+	var kv TextParams
+	if err := kv.UnmarshalBinary(p.Data); err != nil {
+		c.reject(p, rejectProtocolError)
+		return nil
+	}
+	var out TextParams
+	for _, q := range kv {
+		if q.Key != "SendTargets" {
+			out = append(out, KV{q.Key, "NotUnderstood"})
+			continue
+		}
+		out = append(out, c.sendTargets(q.Value)...)
+	}
+	data, err := out.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	var r PDU
+	r.SetOpcode(OpTextResp)
+	r.SetFlags(0x80)
+	r.SetLUN(p.LUN())
+	r.SetITT(p.ITT())
+	r.put32(offTTT, reservedTag)
+	r.Data = data
+	return c.send1(&r, true)
+}
+
+func (c *conn) sendTargets(which string) TextParams {
+	var ts []*target
+	if c.sess.tgt != nil {
+		// In a normal session only the session's own target exists (RFC 7143 §12.3).
+		ts = []*target{c.sess.tgt}
+	} else {
+		ts = c.srv.visibleTargets(c.sess.initiator, c.sess.chapUser)
+	}
+	portal := c.srv.cfg.PortalAddr
+	if portal == "" {
+		portal = c.nc.LocalAddr().String()
+		if ta, ok := c.nc.LocalAddr().(*net.TCPAddr); ok {
+			portal = net.JoinHostPort(ta.IP.String(), fmt.Sprint(ta.Port))
+		}
+	}
+	var out TextParams
+	for _, t := range ts {
+		if which != "All" && which != "" && which != t.spec.IQN {
+			continue
+		}
+		if which == "" && c.sess.tgt == nil {
+			continue
+		}
+		out = append(out, KV{"TargetName", t.spec.IQN}, KV{"TargetAddress", portal + "," + targetPortalGroupTag})
+	}
+	return out
+}
+
+func (c *conn) logout(p *PDU) error {
+	c.sess.accept(p.u32(offCmdSN), p.Immediate(), false)
+	// Answer only after every command of the session has been answered.
+	c.sess.wg.Wait()
+	reason := p.Flags() & 0x7f
+	var r PDU
+	r.SetOpcode(OpLogoutResp)
+	r.SetFlags(0x80)
+	if reason == 2 {
+		r.BHS[2] = 2 // connection recovery is not supported (ErrorRecoveryLevel 0)
+	}
+	r.SetITT(p.ITT())
+	r.put16(40, uint16(c.p.time2Wait))
+	r.put16(42, uint16(c.p.time2Retain))
+	if err := c.send1(&r, true); err != nil {
+		return err
+	}
+	return errLogout
+}
+
+func commandKind(op byte) string {
+	switch op {
+	case 0x08, 0x28, 0xa8, 0x88:
+		return "read"
+	case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e, 0x41, 0x93:
+		return "write"
+	case 0x35, 0x91:
+		return "sync"
+	}
+	return "other"
+}
+
+var _ = strings.TrimSpace
