@@ -1,0 +1,114 @@
+package web
+
+import (
+	"fmt"
+	"html/template"
+	"strings"
+	"time"
+
+	"github.com/distonet/distonet/internal/registry"
+)
+
+func (w *Web) funcs() template.FuncMap {
+	return template.FuncMap{
+		"bytes":  humanBytes,
+		"dur":    humanDuration,
+		"ago":    func(t time.Time) string { return humanAgo(w.now().Sub(t)) },
+		"stamp":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+		"macid":  macID,
+		"failed": stageFailed,
+		"badge":  badgeClass,
+		"dict": func(kv ...any) (map[string]any, error) {
+			if len(kv)%2 != 0 {
+				return nil, fmt.Errorf("dict: odd number of arguments")
+			}
+			m := make(map[string]any, len(kv)/2)
+			for i := 0; i < len(kv); i += 2 {
+				k, ok := kv[i].(string)
+				if !ok {
+					return nil, fmt.Errorf("dict: key %v is not a string", kv[i])
+				}
+				m[k] = kv[i+1]
+			}
+			return m, nil
+		},
+		"pct": func(part, total int64) string {
+			if total <= 0 {
+				return "0"
+			}
+			return fmt.Sprintf("%.1f", 100*float64(part)/float64(total))
+		},
+		"ptr": func(t *time.Time) time.Time {
+			if t == nil {
+				return time.Time{}
+			}
+			return *t
+		},
+		"lastStage": func(b *registry.Boot) string {
+			if b == nil || len(b.Stages) == 0 {
+				return ""
+			}
+			return b.Stages[len(b.Stages)-1].Stage
+		},
+	}
+}
+
+// humanBytes prints a size in binary units as sysadmins read them (1.5 TiB).
+func humanBytes(b int64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := int64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}
+
+func humanAgo(d time.Duration) string {
+	switch {
+	case d < 5*time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	}
+}
+
+// badgeClass maps a node or disk state to its badge colour.
+func badgeClass(state string) string {
+	switch strings.ToLower(state) {
+	case "ready", "online":
+		return "ok"
+	case "booting", "withdrawing", "syncing":
+		return "busy"
+	case "discovered":
+		return "new"
+	case "failed", "offline", "faulty":
+		return "bad"
+	default:
+		return "idle"
+	}
+}

@@ -1,0 +1,548 @@
+package web
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/distonet/distonet/internal/api"
+	"github.com/distonet/distonet/internal/registry"
+)
+
+// nodeRow is a node as the dashboard lists it.
+type nodeRow struct {
+	api.NodeView
+	Failed bool // a stage of the last boot reported a failure
+}
+
+// stageFailed: a node reports a failed stage with ok=false and a reason.
+func stageFailed(s registry.Stage) bool { return !s.OK && s.Message != "" }
+
+func (w *Web) portal() string {
+	if w.opt.API != nil {
+		return w.opt.API.Portal
+	}
+	return ""
+}
+
+func (w *Web) nodeRows() ([]nodeRow, error) {
+	nodes, err := w.opt.Store.Nodes()
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	rows := make([]nodeRow, 0, len(nodes))
+	for _, n := range nodes {
+		tl, err := w.opt.Store.Timeline(n.Name)
+		if err != nil {
+			return nil, fmt.Errorf("timeline of %s: %w", n.Name, err)
+		}
+		row := nodeRow{NodeView: api.ViewOf(n, tl, w.portal(), false)}
+		if row.LastBoot != nil {
+			row.Failed = slices.ContainsFunc(row.LastBoot.Stages, stageFailed)
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// poolSum is pool capacity grouped one way.
+type poolSum struct {
+	Key   string
+	Disks int
+	Bytes int64
+}
+
+type poolData struct {
+	Disks    []registry.DonatedDisk
+	Total    poolSum
+	ByState  []poolSum
+	ByWindow []poolSum
+}
+
+func (w *Web) poolData() (poolData, error) {
+	disks, err := w.opt.Store.Disks()
+	if err != nil {
+		return poolData{}, fmt.Errorf("pool inventory: %w", err)
+	}
+	slices.SortFunc(disks, func(a, b registry.DonatedDisk) int {
+		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.Device, b.Device))
+	})
+	d := poolData{Disks: disks, Total: poolSum{Key: "all"}}
+	byState, byWindow := map[string]*poolSum{}, map[string]*poolSum{}
+	add := func(m map[string]*poolSum, k string, x registry.DonatedDisk) {
+		s, ok := m[k]
+		if !ok {
+			s = &poolSum{Key: k}
+			m[k] = s
+		}
+		s.Disks++
+		s.Bytes += x.SizeBytes
+	}
+	for _, x := range disks {
+		d.Total.Disks++
+		d.Total.Bytes += x.SizeBytes
+		add(byState, cmp.Or(x.State, "unknown"), x)
+		add(byWindow, cmp.Or(x.Window, "always"), x)
+	}
+	flat := func(m map[string]*poolSum) []poolSum {
+		out := make([]poolSum, 0, len(m))
+		for _, s := range m {
+			out = append(out, *s)
+		}
+		slices.SortFunc(out, func(a, b poolSum) int { return cmp.Compare(a.Key, b.Key) })
+		return out
+	}
+	d.ByState, d.ByWindow = flat(byState), flat(byWindow)
+	return d, nil
+}
+
+type dashData struct {
+	Nodes      []nodeRow
+	Counts     map[string]int
+	Discovered int
+	Pool       poolData
+	Err        string
+}
+
+func (w *Web) dashboard(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	var d dashData
+	var errs []error
+	rows, err := w.nodeRows()
+	errs = append(errs, err)
+	d.Nodes = rows
+	d.Counts = map[string]int{}
+	for _, n := range rows {
+		d.Counts[n.State]++
+		if n.Failed {
+			d.Counts["failed"]++
+		}
+	}
+	disc, err := w.opt.Store.DiscoveredMACs()
+	errs = append(errs, err)
+	d.Discovered = len(disc)
+	d.Pool, err = w.poolData()
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		w.log.Error("web: dashboard", "err", err)
+		d.Err = err.Error()
+	}
+	w.render(wr, r, http.StatusOK, "dashboard", w.newPage(c, "Dashboard", "dashboard", d))
+}
+
+// discoveredRow is a MAC waiting for enrollment with its own form.
+type discoveredRow struct {
+	registry.Discovered
+	ID   string // the MAC without colons, for element ids
+	Form nodeForm
+}
+
+type discoveredData struct {
+	Rows   []discoveredRow
+	Images []ImageInfo
+	Free   bool // no image list: image is typed
+	Err    string
+}
+
+func macID(mac string) string { return strings.ReplaceAll(mac, ":", "") }
+
+// images returns the image list, nil when the UI has none to offer (any name accepted).
+func (w *Web) images() ([]ImageInfo, error) {
+	if w.opt.Images == nil {
+		return nil, nil
+	}
+	imgs, err := w.opt.Images()
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	if imgs == nil {
+		imgs = []ImageInfo{}
+	}
+	slices.SortFunc(imgs, func(a, b ImageInfo) int { return cmp.Compare(a.Name, b.Name) })
+	return imgs, nil
+}
+
+// renderDiscovered shows the discovered MACs; failed, when set, keeps one MAC's typed form
+// and its errors.
+func (w *Web) renderDiscovered(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, failed *nodeForm) {
+	d := discoveredData{}
+	var errs []error
+	disc, err := w.opt.Store.DiscoveredMACs()
+	errs = append(errs, err)
+	imgs, err := w.images()
+	errs = append(errs, err)
+	d.Images, d.Free = imgs, w.opt.Images == nil
+	for _, x := range disc {
+		row := discoveredRow{Discovered: x, ID: macID(x.MAC), Form: nodeForm{MAC: x.MAC, Donate: "none"}}
+		if len(imgs) == 1 {
+			row.Form.Image = imgs[0].Name
+		}
+		if failed != nil && failed.MAC == x.MAC {
+			row.Form = *failed
+		}
+		d.Rows = append(d.Rows, row)
+	}
+	if failed != nil && !slices.ContainsFunc(d.Rows, func(x discoveredRow) bool { return x.MAC == failed.MAC }) {
+		// The MAC was enrolled or forgotten meanwhile: say so rather than lose the message.
+		d.Err = fmt.Sprintf("%s is no longer waiting for enrollment: %s", failed.MAC, cmp.Or(failed.General, "see the dashboard"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		w.log.Error("web: discovered", "err", err)
+		d.Err = err.Error()
+	}
+	w.render(wr, r, status, "discovered", w.newPage(c, "Discovered machines", "discovered", d))
+}
+
+func (w *Web) discovered(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	w.renderDiscovered(wr, r, c, http.StatusOK, nil)
+}
+
+// enroll validates a form and enrolls the node; on failure the form carries the reasons.
+func (w *Web) enroll(f *nodeForm) (registry.Node, bool) {
+	imgs, err := w.images()
+	if err != nil {
+		f.fail("", err)
+		return registry.Node{}, false
+	}
+	n := f.check(imgs, true)
+	if f.failed() {
+		return registry.Node{}, false
+	}
+	added, err := w.opt.Store.AddNode(n)
+	if err != nil {
+		f.failErr(err)
+		return registry.Node{}, false
+	}
+	return added, true
+}
+
+func (w *Web) enrollDiscovered(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	f := formFromRequest(r)
+	mac, err := registry.NormalizeMAC(r.PathValue("mac"))
+	if err != nil {
+		w.message(wr, r, c, http.StatusBadRequest, "Bad request", err.Error())
+		return
+	}
+	f.MAC = mac
+	n, ok := w.enroll(&f)
+	if !ok {
+		w.renderDiscovered(wr, r, c, http.StatusUnprocessableEntity, &f)
+		return
+	}
+	w.log.Info("node enrolled", "node", n.Name, "mac", n.MAC, "image", n.Image, "via", "web")
+	w.sessions.setFlash(c.sess, fmt.Sprintf("Enrolled %s (%s). It boots its image at its next PXE boot.", n.Name, n.MAC))
+	http.Redirect(wr, r, "/nodes/"+n.Name, http.StatusSeeOther)
+}
+
+func (w *Web) forgetDiscovered(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	mac := r.PathValue("mac")
+	if err := w.opt.Store.ForgetDiscovered(mac); err != nil {
+		w.message(wr, r, c, http.StatusBadRequest, "Bad request", err.Error())
+		return
+	}
+	w.log.Info("discovered MAC forgotten", "mac", mac, "via", "web")
+	w.sessions.setFlash(c.sess, "Forgot "+mac+". It reappears here if it boots again.")
+	http.Redirect(wr, r, "/discovered", http.StatusSeeOther)
+}
+
+type nodeNewData struct {
+	Form   nodeForm
+	Images []ImageInfo
+	Free   bool
+	Err    string
+}
+
+func (w *Web) renderNewNode(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, f nodeForm) {
+	imgs, err := w.images()
+	d := nodeNewData{Form: f, Images: imgs, Free: w.opt.Images == nil}
+	if err != nil {
+		d.Err = err.Error()
+	}
+	w.render(wr, r, status, "nodenew", w.newPage(c, "Enroll a node", "new", d))
+}
+
+func (w *Web) newNodePage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	w.renderNewNode(wr, r, c, http.StatusOK, nodeForm{Donate: "none", MAC: r.URL.Query().Get("mac")})
+}
+
+func (w *Web) newNode(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	f := formFromRequest(r)
+	n, ok := w.enroll(&f)
+	if !ok {
+		w.renderNewNode(wr, r, c, http.StatusUnprocessableEntity, f)
+		return
+	}
+	w.log.Info("node enrolled", "node", n.Name, "mac", n.MAC, "image", n.Image, "via", "web")
+	w.sessions.setFlash(c.sess, fmt.Sprintf("Enrolled %s (%s).", n.Name, n.MAC))
+	http.Redirect(wr, r, "/nodes/"+n.Name, http.StatusSeeOther)
+}
+
+type nodeData struct {
+	View   api.NodeView
+	Node   registry.Node // redacted
+	Boots  []registry.Boot
+	Disks  []registry.DonatedDisk
+	Form   nodeForm
+	Images []ImageInfo
+	Free   bool
+	Target string
+	AoE    string
+	Err    string
+}
+
+func (w *Web) renderNode(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, name string, form *nodeForm) {
+	n, err := w.opt.Store.Node(name)
+	if errors.Is(err, registry.ErrNotFound) {
+		w.message(wr, r, c, http.StatusNotFound, "No such node", fmt.Sprintf("No node is enrolled as %q.", name))
+		return
+	}
+	if err != nil {
+		w.message(wr, r, c, http.StatusInternalServerError, "Error", err.Error())
+		return
+	}
+	n = n.Redacted()
+	tl, err := w.opt.Store.Timeline(n.Name)
+	var errs []error
+	errs = append(errs, err)
+	d := nodeData{View: api.ViewOf(n, tl, w.portal(), false), Node: n, Target: n.TargetIQN(), Free: w.opt.Images == nil}
+	if n.Donate.Mode == "aoe" {
+		d.AoE = n.AoEAddress()
+	}
+	d.Boots = slices.Clone(tl.Boots)
+	slices.Reverse(d.Boots) // newest first
+	disks, err := w.opt.Store.Disks()
+	errs = append(errs, err)
+	for _, x := range disks {
+		if x.Node == n.Name {
+			d.Disks = append(d.Disks, x)
+		}
+	}
+	d.Images, err = w.images()
+	errs = append(errs, err)
+	d.Form = formOf(n)
+	if form != nil {
+		d.Form = *form
+	}
+	if err := errors.Join(errs...); err != nil {
+		d.Err = err.Error()
+	}
+	w.render(wr, r, status, "node", w.newPage(c, "Node "+n.Name, "dashboard", d))
+}
+
+func (w *Web) nodePage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	w.renderNode(wr, r, c, http.StatusOK, r.PathValue("name"), nil)
+}
+
+func (w *Web) editNode(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	name := r.PathValue("name")
+	f := formFromRequest(r)
+	f.Name = name
+	imgs, err := w.images()
+	if err != nil {
+		f.fail("", err)
+	}
+	edited := f.check(imgs, false)
+	if !f.failed() {
+		_, err = w.opt.Store.UpdateNode(name, func(n *registry.Node) error {
+			n.Group, n.Image, n.Role, n.IP, n.VolumeSize = edited.Group, edited.Image, edited.Role, edited.IP, edited.VolumeSize
+			n.Donate.Mode, n.Donate.Window = edited.Donate.Mode, edited.Donate.Window
+			return nil
+		})
+		if err != nil {
+			f.failErr(err)
+		}
+	}
+	if f.failed() {
+		w.renderNode(wr, r, c, http.StatusUnprocessableEntity, name, &f)
+		return
+	}
+	w.log.Info("node edited", "node", name, "via", "web")
+	w.sessions.setFlash(c.sess, "Saved "+name+". Changes apply at its next boot.")
+	http.Redirect(wr, r, "/nodes/"+name, http.StatusSeeOther)
+}
+
+type removeData struct {
+	Node  registry.Node
+	Disks int
+	Error string
+}
+
+func (w *Web) renderRemove(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, name, problem string) {
+	n, err := w.opt.Store.Node(name)
+	if errors.Is(err, registry.ErrNotFound) {
+		w.message(wr, r, c, http.StatusNotFound, "No such node", fmt.Sprintf("No node is enrolled as %q.", name))
+		return
+	}
+	if err != nil {
+		w.message(wr, r, c, http.StatusInternalServerError, "Error", err.Error())
+		return
+	}
+	d := removeData{Node: n.Redacted(), Error: problem}
+	if disks, err := w.opt.Store.Disks(); err == nil {
+		for _, x := range disks {
+			if x.Node == name {
+				d.Disks++
+			}
+		}
+	}
+	w.render(wr, r, status, "remove", w.newPage(c, "Remove "+name, "dashboard", d))
+}
+
+func (w *Web) removePage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	w.renderRemove(wr, r, c, http.StatusOK, r.PathValue("name"), "")
+}
+
+func (w *Web) removeNode(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	name := r.PathValue("name")
+	// Typing the name is the confirmation: the volume's data cannot be brought back.
+	if r.PostFormValue("confirm") != name {
+		w.renderRemove(wr, r, c, http.StatusUnprocessableEntity, name, "type the node's name exactly to confirm")
+		return
+	}
+	if err := api.RemoveNode(w.opt.Store, name, w.opt.RemoveVolume); err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			w.message(wr, r, c, http.StatusNotFound, "No such node", fmt.Sprintf("No node is enrolled as %q.", name))
+			return
+		}
+		w.log.Error("web: remove node", "node", name, "err", err)
+		w.message(wr, r, c, http.StatusInternalServerError, "Removal incomplete", err.Error())
+		return
+	}
+	w.log.Info("node removed", "node", name, "via", "web")
+	w.sessions.setFlash(c.sess, "Removed "+name+" and deleted its volume.")
+	http.Redirect(wr, r, "/", http.StatusSeeOther)
+}
+
+type bulkData struct {
+	Errors  []LineError
+	CSV     string
+	Columns string
+}
+
+func (w *Web) bulkPage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	w.render(wr, r, http.StatusOK, "bulk", w.newPage(c, "Bulk enrollment", "bulk", bulkData{Columns: strings.Join(BulkColumns, ",")}))
+}
+
+func (w *Web) bulk(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	d := bulkData{Columns: strings.Join(BulkColumns, ",")}
+	var src io.Reader
+	if f, _, err := r.FormFile("file"); err == nil {
+		defer f.Close()
+		src = io.LimitReader(f, w.opt.MaxUpload)
+	} else {
+		d.CSV = r.PostFormValue("csv")
+		src = strings.NewReader(d.CSV)
+	}
+	added, errs := w.bulkEnroll(src)
+	if len(errs) > 0 {
+		d.Errors = errs
+		w.render(wr, r, http.StatusUnprocessableEntity, "bulk", w.newPage(c, "Bulk enrollment", "bulk", d))
+		return
+	}
+	w.log.Info("nodes enrolled in bulk", "count", len(added), "via", "web")
+	w.sessions.setFlash(c.sess, fmt.Sprintf("Enrolled %d nodes: %s.", len(added), strings.Join(added, ", ")))
+	http.Redirect(wr, r, "/", http.StatusSeeOther)
+}
+
+// bulkEnroll enrolls every line of a CSV file or, if any line is wrong, none.
+func (w *Web) bulkEnroll(src io.Reader) (added []string, errs []LineError) {
+	rows, errs := ParseBulk(src)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	imgs, err := w.images()
+	if err != nil {
+		return nil, []LineError{{Message: err.Error()}}
+	}
+	names, macs := map[string]int{}, map[string]int{}
+	nodes := make([]registry.Node, 0, len(rows))
+	for _, row := range rows {
+		f := row.form()
+		n := f.check(imgs, true)
+		for _, k := range slices.Sorted(maps.Keys(f.Errors)) {
+			errs = append(errs, LineError{Line: row.Line, Field: k, Message: f.Errors[k]})
+		}
+		if f.Errors["name"] == "" {
+			if prev, dup := names[n.Name]; dup {
+				errs = append(errs, LineError{Line: row.Line, Field: "name", Message: fmt.Sprintf("%s is also on line %d", n.Name, prev)})
+			} else if _, err := w.opt.Store.Node(n.Name); err == nil {
+				errs = append(errs, LineError{Line: row.Line, Field: "name", Message: n.Name + " is already enrolled"})
+			}
+			names[n.Name] = row.Line
+		}
+		if f.Errors["mac"] == "" {
+			if prev, dup := macs[n.MAC]; dup {
+				errs = append(errs, LineError{Line: row.Line, Field: "mac", Message: fmt.Sprintf("%s is also on line %d", n.MAC, prev)})
+			} else if other, ok := w.opt.Store.NodeByMAC(n.MAC); ok {
+				errs = append(errs, LineError{Line: row.Line, Field: "mac", Message: fmt.Sprintf("%s is already enrolled as %s", n.MAC, other.Name)})
+			}
+			macs[n.MAC] = row.Line
+		}
+		nodes = append(nodes, n)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	for i, n := range nodes {
+		if _, err := w.opt.Store.AddNode(n); err != nil {
+			// Something changed since the check (another admin, the CLI): undo this file's part.
+			for _, done := range added {
+				if _, rerr := w.opt.Store.RemoveNode(done); rerr != nil {
+					w.log.Error("web: bulk rollback", "node", done, "err", rerr)
+				}
+			}
+			return nil, []LineError{{Line: rows[i].Line, Field: api.FieldOf(err), Message: err.Error() + " (nothing from this file was enrolled)"}}
+		}
+		added = append(added, n.Name)
+	}
+	return added, nil
+}
+
+type imageRow struct {
+	ImageInfo
+	Nodes int
+}
+
+type imagesData struct {
+	Images    []imageRow
+	Available bool
+	Err       string
+}
+
+func (w *Web) imagesPage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	d := imagesData{Available: w.opt.Images != nil}
+	imgs, err := w.images()
+	if err != nil {
+		d.Err = err.Error()
+	}
+	use := map[string]int{}
+	if nodes, err := w.opt.Store.Nodes(); err == nil {
+		for _, n := range nodes {
+			use[n.Image]++
+		}
+	}
+	for _, i := range imgs {
+		d.Images = append(d.Images, imageRow{ImageInfo: i, Nodes: use[i.Name]})
+	}
+	w.render(wr, r, http.StatusOK, "images", w.newPage(c, "Images", "images", d))
+}
+
+func (w *Web) poolPage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	d, err := w.poolData()
+	p := w.newPage(c, "Pool", "pool", struct {
+		poolData
+		Err string
+	}{d, errString(err)})
+	w.render(wr, r, http.StatusOK, "pool", p)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

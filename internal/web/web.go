@@ -1,0 +1,303 @@
+// Package web is the appliance's admin web UI: login, the dashboard of nodes and boots, the
+// enrollment of discovered machines (one by one or from a CSV file), node edit and removal,
+// images and the donated-disk pool, with live updates over server-sent events. Pages are
+// server-rendered from html/template files under templates/web (overridable from
+// state_dir/templates/web); a little vanilla JavaScript only refreshes live regions.
+//
+// It leaves the JSON API to internal/api (mounted under /api/ when Options.API is set) and
+// the state to internal/registry. Security: a bcrypt admin password in state_dir, server-side
+// sessions in HttpOnly SameSite=Strict cookies, a per-session CSRF token checked on every POST,
+// a per-IP login rate limit, and a strict Content-Security-Policy.
+package web
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distonet/distonet/internal/api"
+	"github.com/distonet/distonet/internal/registry"
+	"github.com/distonet/distonet/templates"
+)
+
+// ImageInfo is an imported image as the UI lists it and offers it in enrollment forms.
+type ImageInfo struct {
+	Name      string
+	Version   string    // current version (what /images/NAME exports)
+	Kernel    string    // kernel release or file name
+	SizeBytes int64     // rootfs size, 0 when unknown
+	Imported  time.Time // when the current version was imported
+}
+
+// Options configure the web UI. Store is required; everything else has a default.
+type Options struct {
+	Store *registry.Store
+	// API, when set, is mounted under /api/ and its Portal is shown on node pages.
+	// The caller sets API.Session = (*Web).Session so the API accepts a logged-in browser.
+	API *api.Server
+	// StateDir holds admin.passwd, setup.token and templates/ overrides.
+	StateDir string
+	// Images lists imported images; nil means any image name is accepted as typed.
+	Images func() ([]ImageInfo, error)
+	// RemoveVolume deletes a removed node's overlay volume; nil falls back to API.RemoveVolume.
+	RemoveVolume func(name string) error
+	Log          *slog.Logger     // default slog.Default()
+	Now          func() time.Time // default time.Now
+
+	// SessionTTL is a session's absolute lifetime (default 12h); SessionIdle its lifetime
+	// without requests (default 2h).
+	SessionTTL, SessionIdle time.Duration
+	// LoginAttempts per LoginWindow per client IP (default 5 per minute).
+	LoginAttempts int
+	LoginWindow   time.Duration
+	// MaxUpload bounds a bulk-enrollment CSV file (default 1 MiB).
+	MaxUpload int64
+}
+
+// Web is the UI's HTTP handler.
+type Web struct {
+	opt      Options
+	log      *slog.Logger
+	now      func() time.Time
+	key      []byte // HMAC key of login-form tokens, random per process
+	sessions *sessions
+	limiter  *loginLimiter
+	pages    map[string]*template.Template
+	static   http.Handler
+	mux      *http.ServeMux
+	setupMu  sync.Mutex // one first-run setup at a time
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close: ends event streams
+}
+
+// pageFiles are the page templates; each is parsed with layout.html and parts.html.
+var pageFiles = []string{"dashboard", "discovered", "node", "nodenew", "remove", "bulk", "images", "pool", "login", "setup", "message"}
+
+// New builds the UI. It fails when a template does not parse.
+func New(opt Options) (*Web, error) {
+	if opt.Store == nil {
+		return nil, errors.New("web: Options.Store is required")
+	}
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.SessionTTL <= 0 {
+		opt.SessionTTL = 12 * time.Hour
+	}
+	if opt.SessionIdle <= 0 {
+		opt.SessionIdle = 2 * time.Hour
+	}
+	if opt.LoginAttempts <= 0 {
+		opt.LoginAttempts = 5
+	}
+	if opt.LoginWindow <= 0 {
+		opt.LoginWindow = time.Minute
+	}
+	if opt.MaxUpload <= 0 {
+		opt.MaxUpload = 1 << 20
+	}
+	if opt.RemoveVolume == nil && opt.API != nil {
+		opt.RemoveVolume = opt.API.RemoveVolume
+	}
+	w := &Web{
+		opt: opt, log: opt.Log, now: opt.Now, key: []byte(randomToken(32)),
+		sessions: &sessions{byID: map[string]*session{}, ttl: opt.SessionTTL, idle: opt.SessionIdle, now: opt.Now},
+		limiter:  &loginLimiter{max: opt.LoginAttempts, window: opt.LoginWindow, now: opt.Now, tries: map[string][]time.Time{}},
+		pages:    map[string]*template.Template{},
+		done:     make(chan struct{}),
+	}
+	tfs := templates.Load(opt.StateDir)
+	for _, p := range pageFiles {
+		t, err := template.New(p).Funcs(w.funcs()).ParseFS(tfs, "web/layout.html", "web/parts.html", "web/"+p+".html")
+		if err != nil {
+			return nil, fmt.Errorf("web template %s: %w", p, err)
+		}
+		w.pages[p] = t
+	}
+	static, err := fs.Sub(tfs, "web/static")
+	if err != nil {
+		return nil, fmt.Errorf("web static assets: %w", err)
+	}
+	w.static = http.StripPrefix("/static/", http.FileServerFS(static))
+	w.routes()
+	return w, nil
+}
+
+// Close ends the live event streams (an http.Server's Shutdown waits for them otherwise).
+func (w *Web) Close() error {
+	w.closeOnce.Do(func() { close(w.done) })
+	return nil
+}
+
+func (w *Web) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /login", w.loginPage)
+	m.HandleFunc("POST /login", w.login)
+	m.HandleFunc("POST /logout", w.authed(w.logout))
+	m.HandleFunc("GET /setup", w.setupPage)
+	m.HandleFunc("POST /setup", w.setup)
+	m.HandleFunc("GET /static/", func(wr http.ResponseWriter, r *http.Request) {
+		wr.Header().Set("Cache-Control", "max-age=300")
+		w.static.ServeHTTP(wr, r)
+	})
+
+	m.HandleFunc("GET /{$}", w.authed(w.dashboard))
+	m.HandleFunc("GET /discovered", w.authed(w.discovered))
+	m.HandleFunc("POST /discovered/{mac}/enroll", w.authed(w.enrollDiscovered))
+	m.HandleFunc("POST /discovered/{mac}/forget", w.authed(w.forgetDiscovered))
+	m.HandleFunc("GET /nodes", func(wr http.ResponseWriter, r *http.Request) { http.Redirect(wr, r, "/", http.StatusSeeOther) })
+	m.HandleFunc("GET /nodes/new", w.authed(w.newNodePage))
+	m.HandleFunc("POST /nodes/new", w.authed(w.newNode))
+	m.HandleFunc("GET /nodes/bulk", w.authed(w.bulkPage))
+	m.HandleFunc("POST /nodes/bulk", w.authed(w.bulk))
+	m.HandleFunc("GET /nodes/{name}", w.authed(w.nodePage))
+	m.HandleFunc("POST /nodes/{name}", w.authed(w.editNode))
+	m.HandleFunc("GET /nodes/{name}/remove", w.authed(w.removePage))
+	m.HandleFunc("POST /nodes/{name}/remove", w.authed(w.removeNode))
+	m.HandleFunc("GET /images", w.authed(w.imagesPage))
+	m.HandleFunc("GET /pool", w.authed(w.poolPage))
+	m.HandleFunc("GET /events", w.authed(w.events))
+	if w.opt.API != nil {
+		m.Handle("/api/", w.opt.API.Handler())
+	}
+	m.HandleFunc("/", w.authed(func(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+		w.message(wr, r, c, http.StatusNotFound, "Not found", "There is no page at "+r.URL.Path+".")
+	}))
+	w.mux = m
+}
+
+// ServeHTTP serves every route with the UI's security headers.
+func (w *Web) ServeHTTP(wr http.ResponseWriter, r *http.Request) {
+	h := wr.Header()
+	// Scripts and styles only from /static/: an injected tag would not run even if escaping failed.
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Body != nil {
+		r.Body = http.MaxBytesReader(wr, r.Body, w.opt.MaxUpload+64<<10)
+	}
+	w.mux.ServeHTTP(wr, r)
+}
+
+// Session reports whether r comes from a logged-in browser; for anything but GET/HEAD it also
+// requires the session's CSRF token in the X-CSRF-Token header. Plug it into api.Server.Session.
+func (w *Web) Session(r *http.Request) bool {
+	_, sess, ok := w.sessions.get(r)
+	if !ok {
+		return false
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	tok := r.Header.Get(CSRFHeader)
+	return tok != "" && validCSRFToken(tok, sess)
+}
+
+// reqCtx is what an authenticated handler knows about the request.
+type reqCtx struct {
+	id   string
+	sess *session
+}
+
+// authed lets logged-in requests through: pages send others to /login, scripts get 401;
+// every non-GET must carry the session's CSRF token (403 otherwise).
+func (w *Web) authed(h func(http.ResponseWriter, *http.Request, *reqCtx)) http.HandlerFunc {
+	return func(wr http.ResponseWriter, r *http.Request) {
+		id, sess, ok := w.sessions.get(r)
+		if !ok {
+			if r.Method == http.MethodGet && r.URL.Query().Get("fragment") == "" && r.URL.Path != "/events" {
+				if !HasPassword(w.opt.StateDir) {
+					http.Redirect(wr, r, "/setup", http.StatusSeeOther)
+					return
+				}
+				http.Redirect(wr, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			wr.Header().Set("Cache-Control", "no-store")
+			http.Error(wr, "401 unauthorized: log in at /login", http.StatusUnauthorized)
+			return
+		}
+		c := &reqCtx{id: id, sess: sess}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := r.ParseMultipartForm(w.opt.MaxUpload); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+				w.message(wr, r, c, http.StatusBadRequest, "Bad request", "The form could not be read: "+err.Error())
+				return
+			}
+			if !validCSRF(r, sess) {
+				w.log.Warn("web: request without a valid CSRF token refused", "path", r.URL.Path, "ip", clientIP(r))
+				w.message(wr, r, c, http.StatusForbidden, "Request refused",
+					"This form was not sent from a page of this session (missing or stale CSRF token). Reload the page and try again.")
+				return
+			}
+		}
+		h(wr, r, c)
+	}
+}
+
+// safeNext keeps a post-login redirect on this site.
+func safeNext(next string) string {
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}
+
+// page is what every template gets.
+type page struct {
+	Title    string
+	Nav      string // highlighted menu entry
+	CSRF     string
+	Flash    string
+	LoggedIn bool
+	Now      time.Time
+	D        any // the page's own data
+}
+
+func (w *Web) newPage(c *reqCtx, title, nav string, d any) page {
+	p := page{Title: title, Nav: nav, Now: w.now(), D: d}
+	if c != nil {
+		p.CSRF, p.LoggedIn = c.sess.csrf, true
+		p.Flash = w.sessions.takeFlash(c.sess)
+	}
+	return p
+}
+
+// render executes a page, or only its "live" block when ?fragment=1 (the live-update fetch).
+func (w *Web) render(wr http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	t := w.pages[name]
+	block := "layout"
+	if r.URL.Query().Get("fragment") != "" && t.Lookup("live") != nil {
+		block = "live"
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, block, p); err != nil {
+		w.log.Error("web: render", "page", name, "err", err)
+		http.Error(wr, "500 internal error: page could not be rendered (see the daemon's log)", http.StatusInternalServerError)
+		return
+	}
+	wr.Header().Set("Content-Type", "text/html; charset=utf-8")
+	wr.Header().Set("Cache-Control", "no-store")
+	wr.WriteHeader(status)
+	_, _ = wr.Write(buf.Bytes())
+}
+
+type messageData struct {
+	Heading, Text string
+}
+
+func (w *Web) message(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, heading, text string) {
+	w.render(wr, r, status, "message", w.newPage(c, heading, "", messageData{heading, text}))
+}

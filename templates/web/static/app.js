@@ -1,0 +1,56 @@
+// Live regions: an element with data-live="URL" is re-fetched from URL (a page fragment the
+// server renders) after each "change" event on /events. A region holding a form the admin is
+// editing is not replaced under their fingers: a notice offers a reload instead.
+"use strict";
+(function () {
+  const regions = Array.from(document.querySelectorAll("[data-live]"));
+  const dot = document.getElementById("live-dot");
+  if (regions.length === 0 || !window.EventSource) { return; }
+
+  function editing(el) {
+    if (el.contains(document.activeElement) && document.activeElement.matches("input,select,textarea")) { return true; }
+    for (const f of el.querySelectorAll("input[type=text],textarea")) {
+      if (f.value !== f.defaultValue) { return true; }
+    }
+    for (const s of el.querySelectorAll("select")) {
+      for (const o of s.options) { if (o.selected !== o.defaultSelected) { return true; } }
+    }
+    return false;
+  }
+
+  function notice(el) {
+    if (el.previousElementSibling && el.previousElementSibling.classList.contains("stale")) { return; }
+    const n = document.createElement("div");
+    n.className = "flash stale";
+    n.textContent = "New information is available. ";
+    const a = document.createElement("a");
+    a.href = location.pathname;
+    a.textContent = "Reload (your unsaved input here is lost)";
+    n.appendChild(a);
+    el.parentNode.insertBefore(n, el);
+  }
+
+  let pending = null;
+  function refresh() {
+    pending = null;
+    for (const el of regions) {
+      if (editing(el)) { notice(el); continue; }
+      fetch(el.dataset.live, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (r) {
+          if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return null; }
+          return r.ok ? r.text() : null;
+        })
+        .then(function (html) { if (html !== null && !editing(el)) { el.innerHTML = html; el.dataset.version = String(Number(el.dataset.version || 0) + 1); } })
+        .catch(function () { /* the next event retries */ });
+    }
+  }
+
+  const es = new EventSource("/events");
+  es.addEventListener("open", function () { if (dot) { dot.classList.add("on"); dot.title = "live updates: on"; } });
+  es.addEventListener("error", function () { if (dot) { dot.classList.remove("on"); dot.title = "live updates: reconnecting"; } });
+  es.addEventListener("change", function () {
+    // Coalesce bursts (a boot records several stages in a second) into one fetch.
+    if (pending === null) { pending = setTimeout(refresh, 150); }
+  });
+  window.addEventListener("pagehide", function () { es.close(); });
+})();
