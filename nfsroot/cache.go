@@ -1,0 +1,167 @@
+package nfsroot
+
+import (
+	"container/list"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Published versions never change, so open files and directory listings can be kept
+// without any invalidation: the caches below only bound how many are kept.
+
+type fileKey struct {
+	t   *tree
+	ino uint64
+}
+
+// openFile is a cached read-only descriptor of a regular file and its attributes.
+type openFile struct {
+	key     fileKey
+	fd      int
+	st      unix.Stat_t
+	refs    int
+	evicted bool
+	elem    *list.Element
+}
+
+// fileCache keeps up to max descriptors open, least recently used out first, so a boot
+// storm reading the same libraries opens each once.
+type fileCache struct {
+	mu  sync.Mutex
+	m   map[fileKey]*openFile
+	lru list.List
+	max int
+}
+
+func newFileCache(max int) *fileCache { return &fileCache{m: map[fileKey]*openFile{}, max: max} }
+
+// open returns the file's descriptor, opening it on a miss. Non-regular files are stat'ed
+// but never opened (a device node in an image must not open the host's device).
+func (c *fileCache) open(t *tree, ino uint64, rel string) (*openFile, error) {
+	key := fileKey{t, ino}
+	c.mu.Lock()
+	if f, ok := c.m[key]; ok {
+		f.refs++
+		c.lru.MoveToFront(f.elem)
+		c.mu.Unlock()
+		return f, nil
+	}
+	c.mu.Unlock()
+
+	st, err := t.lstat(rel)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return &openFile{key: key, fd: -1, st: st, refs: 1, evicted: true}, nil
+	}
+	fd, err := t.open(rel, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.m[key]; ok { // another request opened it meanwhile
+		unix.Close(fd)
+		f.refs++
+		c.lru.MoveToFront(f.elem)
+		return f, nil
+	}
+	f := &openFile{key: key, fd: fd, st: st, refs: 1}
+	f.elem = c.lru.PushFront(f)
+	c.m[key] = f
+	for c.lru.Len() > c.max {
+		old := c.lru.Remove(c.lru.Back()).(*openFile)
+		delete(c.m, old.key)
+		old.evicted = true
+		if old.refs == 0 {
+			unix.Close(old.fd)
+		}
+	}
+	return f, nil
+}
+
+func (c *fileCache) release(f *openFile) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f.refs--
+	if f.refs == 0 && f.evicted && f.fd >= 0 {
+		unix.Close(f.fd)
+		f.fd = -1
+	}
+}
+
+// closeAll closes every idle descriptor (at shutdown).
+func (c *fileCache) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, f := range c.m {
+		delete(c.m, key)
+		f.evicted = true
+		if f.refs == 0 {
+			unix.Close(f.fd)
+		}
+	}
+	c.lru.Init()
+}
+
+type dirKey struct {
+	t   *tree
+	ino uint64
+}
+
+type dirListing struct {
+	key   dirKey
+	ready chan struct{}
+	ents  []dirEntry
+	err   error
+}
+
+// dirCache keeps directory listings (names and attributes, sorted by name, so READDIR
+// cookies are stable positions) up to max entries in total, oldest out first.
+type dirCache struct {
+	mu      sync.Mutex
+	m       map[dirKey]*dirListing
+	fifo    []*dirListing
+	entries int
+	max     int
+}
+
+func newDirCache(max int) *dirCache { return &dirCache{m: map[dirKey]*dirListing{}, max: max} }
+
+func (c *dirCache) get(t *tree, ino uint64, rel string) ([]dirEntry, error) {
+	key := dirKey{t, ino}
+	c.mu.Lock()
+	if l, ok := c.m[key]; ok {
+		c.mu.Unlock()
+		<-l.ready
+		return l.ents, l.err
+	}
+	l := &dirListing{key: key, ready: make(chan struct{})}
+	c.m[key] = l
+	c.mu.Unlock()
+
+	l.ents, l.err = t.readDir(rel)
+	close(l.ready)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l.err != nil {
+		delete(c.m, key)
+		return l.ents, l.err
+	}
+	c.fifo = append(c.fifo, l)
+	c.entries += len(l.ents)
+	for c.entries > c.max && len(c.fifo) > 1 {
+		old := c.fifo[0]
+		c.fifo = c.fifo[1:]
+		c.entries -= len(old.ents)
+		delete(c.m, old.key)
+	}
+	return l.ents, nil
+}
