@@ -1,0 +1,185 @@
+package head
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/distonet/distonet/donate/pool"
+)
+
+// Attacher makes a planned disk a block device on the head, and lets it go.
+type Attacher interface {
+	// Attach returns the device path of disk once the kernel shows it.
+	Attach(ctx context.Context, d pool.Disk) (string, error)
+	// Detach releases it: after it returns the donor may stop exporting.
+	Detach(ctx context.Context, d pool.Disk) error
+}
+
+// ErrNotFound is returned when a disk does not show up in time: its donor is not exporting.
+var ErrNotFound = errors.New("disk not found on the network")
+
+var aoeAddr = regexp.MustCompile(`^e([0-9]{1,5})\.([0-9]{1,3})$`)
+
+// AoE attaches AoE disks through the kernel's aoe initiator and aoetools: aoe-discover makes
+// the driver probe, the disk appears as /dev/etherd/e<shelf>.<slot>, aoe-flush drops it.
+type AoE struct {
+	Runner Runner
+	// DevDir is where the aoe driver's devices appear (default /dev/etherd).
+	DevDir string
+	// Wait bounds how long Attach waits for the device after discovery (default 10 s).
+	Wait time.Duration
+	// Poll is the interval between checks (default 200 ms).
+	Poll time.Duration
+	// Exists reports whether a device node exists (default: os.Stat); tests replace it.
+	Exists func(path string) bool
+}
+
+func (a *AoE) defaults() (dir string, wait, poll time.Duration, exists func(string) bool) {
+	dir, wait, poll, exists = a.DevDir, a.Wait, a.Poll, a.Exists
+	if dir == "" {
+		dir = "/dev/etherd"
+	}
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	if poll <= 0 {
+		poll = 200 * time.Millisecond
+	}
+	if exists == nil {
+		exists = func(p string) bool { _, err := os.Stat(p); return err == nil }
+	}
+	return
+}
+
+// Attach implements Attacher.
+func (a *AoE) Attach(ctx context.Context, d pool.Disk) (string, error) {
+	if !aoeAddr.MatchString(d.Address) {
+		return "", fmt.Errorf("aoe disk %q of node %s: address is not e<shelf>.<slot>", d.Address, d.Node)
+	}
+	dir, wait, poll, exists := a.defaults()
+	dev := filepath.Join(dir, d.Address)
+	if exists(dev) {
+		return dev, nil
+	}
+	if _, err := a.Runner.Run(ctx, "aoe-discover"); err != nil {
+		return "", fmt.Errorf("aoe disk %s of node %s: discover: %w", d.Address, d.Node, err)
+	}
+	return waitFor(ctx, dev, wait, poll, exists, fmt.Sprintf("aoe disk %s of node %s", d.Address, d.Node))
+}
+
+// Detach implements Attacher. The device must no longer be in an md array.
+func (a *AoE) Detach(ctx context.Context, d pool.Disk) error {
+	if !aoeAddr.MatchString(d.Address) {
+		return fmt.Errorf("aoe disk %q of node %s: address is not e<shelf>.<slot>", d.Address, d.Node)
+	}
+	if _, err := a.Runner.Run(ctx, "aoe-flush", d.Address); err != nil {
+		return fmt.Errorf("aoe disk %s of node %s: flush: %w", d.Address, d.Node, err)
+	}
+	return nil
+}
+
+func waitFor(ctx context.Context, dev string, wait, poll time.Duration, exists func(string) bool, what string) (string, error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		if exists(dev) {
+			return dev, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-deadline.C:
+			return "", fmt.Errorf("%s: %s did not appear within %v: %w", what, dev, wait, ErrNotFound)
+		case <-tick.C:
+		}
+	}
+}
+
+// Credentials gives the CHAP login for a donor's iSCSI target (the registry's seam).
+type Credentials interface {
+	CHAP(d pool.Disk) (user, secret string, err error)
+}
+
+// ISCSI attaches iSCSI disks through the kernel initiator (open-iscsi's iscsiadm): a node
+// record with CHAP, a login, and the udev by-path link of LUN; logout releases it.
+type ISCSI struct {
+	Runner      Runner
+	Credentials Credentials
+	// LUN is the donor target's LUN (default 0).
+	LUN int
+	// ByPath is the udev by-path directory (default /dev/disk/by-path).
+	ByPath string
+	Wait   time.Duration // default 10 s
+	Poll   time.Duration // default 200 ms
+	Exists func(path string) bool
+}
+
+// Attach implements Attacher.
+func (s *ISCSI) Attach(ctx context.Context, d pool.Disk) (string, error) {
+	if d.Portal == "" || d.Address == "" {
+		return "", fmt.Errorf("iscsi disk %q of node %s: portal and target IQN are required", d.Address, d.Node)
+	}
+	what := fmt.Sprintf("iscsi disk %s of node %s", d.Address, d.Node)
+	aoe := AoE{Wait: s.Wait, Poll: s.Poll, Exists: s.Exists}
+	_, wait, poll, exists := aoe.defaults()
+	dev := s.devPath(d)
+	if exists(dev) {
+		return dev, nil
+	}
+	node := []string{"-m", "node", "-T", d.Address, "-p", d.Portal}
+	steps := [][]string{append(append([]string(nil), node...), "-o", "new")}
+	if s.Credentials != nil {
+		user, secret, err := s.Credentials.CHAP(d)
+		if err != nil {
+			return "", fmt.Errorf("%s: credentials: %w", what, err)
+		}
+		for _, kv := range [][2]string{{"node.session.auth.authmethod", "CHAP"}, {"node.session.auth.username", user}, {"node.session.auth.password", secret}} {
+			steps = append(steps, append(append([]string(nil), node...), "-o", "update", "-n", kv[0], "-v", kv[1]))
+		}
+	}
+	steps = append(steps, append(append([]string(nil), node...), "--login"))
+	for _, argv := range steps {
+		if _, err := s.Runner.Run(ctx, "iscsiadm", argv...); err != nil {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return waitFor(ctx, dev, wait, poll, exists, what)
+}
+
+// Detach implements Attacher.
+func (s *ISCSI) Detach(ctx context.Context, d pool.Disk) error {
+	if _, err := s.Runner.Run(ctx, "iscsiadm", "-m", "node", "-T", d.Address, "-p", d.Portal, "--logout"); err != nil {
+		return fmt.Errorf("iscsi disk %s of node %s: logout: %w", d.Address, d.Node, err)
+	}
+	return nil
+}
+
+func (s *ISCSI) devPath(d pool.Disk) string {
+	dir := s.ByPath
+	if dir == "" {
+		dir = "/dev/disk/by-path"
+	}
+	return filepath.Join(dir, fmt.Sprintf("ip-%s-iscsi-%s-lun-%d", d.Portal, d.Address, s.LUN))
+}
+
+// Static maps disks to device paths that are already there (disks attached by other means,
+// or a test's loop and virtio devices). Detach does nothing.
+type Static map[string]string // pool.Disk.ID() -> device path
+
+// Attach implements Attacher.
+func (s Static) Attach(_ context.Context, d pool.Disk) (string, error) {
+	if dev, ok := s[d.ID()]; ok {
+		return dev, nil
+	}
+	return "", fmt.Errorf("disk %s of node %s: %w", d.ID(), d.Node, ErrNotFound)
+}
+
+// Detach implements Attacher.
+func (s Static) Detach(context.Context, pool.Disk) error { return nil }

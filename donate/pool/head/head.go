@@ -1,0 +1,589 @@
+// Package head is the pool head: on a machine with the kernel's aoe/iSCSI initiators and
+// mdadm (the appliance host, or a booted node with the pool-head role) it makes the planned
+// md RAID6 arrays real. It attaches members, creates arrays with an internal write-intent
+// bitmap, assembles existing ones (degraded within parity), re-adds a returning member (the
+// bitmap resyncs only what changed), fails a withdrawing member at once instead of waiting
+// out the aoe driver's 180 s dead timer, and stops an overnight array cleanly before its
+// window closes. On top it puts ext4, mounted under MountRoot/<array>; exporting that
+// directory (NFS, or the md device as an iSCSI LUN of the appliance) is the Exporter's job.
+//
+// A degraded *and* dirty RAID6 (the head crashed while members were missing) does not start
+// by itself: mdadm refuses with "cannot start dirty degraded array". Stopping cleanly avoids
+// it. When it happens, the head reports the array failed and leaves it alone; the admin
+// checks which members are current (mdadm --examine: Events) and runs
+// `mdadm --assemble --force --run /dev/md/<name> <members...>`, then fsck before mounting.
+package head
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/distonet/distonet/donate/pool"
+)
+
+// Exporter publishes a mounted array to the cluster and withdraws it before the array stops.
+type Exporter interface {
+	Export(ctx context.Context, array, device, mountpoint string) error
+	Unexport(ctx context.Context, array, device, mountpoint string) error
+}
+
+// Config tunes a Head. The zero value drives the real tools with the defaults below.
+type Config struct {
+	Runner Runner // default ExecRunner{}
+	// Attachers by transport (pool.TransportAoE, pool.TransportISCSI); default AoE and
+	// ISCSI (without CHAP credentials) over Runner.
+	Attachers map[string]Attacher
+	Mdadm     string // default "mdadm"
+	// Mkfs makes the filesystem (default "/sbin/mke2fs", called with -t ext4: busybox's
+	// own mke2fs only makes ext2).
+	Mkfs  string
+	Blkid string // default "blkid"
+	// Filesystem is "ext4" (default) or "none" to leave arrays raw for the admin.
+	Filesystem string
+	MountRoot  string // default /srv/distonet/pool
+	Mounts     string // the mount table read to know what is mounted; default /proc/self/mounts
+	DevMD      string // default /dev/md
+	Exporter   Exporter
+	Logger     *slog.Logger
+}
+
+// Head drives mdadm for the arrays of a plan.
+type Head struct {
+	cfg Config
+	log *slog.Logger
+
+	mu   sync.Mutex
+	devs map[string]string // disk ID -> device path, as last attached
+}
+
+// New returns a Head; see Config for the defaults.
+func New(cfg Config) *Head {
+	if cfg.Runner == nil {
+		cfg.Runner = ExecRunner{}
+	}
+	if cfg.Attachers == nil {
+		cfg.Attachers = map[string]Attacher{
+			pool.TransportAoE:   &AoE{Runner: cfg.Runner},
+			pool.TransportISCSI: &ISCSI{Runner: cfg.Runner},
+		}
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&cfg.Mdadm, "mdadm")
+	def(&cfg.Mkfs, "/sbin/mke2fs")
+	def(&cfg.Blkid, "blkid")
+	def(&cfg.Filesystem, "ext4")
+	def(&cfg.MountRoot, "/srv/distonet/pool")
+	def(&cfg.Mounts, "/proc/self/mounts")
+	def(&cfg.DevMD, "/dev/md")
+	if cfg.Filesystem == "none" {
+		cfg.Filesystem = ""
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Head{cfg: cfg, log: log, devs: map[string]string{}}
+}
+
+// Device is the md device path of an array.
+func (h *Head) Device(array string) string { return filepath.Join(h.cfg.DevMD, array) }
+
+// MountPoint is where an array's filesystem is mounted.
+func (h *Head) MountPoint(array string) string { return filepath.Join(h.cfg.MountRoot, array) }
+
+func (h *Head) mdadm(ctx context.Context, args ...string) ([]byte, error) {
+	return h.cfg.Runner.Run(ctx, h.cfg.Mdadm, args...)
+}
+
+func (h *Head) attacher(d pool.Disk) (Attacher, error) {
+	a, ok := h.cfg.Attachers[d.Transport]
+	if !ok {
+		return nil, fmt.Errorf("disk %s of node %s: no attacher for transport %q", d.ID(), d.Node, d.Transport)
+	}
+	return a, nil
+}
+
+// planned lists an array's disks: members in slot order, then spares.
+func planned(a pool.Array) (disks []pool.Disk, roles []string, slots []int) {
+	for i, d := range a.Members {
+		if d.Address != "" {
+			disks, roles, slots = append(disks, d), append(roles, "member"), append(slots, i)
+		}
+	}
+	for _, d := range a.Spares {
+		disks, roles, slots = append(disks, d), append(roles, "spare"), append(slots, -1)
+	}
+	return disks, roles, slots
+}
+
+// attach attaches every planned disk that present says is exported; it returns the device
+// paths by disk ID. A disk that does not show up is left out (the array may run without it).
+func (h *Head) attach(ctx context.Context, a pool.Array, present func(pool.Disk) bool) map[string]string {
+	devs := map[string]string{}
+	disks, _, _ := planned(a)
+	for _, d := range disks {
+		if present != nil && !present(d) {
+			continue
+		}
+		at, err := h.attacher(d)
+		if err == nil {
+			var dev string
+			dev, err = at.Attach(ctx, d)
+			if err == nil {
+				devs[d.ID()] = dev
+				h.mu.Lock()
+				h.devs[d.ID()] = dev
+				h.mu.Unlock()
+				continue
+			}
+		}
+		h.log.Warn("pool member not attached", "array", a.Name, "node", d.Node, "disk", d.ID(), "stage", "attach", "err", err)
+	}
+	return devs
+}
+
+// detail returns the running array's description, or ok=false when it is not assembled.
+func (h *Head) detail(ctx context.Context, array string) (Detail, bool, error) {
+	out, err := h.mdadm(ctx, "--detail", h.Device(array))
+	if err != nil {
+		msg := stderrOf(err)
+		if strings.Contains(msg, "does not exist") || strings.Contains(msg, "No such file") || strings.Contains(msg, "cannot open") {
+			return Detail{}, false, nil
+		}
+		return Detail{}, false, fmt.Errorf("array %s: %w", array, err)
+	}
+	d, err := ParseDetail(out)
+	if err != nil {
+		return Detail{}, false, fmt.Errorf("array %s: %w", array, err)
+	}
+	return d, true, nil
+}
+
+// examine reads a device's md superblock; ok=false when it has none.
+func (h *Head) examine(ctx context.Context, dev string) (Examine, bool, error) {
+	out, err := h.mdadm(ctx, "--examine", "--export", dev)
+	if err != nil {
+		if strings.Contains(stderrOf(err), "No md superblock") {
+			return Examine{}, false, nil
+		}
+		return Examine{}, false, fmt.Errorf("examine %s: %w", dev, err)
+	}
+	e, err := ParseExamineExport(out)
+	if err != nil {
+		return Examine{}, false, fmt.Errorf("examine %s: %w", dev, err)
+	}
+	return e, true, nil
+}
+
+func (h *Head) ours(a pool.Array, e Examine) bool {
+	if a.UUID != "" {
+		return e.UUID == a.UUID
+	}
+	return e.ShortName() == a.Name
+}
+
+// Up brings a planned array up: attaches the present members, creates the array when none
+// has a superblock yet and all members are there, else assembles it when at most two are
+// missing, re-adds or adds members that are back, makes and mounts the filesystem. present
+// says which disks their agents report as exported (nil: try all). The returned status
+// carries md's UUID once the array exists; the caller records it in the plan.
+func (h *Head) Up(ctx context.Context, a pool.Array, present func(pool.Disk) bool) (pool.ArrayStatus, error) {
+	devs := h.attach(ctx, a, present)
+	d, running, err := h.detail(ctx, a.Name)
+	if err != nil {
+		return h.failed(a, err), err
+	}
+	if running && hasWord(d.State, "inactive") {
+		// Assembled but never started (too few members at boot): start over.
+		if _, err := h.mdadm(ctx, "--stop", h.Device(a.Name)); err != nil {
+			return h.failed(a, err), fmt.Errorf("array %s: stop inactive: %w", a.Name, err)
+		}
+		running = false
+	}
+	created := false
+	if !running {
+		st, made, err := h.assembleOrCreate(ctx, a, devs)
+		if err != nil || st.State == pool.ArrayWaiting {
+			return st, err
+		}
+		created = made
+	}
+	if err := h.rejoin(ctx, a, devs); err != nil {
+		return h.failed(a, err), err
+	}
+	if err := h.filesystem(ctx, a, created); err != nil {
+		return h.failed(a, err), err
+	}
+	return h.Status(ctx, a)
+}
+
+func (h *Head) failed(a pool.Array, err error) pool.ArrayStatus {
+	return pool.ArrayStatus{Name: a.Name, Window: a.Window, UUID: a.UUID, Device: h.Device(a.Name), State: pool.ArrayFailed,
+		RaidDevices: len(a.Members), Message: err.Error()}
+}
+
+func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[string]string) (pool.ArrayStatus, bool, error) {
+	disks, _, _ := planned(a)
+	var mine []string
+	uuid := a.UUID
+	blank := 0
+	for _, d := range disks {
+		dev, ok := devs[d.ID()]
+		if !ok {
+			continue
+		}
+		e, has, err := h.examine(ctx, dev)
+		if err != nil {
+			return h.failed(a, err), false, err
+		}
+		switch {
+		case !has:
+			blank++
+		case h.ours(a, e):
+			mine = append(mine, dev)
+			if uuid == "" {
+				uuid = e.UUID
+			}
+		default:
+			// Never touch another array's member: it may hold someone's data.
+			h.log.Warn("pool member carries another array's superblock; left alone", "array", a.Name, "node", d.Node,
+				"disk", d.ID(), "other", e.Name, "stage", "examine")
+		}
+	}
+	need := len(a.Members) - 2
+	switch {
+	case len(mine) > 0 && len(mine) >= need:
+		args := []string{"--assemble", h.Device(a.Name), "--run", "--uuid=" + uuid}
+		if _, err := h.mdadm(ctx, append(args, mine...)...); err != nil {
+			err = fmt.Errorf("array %s: assemble from %d member(s): %w", a.Name, len(mine), err)
+			return h.failed(a, err), false, err
+		}
+		h.log.Info("pool array assembled", "array", a.Name, "members", len(mine), "stage", "assemble")
+		return pool.ArrayStatus{}, false, nil
+	case len(mine) > 0:
+		return h.waiting(a, fmt.Sprintf("%d of %d members present; RAID6 needs %d to assemble", len(mine), len(a.Members), need)), false, nil
+	}
+	// No superblock of ours anywhere: a new array, made only with every member present.
+	var members, spares []string
+	for i, d := range a.Members {
+		if d.Address == "" {
+			return h.waiting(a, fmt.Sprintf("slot %d has no disk: a new array is made with every member", i)), false, nil
+		}
+		dev, ok := devs[d.ID()]
+		if !ok {
+			return h.waiting(a, fmt.Sprintf("member %s of node %s is not attached: a new array is made with every member", d.ID(), d.Node)), false, nil
+		}
+		members = append(members, dev)
+	}
+	if blank < len(members) {
+		return h.waiting(a, "some members carry another array's superblock: not creating over them"), false, nil
+	}
+	for _, d := range a.Spares {
+		if dev, ok := devs[d.ID()]; ok {
+			if e, has, err := h.examine(ctx, dev); err == nil && (!has || h.ours(a, e)) {
+				spares = append(spares, dev)
+			}
+		}
+	}
+	args := []string{"--create", h.Device(a.Name), "--run", "--metadata=1.2", "--homehost=any", "--name=" + a.Name,
+		"--level=6", "--raid-devices=" + strconv.Itoa(len(members)), "--bitmap=internal"}
+	if len(spares) > 0 {
+		args = append(args, "--spare-devices="+strconv.Itoa(len(spares)))
+	}
+	args = append(append(args, members...), spares...)
+	if _, err := h.mdadm(ctx, args...); err != nil {
+		err = fmt.Errorf("array %s: create over %d members: %w", a.Name, len(members), err)
+		return h.failed(a, err), false, err
+	}
+	h.log.Info("pool array created", "array", a.Name, "members", len(members), "spares", len(spares), "stage", "create")
+	return pool.ArrayStatus{}, true, nil
+}
+
+func (h *Head) waiting(a pool.Array, msg string) pool.ArrayStatus {
+	return pool.ArrayStatus{Name: a.Name, Window: a.Window, UUID: a.UUID, Device: h.Device(a.Name), State: pool.ArrayWaiting,
+		RaidDevices: len(a.Members), UsableBytes: a.UsableBytes(), Message: msg}
+}
+
+// rejoin brings attached planned disks that the running array lacks back in: --re-add when
+// the disk holds this array's superblock (the bitmap resyncs only what changed), --add for a
+// blank disk (a replacement or spare: full rebuild). A faulty entry is removed first.
+func (h *Head) rejoin(ctx context.Context, a pool.Array, devs map[string]string) error {
+	d, running, err := h.detail(ctx, a.Name)
+	if err != nil {
+		return err
+	}
+	if !running {
+		return fmt.Errorf("array %s: not running after assembly", a.Name)
+	}
+	disks, _, _ := planned(a)
+	for _, disk := range disks {
+		dev, ok := devs[disk.ID()]
+		if !ok {
+			continue
+		}
+		if m, in := d.Member(dev); in {
+			if !hasWord(m.State, "faulty") {
+				continue
+			}
+			if _, err := h.mdadm(ctx, h.Device(a.Name), "--remove", dev); err != nil {
+				return fmt.Errorf("array %s: remove faulty %s: %w", a.Name, dev, err)
+			}
+		}
+		e, has, err := h.examine(ctx, dev)
+		if err != nil {
+			return fmt.Errorf("array %s: %w", a.Name, err)
+		}
+		if has && e.UUID != d.UUID {
+			h.log.Warn("pool member carries another array's superblock; not added", "array", a.Name, "node", disk.Node,
+				"disk", disk.ID(), "other", e.Name, "stage", "rejoin")
+			continue
+		}
+		if has {
+			if _, err := h.mdadm(ctx, h.Device(a.Name), "--re-add", dev); err == nil {
+				h.log.Info("pool member re-added", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "re-add")
+				continue
+			} else if !strings.Contains(stderrOf(err), "not possible") {
+				return fmt.Errorf("array %s: re-add %s: %w", a.Name, dev, err)
+			}
+			// Too far behind for the bitmap (or it was a spare): rebuild in full.
+		}
+		if _, err := h.mdadm(ctx, h.Device(a.Name), "--add", dev); err != nil {
+			return fmt.Errorf("array %s: add %s: %w", a.Name, dev, err)
+		}
+		h.log.Info("pool member added", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "add")
+	}
+	return nil
+}
+
+// filesystem makes ext4 on an array that carries no signature at all (just created, or the
+// head died between create and mkfs), mounts it and exports it.
+func (h *Head) filesystem(ctx context.Context, a pool.Array, created bool) error {
+	if h.cfg.Filesystem == "" {
+		return nil
+	}
+	dev := h.Device(a.Name)
+	mnt := h.MountPoint(a.Name)
+	if mounted, err := h.mounted(mnt); err != nil || mounted {
+		return err
+	}
+	out, err := h.cfg.Runner.Run(ctx, h.cfg.Blkid, "-p", "-o", "value", "-s", "TYPE", dev)
+	fstype := strings.TrimSpace(string(out))
+	switch {
+	case err == nil && fstype != h.cfg.Filesystem:
+		return fmt.Errorf("array %s: holds %q, not %s: left unmounted for the admin", a.Name, fstype, h.cfg.Filesystem)
+	case err != nil && exitCode(err) == 2:
+		// blkid exits 2 when it finds no signature: safe to format.
+		label := a.Name
+		if len(label) > 16 {
+			label = label[len(label)-16:] // ext4 labels hold 16 bytes; the tail keeps the index
+		}
+		if _, err := h.cfg.Runner.Run(ctx, h.cfg.Mkfs, "-t", h.cfg.Filesystem, "-q", "-L", label, dev); err != nil {
+			return fmt.Errorf("array %s: mkfs: %w", a.Name, err)
+		}
+		h.log.Info("pool filesystem made", "array", a.Name, "fs", h.cfg.Filesystem, "created", created, "stage", "mkfs")
+	case err != nil:
+		return fmt.Errorf("array %s: probe filesystem: %w", a.Name, err)
+	}
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return fmt.Errorf("array %s: %w", a.Name, err)
+	}
+	if _, err := h.cfg.Runner.Run(ctx, "mount", "-t", h.cfg.Filesystem, dev, mnt); err != nil {
+		return fmt.Errorf("array %s: mount: %w", a.Name, err)
+	}
+	if h.cfg.Exporter != nil {
+		if err := h.cfg.Exporter.Export(ctx, a.Name, dev, mnt); err != nil {
+			return fmt.Errorf("array %s: export: %w", a.Name, err)
+		}
+	}
+	return nil
+}
+
+// mounted reads the mount table for mnt.
+func (h *Head) mounted(mnt string) (bool, error) {
+	f, err := os.Open(h.cfg.Mounts)
+	if err != nil {
+		return false, fmt.Errorf("mount table: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && unescapeMount(fields[1]) == mnt {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of /proc/mounts.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Withdraw fails and removes a member at once (its agent is leaving: waiting for the aoe
+// driver to notice would stall writes for minutes), then releases it. The bitmap records
+// what changes while it is away, so Up re-adds it with a short resync.
+func (h *Head) Withdraw(ctx context.Context, a pool.Array, disk pool.Disk) error {
+	h.mu.Lock()
+	dev, known := h.devs[disk.ID()]
+	h.mu.Unlock()
+	d, running, err := h.detail(ctx, a.Name)
+	if err != nil {
+		return err
+	}
+	if running && known {
+		if _, in := d.Member(dev); in {
+			if _, err := h.mdadm(ctx, h.Device(a.Name), "--fail", dev, "--remove", dev); err != nil {
+				return fmt.Errorf("array %s: fail %s (node %s): %w", a.Name, dev, disk.Node, err)
+			}
+			h.log.Info("pool member withdrawn", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "withdraw")
+		}
+	}
+	return h.detach(ctx, disk)
+}
+
+func (h *Head) detach(ctx context.Context, disk pool.Disk) error {
+	at, err := h.attacher(disk)
+	if err != nil {
+		return err
+	}
+	if err := at.Detach(ctx, disk); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	delete(h.devs, disk.ID())
+	h.mu.Unlock()
+	return nil
+}
+
+// Stop takes an array down cleanly: unexport, unmount, mdadm --stop (superblocks marked
+// clean, so the next assembly needs no resync), then releases every member. It refuses to
+// stop an array whose filesystem will not unmount.
+func (h *Head) Stop(ctx context.Context, a pool.Array) error {
+	dev, mnt := h.Device(a.Name), h.MountPoint(a.Name)
+	if h.cfg.Filesystem != "" {
+		mounted, err := h.mounted(mnt)
+		if err != nil {
+			return err
+		}
+		if mounted {
+			if h.cfg.Exporter != nil {
+				if err := h.cfg.Exporter.Unexport(ctx, a.Name, dev, mnt); err != nil {
+					return fmt.Errorf("array %s: unexport: %w", a.Name, err)
+				}
+			}
+			if _, err := h.cfg.Runner.Run(ctx, "umount", mnt); err != nil {
+				return fmt.Errorf("array %s: unmount before stop: %w", a.Name, err)
+			}
+		}
+	}
+	if _, running, err := h.detail(ctx, a.Name); err != nil {
+		return err
+	} else if running {
+		if _, err := h.mdadm(ctx, "--stop", dev); err != nil {
+			return fmt.Errorf("array %s: stop: %w", a.Name, err)
+		}
+		h.log.Info("pool array stopped", "array", a.Name, "stage", "stop")
+	}
+	var errs []error
+	disks, _, _ := planned(a)
+	for _, d := range disks {
+		if err := h.detach(ctx, d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status reports the array as md sees it, with each planned disk's state.
+func (h *Head) Status(ctx context.Context, a pool.Array) (pool.ArrayStatus, error) {
+	st := pool.ArrayStatus{Name: a.Name, Window: a.Window, UUID: a.UUID, Device: h.Device(a.Name), State: pool.ArrayStopped,
+		RaidDevices: len(a.Members), UsableBytes: a.UsableBytes()}
+	d, running, err := h.detail(ctx, a.Name)
+	if err != nil {
+		return h.failed(a, err), err
+	}
+	h.mu.Lock()
+	devs := make(map[string]string, len(h.devs))
+	for k, v := range h.devs {
+		devs[k] = v
+	}
+	h.mu.Unlock()
+	disks, roles, slots := planned(a)
+	for i, disk := range disks {
+		ms := pool.MemberStatus{Disk: disk.ID(), Node: disk.Node, Device: devs[disk.ID()], Role: roles[i], Slot: slots[i], State: "detached"}
+		if running && ms.Device != "" {
+			ms.State = "missing"
+			if m, ok := d.Member(ms.Device); ok {
+				ms.State = memberState(m)
+			}
+		}
+		st.Members = append(st.Members, ms)
+	}
+	if !running {
+		return st, nil
+	}
+	st.UUID = d.UUID
+	st.RaidDevices, st.Active, st.Spares, st.Failed = d.RaidDevices, d.ActiveDevices, d.SpareDevices, d.Failed
+	st.UsableBytes = d.ArraySizeKiB * 1024
+	st.Degraded = d.Degraded()
+	st.State = pool.ArrayRunning
+	if st.Degraded {
+		st.State = pool.ArrayDegraded
+	}
+	if d.SyncAction != "" {
+		st.State = pool.ArraySyncing
+		st.SyncAction = d.SyncAction
+		st.SyncPercent = float64(d.SyncPercent)
+	}
+	if hasWord(d.State, "FAILED") {
+		st.State = pool.ArrayFailed
+		st.Message = "more members lost than RAID6 survives"
+	}
+	if h.cfg.Filesystem != "" {
+		if mounted, err := h.mounted(h.MountPoint(a.Name)); err == nil && mounted {
+			st.Filesystem, st.MountPoint = h.cfg.Filesystem, h.MountPoint(a.Name)
+		}
+	}
+	return st, nil
+}
+
+func memberState(m DetailMember) string {
+	switch {
+	case hasWord(m.State, "faulty"):
+		return "faulty"
+	case hasWord(m.State, "rebuilding"):
+		return "rebuilding"
+	case hasWord(m.State, "spare"):
+		return "spare"
+	case hasWord(m.State, "sync"):
+		return "in_sync"
+	}
+	return strings.Join(m.State, " ")
+}
