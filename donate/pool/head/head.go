@@ -236,9 +236,13 @@ func (h *Head) failed(a pool.Array, err error) pool.ArrayStatus {
 
 func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[string]string) (pool.ArrayStatus, bool, error) {
 	disks, _, _ := planned(a)
+	type sb struct {
+		has  bool
+		mine bool
+	}
+	seen := map[string]sb{}
 	var mine []string
 	uuid := a.UUID
-	blank := 0
 	for _, d := range disks {
 		dev, ok := devs[d.ID()]
 		if !ok {
@@ -248,15 +252,15 @@ func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[stri
 		if err != nil {
 			return h.failed(a, err), false, err
 		}
+		s := sb{has: has, mine: has && h.ours(a, e)}
+		seen[d.ID()] = s
 		switch {
-		case !has:
-			blank++
-		case h.ours(a, e):
+		case s.mine:
 			mine = append(mine, dev)
 			if uuid == "" {
 				uuid = e.UUID
 			}
-		default:
+		case has:
 			// Never touch another array's member: it may hold someone's data.
 			h.log.Warn("pool member carries another array's superblock; left alone", "array", a.Name, "node", d.Node,
 				"disk", d.ID(), "other", e.Name, "stage", "examine")
@@ -274,6 +278,9 @@ func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[stri
 		return pool.ArrayStatus{}, false, nil
 	case len(mine) > 0:
 		return h.waiting(a, fmt.Sprintf("%d of %d members present; RAID6 needs %d to assemble", len(mine), len(a.Members), need)), false, nil
+	case a.UUID != "":
+		// The plan says it was created: blank disks alone must not become a new, empty array.
+		return h.waiting(a, "no member with this array's superblock is present"), false, nil
 	}
 	// No superblock of ours anywhere: a new array, made only with every member present.
 	var members, spares []string
@@ -285,16 +292,14 @@ func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[stri
 		if !ok {
 			return h.waiting(a, fmt.Sprintf("member %s of node %s is not attached: a new array is made with every member", d.ID(), d.Node)), false, nil
 		}
+		if seen[d.ID()].has {
+			return h.waiting(a, fmt.Sprintf("member %s of node %s carries another array's superblock: not creating over it", d.ID(), d.Node)), false, nil
+		}
 		members = append(members, dev)
 	}
-	if blank < len(members) {
-		return h.waiting(a, "some members carry another array's superblock: not creating over them"), false, nil
-	}
 	for _, d := range a.Spares {
-		if dev, ok := devs[d.ID()]; ok {
-			if e, has, err := h.examine(ctx, dev); err == nil && (!has || h.ours(a, e)) {
-				spares = append(spares, dev)
-			}
+		if dev, ok := devs[d.ID()]; ok && !seen[d.ID()].has {
+			spares = append(spares, dev)
 		}
 	}
 	args := []string{"--create", h.Device(a.Name), "--run", "--metadata=1.2", "--homehost=any", "--name=" + a.Name,

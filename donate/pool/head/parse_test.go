@@ -118,7 +118,7 @@ unused devices: <none>
 		{Device: "md0", Blocks: 2095104, Members: []MdstatMember{{Name: "etherd/e1.0", Slot: 1, Spare: true}, {Name: "etherd/e2.0", Slot: 2, Spare: true}}},
 		{Device: "md1", Active: true, ReadOnly: "auto-read-only", Level: "raid6", Blocks: 126976, RaidDisks: 4, InSync: 3, Status: "_UUU",
 			Members: []MdstatMember{{Name: "vdb", Slot: 1}, {Name: "vdc", Slot: 2, WriteMostly: true}, {Name: "vdd", Slot: 3, Replacement: true}},
-			Action: "resync", Delayed: true, Bitmap: "1/1 pages [4KB], 65536KB chunk"},
+			Action:  "resync", Delayed: true, Bitmap: "1/1 pages [4KB], 65536KB chunk"},
 		{Device: "md2", Active: true, Level: "raid1", Blocks: 1048512, RaidDisks: 2, InSync: 2, Status: "UU",
 			Members: []MdstatMember{{Name: "sda1", Slot: 0}, {Name: "sdb1", Slot: 1}}, Action: "check", Progress: 12.5, Finish: "1.2min", Speed: "12000K/sec"},
 	}
