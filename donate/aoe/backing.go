@@ -1,0 +1,67 @@
+package aoe
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// backing is the exported file or block device. It is an interface so a test can watch the
+// order of writes and syncs.
+type backing interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Sync() error // data durable: fdatasync
+	Close() error
+}
+
+type fileBacking struct {
+	f  *os.File
+	fd int
+}
+
+// openBacking opens a file or block device read-write and returns its size in bytes.
+func openBacking(path string) (*fileBacking, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open device %s: %w", path, err)
+	}
+	size, err := deviceSize(f)
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("size of device %s: %w", path, err)
+	}
+	return &fileBacking{f: f, fd: int(f.Fd())}, size, nil
+}
+
+// deviceSize is the size of a regular file, or of a block device through BLKGETSIZE64.
+func deviceSize(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Mode()&os.ModeDevice == 0 {
+		return fi.Size(), nil
+	}
+	var size uint64
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		size, ierr = unix.IoctlGetUint64(int(fd), unix.BLKGETSIZE64)
+	}); err != nil {
+		return 0, err
+	}
+	if ierr != nil {
+		return 0, fmt.Errorf("BLKGETSIZE64: %w", ierr)
+	}
+	return int64(size), nil
+}
+
+func (b *fileBacking) ReadAt(p []byte, off int64) (int, error)  { return unix.Pread(b.fd, p, off) }
+func (b *fileBacking) WriteAt(p []byte, off int64) (int, error) { return unix.Pwrite(b.fd, p, off) }
+func (b *fileBacking) Sync() error                              { return unix.Fdatasync(b.fd) }
+func (b *fileBacking) Close() error                             { return b.f.Close() }

@@ -1,0 +1,569 @@
+package aoe
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mdlayher/packet"
+)
+
+// Config is one target's answer to Query Config Information.
+type Config struct {
+	MAC             net.HardwareAddr
+	Shelf           uint16
+	Slot            uint8
+	BufferCount     uint16
+	FirmwareVersion uint16
+	SectorsPerFrame uint8
+	Version         uint8
+	String          string
+}
+
+// Address is the target's name as the Linux driver shows it (e<shelf>.<slot>).
+func (c Config) Address() string { return fmt.Sprintf("e%d.%d", c.Shelf, c.Slot) }
+
+func configFrom(h *Header, c *ConfigArg) Config {
+	return Config{
+		MAC: slices.Clone(h.Src), Shelf: h.Shelf, Slot: h.Slot, BufferCount: c.BufferCount,
+		FirmwareVersion: c.FirmwareVersion, SectorsPerFrame: c.SectorCount, Version: c.Version,
+		String: string(c.String),
+	}
+}
+
+var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// Discover broadcasts Query Config on the interface and returns every target that answers
+// within timeout (or before ctx ends), one entry per MAC and address.
+func Discover(ctx context.Context, ifname string, timeout time.Duration) ([]Config, error) {
+	conn, ifi, err := listen(ifname)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	tag := uint32(time.Now().UnixNano())
+	req := make([]byte, MinFrameLen)
+	h := Header{Dst: broadcastMAC, Src: ifi.HardwareAddr, Version: Version, Shelf: BroadcastShelf, Slot: BroadcastSlot, Command: CommandQueryConfig, Tag: tag}
+	if err := h.MarshalTo(req); err != nil {
+		return nil, err
+	}
+	if _, err := (&ConfigArg{}).MarshalTo(req[HeaderLen:]); err != nil {
+		return nil, err
+	}
+	if _, err := conn.WriteTo(req, &packet.Addr{HardwareAddr: broadcastMAC}); err != nil {
+		return nil, fmt.Errorf("aoe discover on %s: %w", ifname, err)
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("aoe discover on %s: %w", ifname, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	var out []Config
+	buf := make([]byte, 14+max(ifi.MTU, 1500))
+	for {
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return out, ctx.Err()
+			}
+			return out, fmt.Errorf("aoe discover on %s: %w", ifname, err)
+		}
+		var rh Header
+		var c ConfigArg
+		if rh.UnmarshalBinary(buf[:n]) != nil || !rh.Response || rh.Error || rh.Command != CommandQueryConfig {
+			continue
+		}
+		// Answers to our broadcast carry our tag; unsolicited announcements carry 0.
+		if rh.Tag != tag && rh.Tag != 0 {
+			continue
+		}
+		if c.UnmarshalBinary(buf[HeaderLen:n]) != nil {
+			continue
+		}
+		cfg := configFrom(&rh, &c)
+		if !slices.ContainsFunc(out, func(x Config) bool {
+			return bytes.Equal(x.MAC, cfg.MAC) && x.Shelf == cfg.Shelf && x.Slot == cfg.Slot
+		}) {
+			out = append(out, cfg)
+		}
+	}
+}
+
+// ATAError is an ATA command that completed with the ERR or DF status bit.
+type ATAError struct {
+	Command, Status, Err uint8
+	LBA                  uint64
+}
+
+func (e *ATAError) Error() string {
+	return fmt.Sprintf("aoe: ata command %#02x at lba %d: status %#02x error %#02x", e.Command, e.LBA, e.Status, e.Err)
+}
+
+// ErrTimeout reports a request that got no answer after every retransmission.
+var ErrTimeout = errors.New("aoe: no response from target")
+
+// ClientConfig tunes a Client. Zero values are the defaults.
+type ClientConfig struct {
+	Outstanding int           // tags in flight per call; default 16, capped by the target's buffer count
+	Timeout     time.Duration // first retransmission timeout; default 200ms, doubled per retry
+	Retries     int           // retransmissions before ErrTimeout; default 6
+}
+
+// Client is a user-space AoE initiator bound to one target.
+type Client struct {
+	conn       *packet.Conn
+	local      net.HardwareAddr
+	target     net.HardwareAddr
+	shelf      uint16
+	slot       uint8
+	cfg        ClientConfig
+	maxSectors int
+	sectors    uint64
+	config     Config
+
+	tag     atomic.Uint32
+	mu      sync.Mutex
+	pending map[uint32]*request
+	closed  chan struct{}
+	once    sync.Once
+	recvErr error
+	wg      sync.WaitGroup
+	bufs    sync.Pool
+}
+
+type request struct {
+	tag     uint32
+	cmd     Command
+	ataCmd  uint8  // ATA command, for error reports
+	lba     uint64 // ATA LBA, for error reports
+	frame   []byte // the request as sent, for retransmission
+	into    []byte // read data lands here
+	sent    time.Time
+	tries   int
+	h       Header
+	arg     []byte // response argument (copied) for control commands
+	ata     ATAArg // response registers
+	err     error
+	done    chan *request
+	keepArg bool
+}
+
+// Dial opens a client for the target at shelf.slot reachable at mac through ifname, with the
+// default ClientConfig. It learns the frame size from Query Config and the capacity from IDENTIFY.
+func Dial(ifname string, target net.HardwareAddr, shelf uint16, slot uint8) (*Client, error) {
+	return DialConfig(context.Background(), ifname, target, shelf, slot, ClientConfig{})
+}
+
+// DialConfig is Dial with tuning.
+func DialConfig(ctx context.Context, ifname string, target net.HardwareAddr, shelf uint16, slot uint8, cfg ClientConfig) (*Client, error) {
+	if cfg.Outstanding <= 0 {
+		cfg.Outstanding = 16
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 200 * time.Millisecond
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 6
+	}
+	conn, ifi, err := listen(ifname)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		conn: conn, local: ifi.HardwareAddr, target: slices.Clone(target), shelf: shelf, slot: slot,
+		cfg: cfg, maxSectors: SectorsPerFrame(ifi.MTU), pending: map[uint32]*request{},
+		closed: make(chan struct{}),
+	}
+	frameSize := 14 + max(ifi.MTU, 1500)
+	c.bufs.New = func() any { b := make([]byte, frameSize); return &b }
+	c.tag.Store(uint32(time.Now().UnixNano()) & 0x7fffffff)
+	c.wg.Add(1)
+	go c.receive(frameSize)
+	qc, err := c.QueryConfig(ctx, ConfigRead, "")
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("aoe dial e%d.%d at %s: %w", shelf, slot, target, err)
+	}
+	c.config = qc
+	if qc.SectorsPerFrame > 0 && int(qc.SectorsPerFrame) < c.maxSectors {
+		c.maxSectors = int(qc.SectorsPerFrame)
+	} else if qc.SectorsPerFrame == 0 {
+		c.maxSectors = min(c.maxSectors, 2) // r11: 0 means 2
+	}
+	if qc.BufferCount > 0 && int(qc.BufferCount) < c.cfg.Outstanding {
+		c.cfg.Outstanding = int(qc.BufferCount)
+	}
+	id, err := c.Identify(ctx)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("aoe dial e%d.%d at %s: %w", shelf, slot, target, err)
+	}
+	c.sectors, _ = IdentifySectors(id[:])
+	return c, nil
+}
+
+// Close stops the client.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		close(c.closed)
+		c.conn.Close()
+	})
+	c.wg.Wait()
+	return nil
+}
+
+// Sectors is the capacity IDENTIFY announced.
+func (c *Client) Sectors() uint64 { return c.sectors }
+
+// Size is the capacity in bytes.
+func (c *Client) Size() int64 { return int64(c.sectors) * SectorSize }
+
+// Config is the target's Query Config answer at dial time.
+func (c *Client) Config() Config { return c.config }
+
+// SectorsPerFrame is the transfer size per request in use.
+func (c *Client) SectorsPerFrame() int { return c.maxSectors }
+
+// Outstanding is the number of tags kept in flight.
+func (c *Client) Outstanding() int { return c.cfg.Outstanding }
+
+func (c *Client) receive(frameSize int) {
+	defer c.wg.Done()
+	buf := make([]byte, frameSize)
+	for {
+		n, _, err := c.conn.ReadFrom(buf)
+		if err != nil {
+			select {
+			case <-c.closed:
+			default:
+				c.recvErr = err
+			}
+			c.failAll(fmt.Errorf("aoe receive: %w", err))
+			return
+		}
+		var h Header
+		if h.UnmarshalBinary(buf[:n]) != nil || !h.Response || !bytes.Equal(h.Src, c.target) ||
+			h.Shelf != c.shelf || h.Slot != c.slot {
+			continue
+		}
+		c.mu.Lock()
+		r := c.pending[h.Tag]
+		if r != nil && r.cmd != h.Command {
+			r = nil
+		}
+		if r != nil {
+			delete(c.pending, h.Tag)
+		}
+		c.mu.Unlock()
+		if r == nil {
+			continue // late duplicate or not ours
+		}
+		r.complete(&h, buf[HeaderLen:n])
+		r.done <- r
+	}
+}
+
+func (r *request) complete(h *Header, arg []byte) {
+	r.h = *h
+	r.h.Dst, r.h.Src = nil, nil
+	if h.Error {
+		r.err = h.Err
+		return
+	}
+	if r.keepArg {
+		r.arg = slices.Clone(arg)
+	}
+	if h.Command != CommandATA {
+		return
+	}
+	if err := r.ata.UnmarshalBinary(arg); err != nil {
+		r.err = err
+		return
+	}
+	if r.ata.CmdStatus&(StatusERR|StatusDF) != 0 {
+		r.err = &ATAError{Command: r.ataCmd, Status: r.ata.CmdStatus, Err: r.ata.ErrFeature, LBA: r.lba}
+		return
+	}
+	if r.into != nil {
+		if len(r.ata.Data) < len(r.into) {
+			r.err = fmt.Errorf("aoe: read returned %d bytes, want %d: %w", len(r.ata.Data), len(r.into), ErrShort)
+			return
+		}
+		copy(r.into, r.ata.Data)
+	}
+	r.ata.Data = nil
+}
+
+func (c *Client) failAll(err error) {
+	c.mu.Lock()
+	ps := c.pending
+	c.pending = map[uint32]*request{}
+	c.mu.Unlock()
+	for _, r := range ps {
+		r.err = err
+		r.done <- r
+	}
+}
+
+// newRequest builds a request frame: header plus the argument written by fill.
+func (c *Client) newRequest(cmd Command, done chan *request, fill func(b []byte) (int, error)) (*request, error) {
+	bp := c.bufs.Get().(*[]byte)
+	b := *bp
+	tag := c.tag.Add(1) & 0x7fffffff
+	h := Header{Dst: c.target, Src: c.local, Version: Version, Shelf: c.shelf, Slot: c.slot, Command: cmd, Tag: tag}
+	if err := h.MarshalTo(b); err != nil {
+		return nil, err
+	}
+	n, err := fill(b[HeaderLen:])
+	if err != nil {
+		c.bufs.Put(bp)
+		return nil, err
+	}
+	n += HeaderLen
+	if n < MinFrameLen {
+		clear(b[n:MinFrameLen])
+		n = MinFrameLen
+	}
+	r := &request{tag: tag, cmd: cmd, frame: b[:n], done: done}
+	if cmd == CommandATA && n >= HeaderLen+ATAArgLen {
+		r.ataCmd, r.lba = b[HeaderLen+3], getLBA(b[HeaderLen+4:])
+	}
+	return r, nil
+}
+
+func (c *Client) release(r *request) {
+	b := r.frame[:cap(r.frame)]
+	c.bufs.Put(&b)
+	r.frame = nil
+}
+
+func (c *Client) transmit(r *request) error {
+	r.sent = time.Now()
+	_, err := c.conn.WriteTo(r.frame, &packet.Addr{HardwareAddr: c.target})
+	return err
+}
+
+// run sends the requests with at most Outstanding in flight, retransmitting on timeout, and
+// returns the first error. Each request must have been made with done as its channel.
+func (c *Client) run(ctx context.Context, reqs []*request, done chan *request) error {
+	var firstErr error
+	next, inflight := 0, 0
+	live := map[uint32]*request{}
+	ticker := time.NewTicker(c.cfg.Timeout / 4)
+	defer ticker.Stop()
+	defer func() {
+		c.mu.Lock()
+		for t := range live {
+			delete(c.pending, t)
+		}
+		c.mu.Unlock()
+		for _, r := range reqs {
+			if r.frame != nil {
+				c.release(r)
+			}
+		}
+	}()
+	for next < len(reqs) || inflight > 0 {
+		for firstErr == nil && next < len(reqs) && inflight < c.cfg.Outstanding {
+			r := reqs[next]
+			next++
+			c.mu.Lock()
+			c.pending[r.tag] = r
+			c.mu.Unlock()
+			live[r.tag] = r
+			inflight++
+			if err := c.transmit(r); err != nil {
+				firstErr = fmt.Errorf("aoe send: %w", err)
+			}
+		}
+		if firstErr != nil {
+			return firstErr // the deferred cleanup forgets the live tags
+		}
+		select {
+		case r := <-done:
+			inflight--
+			delete(live, r.tag)
+			if r.err != nil && firstErr == nil {
+				firstErr = r.err
+			}
+		case now := <-ticker.C:
+			for _, r := range live {
+				wait := c.cfg.Timeout << min(r.tries, 6)
+				if now.Sub(r.sent) < wait {
+					continue
+				}
+				if r.tries >= c.cfg.Retries {
+					return fmt.Errorf("aoe e%d.%d tag %#x after %d tries: %w", c.shelf, c.slot, r.tag, r.tries+1, ErrTimeout)
+				}
+				r.tries++
+				if err := c.transmit(r); err != nil {
+					return fmt.Errorf("aoe resend: %w", err)
+				}
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closed:
+			return errors.New("aoe: client closed")
+		}
+	}
+	return firstErr
+}
+
+// do runs one request and returns it completed.
+func (c *Client) do(ctx context.Context, cmd Command, keepArg bool, fill func(b []byte) (int, error)) (*request, error) {
+	done := make(chan *request, 1)
+	r, err := c.newRequest(cmd, done, fill)
+	if err != nil {
+		return nil, err
+	}
+	r.keepArg = keepArg
+	if err := c.run(ctx, []*request{r}, done); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// QueryConfig sends a Query Config sub-command to the target. For ConfigTest and
+// ConfigTestPrefix a target that does not match stays silent: ErrTimeout.
+func (c *Client) QueryConfig(ctx context.Context, cmd ConfigCommand, s string) (Config, error) {
+	r, err := c.do(ctx, CommandQueryConfig, true, func(b []byte) (int, error) {
+		return (&ConfigArg{Command: cmd, String: []byte(s)}).MarshalTo(b)
+	})
+	if err != nil {
+		return Config{}, err
+	}
+	var ca ConfigArg
+	if err := ca.UnmarshalBinary(r.arg); err != nil {
+		return Config{}, err
+	}
+	r.h.Src = c.target
+	return configFrom(&r.h, &ca), nil
+}
+
+// MACMask sends a MAC Mask List command and returns the target's answer (the list after an
+// edit; on a directive error the argument's Error and the failing index in len(Directives)).
+func (c *Client) MACMask(ctx context.Context, m MACMaskArg) (MACMaskArg, error) {
+	r, err := c.do(ctx, CommandMACMask, true, m.MarshalTo)
+	if err != nil {
+		return MACMaskArg{}, err
+	}
+	var out MACMaskArg
+	if len(r.arg) >= MACMaskArgLen && r.arg[2] != 0 {
+		// Error answers carry the failing index in the count and no directives.
+		return MACMaskArg{Command: MACMaskCommand(r.arg[1]), Error: MACMaskError(r.arg[2]), Directives: make([]Directive, r.arg[3])}, nil
+	}
+	if err := out.UnmarshalBinary(r.arg); err != nil {
+		return MACMaskArg{}, err
+	}
+	return out, nil
+}
+
+// Reserve sends a Reserve/Release command and returns the reserve list the target holds.
+func (c *Client) Reserve(ctx context.Context, a ReserveArg) ([]net.HardwareAddr, error) {
+	r, err := c.do(ctx, CommandReserve, true, a.MarshalTo)
+	if err != nil {
+		return nil, err
+	}
+	var out ReserveArg
+	if err := out.UnmarshalBinary(r.arg); err != nil {
+		return nil, err
+	}
+	return out.MACs, nil
+}
+
+// ATA issues one raw ATA command and returns the response registers (Data is nil; use
+// ReadAt for data). An ATA status with ERR or DF comes back as *ATAError.
+func (c *Client) ATA(ctx context.Context, a ATAArg) (ATAArg, error) {
+	r, err := c.do(ctx, CommandATA, false, a.MarshalTo)
+	if err != nil {
+		return r.ataOrZero(), err
+	}
+	return r.ata, nil
+}
+
+func (r *request) ataOrZero() ATAArg {
+	if r == nil {
+		return ATAArg{}
+	}
+	return r.ata
+}
+
+// Identify returns the target's ATA IDENTIFY DEVICE block.
+func (c *Client) Identify(ctx context.Context) ([512]byte, error) {
+	var id [512]byte
+	done := make(chan *request, 1)
+	r, err := c.newRequest(CommandATA, done, func(b []byte) (int, error) {
+		return (&ATAArg{SectorCount: 1, CmdStatus: ATAIdentify}).MarshalTo(b)
+	})
+	if err != nil {
+		return id, err
+	}
+	r.into = id[:]
+	return id, c.run(ctx, []*request{r}, done)
+}
+
+// Flush asks the target to make completed writes durable (FLUSH CACHE EXT).
+func (c *Client) Flush(ctx context.Context) error {
+	_, err := c.ATA(ctx, ATAArg{Extended: true, CmdStatus: ATAFlushCacheExt})
+	return err
+}
+
+// ReadAt reads len(p) bytes at off; both must be multiples of 512. Up to Outstanding
+// requests are in flight at once.
+func (c *Client) ReadAt(p []byte, off int64) (int, error) {
+	if err := c.rw(context.Background(), p, off, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteAt writes p at off; both must be multiples of 512. It returns once the target
+// acknowledged every frame (for a DiStoNet target in its default mode: once it is durable).
+func (c *Client) WriteAt(p []byte, off int64) (int, error) {
+	if err := c.rw(context.Background(), p, off, true); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *Client) rw(ctx context.Context, p []byte, off int64, write bool) error {
+	if off%SectorSize != 0 || len(p)%SectorSize != 0 || off < 0 {
+		return fmt.Errorf("aoe: offset %d and length %d must be multiples of %d", off, len(p), SectorSize)
+	}
+	if end := uint64(off) + uint64(len(p)); c.sectors > 0 && end > c.sectors*SectorSize {
+		return fmt.Errorf("aoe: range %d+%d beyond the %d-byte device", off, len(p), c.sectors*SectorSize)
+	}
+	chunk := c.maxSectors * SectorSize
+	done := make(chan *request, c.cfg.Outstanding+1)
+	reqs := make([]*request, 0, (len(p)+chunk-1)/chunk)
+	for o := 0; o < len(p); o += chunk {
+		part := p[o:min(o+chunk, len(p))]
+		a := ATAArg{Extended: true, SectorCount: uint8(len(part) / SectorSize), LBA: uint64(off+int64(o)) / SectorSize, CmdStatus: ATAReadSectorsExt}
+		if write {
+			a.Write, a.CmdStatus, a.Data = true, ATAWriteSectorsExt, part
+		}
+		r, err := c.newRequest(CommandATA, done, a.MarshalTo)
+		if err != nil {
+			for _, r := range reqs {
+				c.release(r)
+			}
+			return err
+		}
+		if !write {
+			r.into = part
+		}
+		reqs = append(reqs, r)
+	}
+	return c.run(ctx, reqs, done)
+}

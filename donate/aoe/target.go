@@ -1,0 +1,652 @@
+package aoe
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mdlayher/packet"
+)
+
+// TargetConfig describes one exported device. Zero values are the documented defaults.
+type TargetConfig struct {
+	Interface string // network interface to serve on (required)
+	Shelf     uint16 // AoE major address; 0xffff is reserved for broadcast
+	Slot      uint8  // AoE minor address; 0xff is reserved for broadcast
+	Device    string // file or block device to export (required)
+	// StateFile keeps the MAC mask list, reserve list and config string across restarts
+	// (JSON, written atomically). Empty: kept in memory only, like vblade.
+	StateFile string
+	// Unsafe acknowledges writes before they reach stable storage (vblade's default). The
+	// default is durable: a write is acknowledged only after an fdatasync that covers it.
+	Unsafe bool
+	// AllowMACs are added to the MAC mask list at start (union with the persisted list). A
+	// non-empty list means only those initiators get any answer.
+	AllowMACs []net.HardwareAddr
+	// BufferCount is the number of outstanding frames advertised in Query Config; the Linux
+	// driver uses it as its window. Default 64.
+	BufferCount int
+	// MTU overrides the interface MTU when sizing frames (0: the interface's).
+	MTU int
+	// Serial and Model appear in IDENTIFY. Defaults: "<shelf>.<slot>:<hostname>" as vblade,
+	// and "DiStoNet AoE target".
+	Serial, Model string
+}
+
+// TargetStats counts what a target did since it started.
+type TargetStats struct {
+	Frames    uint64 // AoE requests addressed to us and processed
+	Dropped   uint64 // frames ignored: malformed, masked MAC, not for us
+	Reads     uint64 // ATA read commands served
+	Writes    uint64 // ATA write commands served
+	Syncs     uint64 // fdatasync calls (group commits)
+	ATAErrors uint64 // ATA commands answered with ERR
+}
+
+// Target serves one device over AoE on one interface.
+type Target struct {
+	cfg        TargetConfig
+	log        *slog.Logger
+	conn       *packet.Conn
+	mac        net.HardwareAddr
+	dev        backing
+	sectors    uint64
+	maxSectors int
+	frameSize  int
+	bufcnt     int
+	state      *targetState
+	ident      [512]byte
+
+	bufs    sync.Pool
+	commitq chan *frame
+	done    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+	serving atomic.Bool
+
+	frames, dropped, reads, writes, syncs, ataErrors atomic.Uint64
+}
+
+// frame is one request buffer, reused in place for its response.
+type frame struct {
+	b   []byte
+	n   int // response length once handled
+	dst net.HardwareAddr
+}
+
+// NewTarget opens the device, the state file and the raw socket. The socket is bound to the
+// network namespace of the calling thread, so tests may create it inside a namespace and
+// Serve it from anywhere.
+func NewTarget(cfg TargetConfig, logger *slog.Logger) (*Target, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Interface == "" {
+		return nil, errors.New("aoe target: interface is required")
+	}
+	if cfg.Device == "" {
+		return nil, errors.New("aoe target: device is required")
+	}
+	if cfg.Shelf == BroadcastShelf || cfg.Slot == BroadcastSlot {
+		return nil, fmt.Errorf("aoe target: address e%d.%d is reserved for broadcast", cfg.Shelf, cfg.Slot)
+	}
+	if cfg.BufferCount <= 0 {
+		cfg.BufferCount = 64
+	}
+	if cfg.BufferCount > 0xffff {
+		return nil, fmt.Errorf("aoe target: buffer count %d exceeds 65535", cfg.BufferCount)
+	}
+	if cfg.Serial == "" {
+		host, _ := os.Hostname()
+		cfg.Serial = fmt.Sprintf("%d.%d:%s", cfg.Shelf, cfg.Slot, host)
+	}
+	if cfg.Model == "" {
+		cfg.Model = "DiStoNet AoE target"
+	}
+	state, err := loadState(cfg.StateFile)
+	if err != nil {
+		return nil, fmt.Errorf("aoe target: %w", err)
+	}
+	if err := state.addMasks(cfg.AllowMACs); err != nil {
+		return nil, fmt.Errorf("aoe target: %w", err)
+	}
+	dev, size, err := openBacking(cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("aoe target: %w", err)
+	}
+	if size < SectorSize {
+		dev.Close()
+		return nil, fmt.Errorf("aoe target: device %s holds %d bytes, less than one sector", cfg.Device, size)
+	}
+	conn, ifi, err := listen(cfg.Interface)
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("aoe target: %w", err)
+	}
+	t, err := newTarget(cfg, logger, conn, ifi, dev, uint64(size)/SectorSize, state)
+	if err != nil {
+		conn.Close()
+		dev.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func newTarget(cfg TargetConfig, logger *slog.Logger, conn *packet.Conn, ifi *net.Interface, dev backing, sectors uint64, state *targetState) (*Target, error) {
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = ifi.MTU
+	}
+	spf := SectorsPerFrame(mtu)
+	if spf < 1 {
+		return nil, fmt.Errorf("aoe target: mtu %d cannot carry one sector", mtu)
+	}
+	t := &Target{
+		cfg:        cfg,
+		log:        logger.With("stage", "aoe", "shelf", cfg.Shelf, "slot", cfg.Slot),
+		conn:       conn,
+		mac:        ifi.HardwareAddr,
+		dev:        dev,
+		sectors:    sectors,
+		maxSectors: spf,
+		frameSize:  max(14+mtu, HeaderLen+ATAArgLen+spf*SectorSize, HeaderLen+ConfigArgLen+MaxConfigString),
+		bufcnt:     cfg.BufferCount,
+		state:      state,
+		ident:      Identify(sectors, cfg.Serial, cfg.Model, "V1"),
+		commitq:    make(chan *frame, 2*cfg.BufferCount),
+		done:       make(chan struct{}),
+	}
+	t.bufs.New = func() any { return &frame{b: make([]byte, t.frameSize)} }
+	return t, nil
+}
+
+// Sectors is the exported capacity in 512-byte sectors.
+func (t *Target) Sectors() uint64 { return t.sectors }
+
+// HardwareAddr is the MAC the target answers from.
+func (t *Target) HardwareAddr() net.HardwareAddr { return t.mac }
+
+// SectorsPerFrame is the largest ATA transfer the target accepts in one frame.
+func (t *Target) SectorsPerFrame() int { return t.maxSectors }
+
+// Masks returns the current MAC mask list.
+func (t *Target) Masks() []net.HardwareAddr { return t.state.Masks() }
+
+// Reservations returns the current reserve list.
+func (t *Target) Reservations() []net.HardwareAddr { return t.state.Reserve() }
+
+// Stats returns the counters.
+func (t *Target) Stats() TargetStats {
+	return TargetStats{
+		Frames: t.frames.Load(), Dropped: t.dropped.Load(), Reads: t.reads.Load(),
+		Writes: t.writes.Load(), Syncs: t.syncs.Load(), ATAErrors: t.ataErrors.Load(),
+	}
+}
+
+// Serve answers requests until ctx ends or Close is called; it then returns nil. It first
+// announces the target with an unsolicited Query Config response, as vblade does, so
+// initiators that are already listening (the Linux driver) find it without a new discovery.
+func (t *Target) Serve(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return errors.New("aoe target: closed")
+	default:
+	}
+	if !t.serving.CompareAndSwap(false, true) {
+		return errors.New("aoe target: already serving")
+	}
+	t.wg.Add(1)
+	defer t.wg.Done()
+	stop := context.AfterFunc(ctx, func() { t.shutdown() })
+	defer stop()
+
+	if !t.cfg.Unsafe {
+		t.wg.Add(1)
+		go t.commitLoop()
+	}
+	t.announce()
+	t.log.Info("aoe target serving", "interface", t.cfg.Interface, "device", t.cfg.Device,
+		"sectors", t.sectors, "sectors_per_frame", t.maxSectors, "durable", !t.cfg.Unsafe)
+	for {
+		f := t.bufs.Get().(*frame)
+		n, _, err := t.conn.ReadFrom(f.b)
+		if err != nil {
+			t.bufs.Put(f)
+			select {
+			case <-t.done:
+				return nil
+			default:
+			}
+			return fmt.Errorf("aoe target: read: %w", err)
+		}
+		if t.handle(f, n) {
+			t.send(f)
+		}
+	}
+}
+
+// Close stops Serve, waits for pending responses and closes the device and socket.
+func (t *Target) Close() error {
+	t.shutdown()
+	t.wg.Wait()
+	// Flush what was written in unsafe mode; in durable mode this is a no-op in effect.
+	serr := t.dev.Sync()
+	derr := t.dev.Close()
+	return errors.Join(serr, derr)
+}
+
+func (t *Target) shutdown() {
+	t.once.Do(func() {
+		close(t.done)
+		t.conn.Close()
+	})
+}
+
+func (t *Target) send(f *frame) {
+	if _, err := t.conn.WriteTo(f.b[:f.n], &packet.Addr{HardwareAddr: f.dst}); err != nil {
+		select {
+		case <-t.done:
+		default:
+			t.log.Warn("aoe send failed", "mac", f.dst, "err", err)
+		}
+	}
+	t.bufs.Put(f)
+}
+
+// announce broadcasts a Query Config response (to each allowed MAC when the mask list is set).
+func (t *Target) announce() {
+	dsts := t.state.Masks()
+	if len(dsts) == 0 {
+		dsts = []net.HardwareAddr{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	}
+	for _, d := range dsts {
+		f := t.bufs.Get().(*frame)
+		clear(f.b[:MinFrameLen])
+		h := Header{Dst: d, Src: t.mac, Version: Version, Response: true, Shelf: t.cfg.Shelf, Slot: t.cfg.Slot, Command: CommandQueryConfig}
+		_ = h.MarshalTo(f.b)
+		f.n = HeaderLen + t.configInto(f.b[HeaderLen:], ConfigRead)
+		f.n = max(f.n, MinFrameLen)
+		f.dst = d
+		t.send(f)
+	}
+}
+
+func (t *Target) configInto(b []byte, cmd ConfigCommand) int {
+	t.state.mu.RLock()
+	c := ConfigArg{
+		BufferCount: uint16(t.bufcnt), FirmwareVersion: FirmwareVersion,
+		SectorCount: uint8(t.maxSectors), Version: Version, Command: cmd, String: t.state.config,
+	}
+	n, _ := c.MarshalTo(b)
+	t.state.mu.RUnlock()
+	return n
+}
+
+// handle processes the request in f.b[:n] and turns f into its response. It returns false
+// when nothing is to be sent now: the frame was dropped (and returned to the pool) or handed
+// to the group committer.
+func (t *Target) handle(f *frame, n int) bool {
+	var h Header
+	if err := h.UnmarshalBinary(f.b[:n]); err != nil || h.Response {
+		t.drop(f)
+		return false
+	}
+	broadcast := h.Shelf == BroadcastShelf || h.Slot == BroadcastSlot
+	if (h.Shelf != t.cfg.Shelf && h.Shelf != BroadcastShelf) || (h.Slot != t.cfg.Slot && h.Slot != BroadcastSlot) {
+		t.drop(f)
+		return false
+	}
+	src := h.Src
+	if !t.state.maskAllows(src) {
+		t.drop(f)
+		return false
+	}
+	// Only discovery may be broadcast: a stray broadcast must never read or write the disk.
+	if broadcast && h.Command != CommandQueryConfig {
+		t.drop(f)
+		return false
+	}
+	t.frames.Add(1)
+	f.dst = append(f.dst[:0], src...)
+	arg := f.b[HeaderLen:n]
+	respLen := n // unknown commands are echoed back with the error set, as vblade does
+	var aerr Error
+	deferred := false
+	switch {
+	case h.Version != Version:
+		aerr = ErrorUnsupportedVersion
+	case h.Command == CommandATA:
+		respLen, aerr, deferred = t.ata(f, arg, src)
+	case h.Command == CommandQueryConfig:
+		var ok bool
+		respLen, aerr, ok = t.queryConfig(f.b, arg)
+		if !ok {
+			t.bufs.Put(f)
+			return false
+		}
+	case h.Command == CommandMACMask:
+		respLen, aerr = t.macMask(f.b, arg)
+	case h.Command == CommandReserve:
+		respLen, aerr = t.reserve(f.b, arg, src)
+	default:
+		aerr = ErrorUnrecognizedCommand
+	}
+	if respLen == 0 { // malformed beyond answering
+		t.drop(f)
+		return false
+	}
+	// Turn the request header into the response header in place.
+	copy(f.b[0:6], f.dst)
+	copy(f.b[6:12], t.mac)
+	flags := f.b[14]&0xf0 | 0x08
+	if aerr != 0 {
+		flags |= 0x04
+		f.b[15] = uint8(aerr)
+	}
+	f.b[14] = flags
+	binary.BigEndian.PutUint16(f.b[16:18], t.cfg.Shelf)
+	f.b[18] = t.cfg.Slot
+	if respLen < MinFrameLen {
+		clear(f.b[respLen:MinFrameLen])
+		respLen = MinFrameLen
+	}
+	f.n = respLen
+	if deferred {
+		select {
+		case t.commitq <- f:
+		case <-t.done:
+			t.bufs.Put(f)
+		}
+		return false
+	}
+	return true
+}
+
+func (t *Target) drop(f *frame) {
+	t.dropped.Add(1)
+	t.bufs.Put(f)
+}
+
+// ata runs one ATA command with the registers and data in arg (which aliases f.b). It
+// returns the response length, an AoE error, and whether the response waits for a sync.
+func (t *Target) ata(f *frame, arg []byte, src net.HardwareAddr) (int, Error, bool) {
+	const base = HeaderLen + ATAArgLen
+	var a ATAArg
+	if err := a.UnmarshalBinary(arg); err != nil {
+		return 0, 0, false
+	}
+	regs := f.b[HeaderLen : HeaderLen+ATAArgLen]
+	setRegs := func(status, errReg, count uint8) {
+		regs[3], regs[1], regs[2] = status, errReg, count
+		if status&StatusERR != 0 {
+			t.ataErrors.Add(1)
+		}
+	}
+	if a.CmdStatus != ATAIdentify && !t.state.reserveAllows(src) {
+		return base, ErrorTargetReserved, false
+	}
+	var lba uint64
+	switch a.CmdStatus {
+	case ATAIdentify:
+		if a.SectorCount != 1 {
+			return base, ErrorBadArgument, false
+		}
+		copy(f.b[base:base+512], t.ident[:])
+		setRegs(StatusDRDY, 0, 0)
+		return base + 512, 0, false
+	case ATACheckPower:
+		setRegs(StatusDRDY, 0, 0xff) // active or idle
+		return base, 0, false
+	case ATAFlushCache, ATAFlushCacheExt:
+		setRegs(StatusDRDY, 0, 0)
+		if t.cfg.Unsafe {
+			if err := t.dev.Sync(); err != nil {
+				setRegs(StatusDRDY|StatusERR|StatusDF, ErrABRT, 0)
+			}
+			t.syncs.Add(1)
+			return base, 0, false
+		}
+		// Durable: every acknowledged write is synced already; queue behind pending writes.
+		return base, 0, true
+	case ATAReadSectors, ATAWriteSectors:
+		lba = a.LBA & maxLBA28 // the driver puts device bits 0xe0 in lba byte 3
+	case ATAReadSectorsExt, ATAWriteSectorsExt:
+		lba = a.LBA
+	default:
+		setRegs(StatusDRDY|StatusERR, ErrABRT, a.SectorCount)
+		return base, 0, false
+	}
+	count := int(a.SectorCount)
+	write := a.CmdStatus == ATAWriteSectors || a.CmdStatus == ATAWriteSectorsExt
+	if count > t.maxSectors {
+		return base, ErrorBadArgument, false
+	}
+	if lba+uint64(count) > t.sectors {
+		setRegs(StatusDRDY|StatusERR, ErrIDNF, a.SectorCount)
+		return base, 0, false
+	}
+	data := f.b[base : base+count*SectorSize]
+	off := int64(lba) * SectorSize
+	if !write {
+		t.reads.Add(1)
+		if k, err := t.dev.ReadAt(data, off); err != nil || k != len(data) {
+			t.log.Warn("aoe read failed", "lba", lba, "sectors", count, "err", err)
+			setRegs(StatusDRDY|StatusERR, ErrUNC, a.SectorCount)
+			return base, 0, false
+		}
+		setRegs(StatusDRDY, 0, 0)
+		return base + len(data), 0, false
+	}
+	if len(a.Data) < len(data) {
+		return base, ErrorBadArgument, false
+	}
+	t.writes.Add(1)
+	if k, err := t.dev.WriteAt(data, off); err != nil || k != len(data) {
+		t.log.Warn("aoe write failed", "lba", lba, "sectors", count, "err", err)
+		setRegs(StatusDRDY|StatusERR|StatusDF, ErrABRT, a.SectorCount)
+		return base, 0, false
+	}
+	setRegs(StatusDRDY, 0, 0)
+	return base, 0, !t.cfg.Unsafe
+}
+
+// commitLoop is the group commit: it takes every write response queued while the previous
+// fdatasync ran, syncs once for all of them, then sends them.
+func (t *Target) commitLoop() {
+	defer t.wg.Done()
+	batch := make([]*frame, 0, cap(t.commitq))
+	for {
+		select {
+		case f := <-t.commitq:
+			batch = append(batch, f)
+		case <-t.done:
+			return
+		}
+	drain:
+		for {
+			select {
+			case f := <-t.commitq:
+				batch = append(batch, f)
+			default:
+				break drain
+			}
+		}
+		err := t.dev.Sync()
+		t.syncs.Add(1)
+		if err != nil {
+			t.log.Error("aoe fdatasync failed: failing the batch", "writes", len(batch), "err", err)
+		}
+		for _, f := range batch {
+			if err != nil {
+				regs := f.b[HeaderLen : HeaderLen+ATAArgLen]
+				regs[3], regs[1] = StatusDRDY|StatusERR|StatusDF, ErrABRT
+				t.ataErrors.Add(1)
+			}
+			t.send(f)
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// queryConfig answers Query Config Information the way vblade does. ok=false: no answer
+// (a test or prefix that does not match, or a malformed set).
+func (t *Target) queryConfig(b, arg []byte) (int, Error, bool) {
+	if len(arg) < ConfigArgLen {
+		return 0, 0, false
+	}
+	cmd := ConfigCommand(arg[5] & 0xf)
+	var c ConfigArg
+	if err := c.UnmarshalBinary(arg); err != nil && cmd != ConfigRead {
+		return 0, 0, false
+	}
+	var aerr Error
+	t.state.mu.Lock()
+	cur := t.state.config
+	switch cmd {
+	case ConfigRead:
+	case ConfigTest:
+		if !bytes.Equal(c.String, cur) {
+			t.state.mu.Unlock()
+			return 0, 0, false
+		}
+	case ConfigTestPrefix:
+		if !bytes.HasPrefix(cur, c.String) {
+			t.state.mu.Unlock()
+			return 0, 0, false
+		}
+	case ConfigSet:
+		if len(cur) > 0 && !bytes.Equal(cur, c.String) {
+			aerr = ErrorConfigStringPresent
+			break
+		}
+		fallthrough
+	case ConfigForceSet:
+		if !bytes.Equal(cur, c.String) {
+			t.state.config = bytes.Clone(c.String)
+			if err := t.state.saveLocked(); err != nil {
+				t.log.Error("aoe config string not persisted", "err", err)
+			}
+		}
+	default:
+		aerr = ErrorBadArgument
+	}
+	t.state.mu.Unlock()
+	return HeaderLen + t.configInto(b[HeaderLen:], cmd), aerr, true
+}
+
+// macMask reads or edits the MAC mask list (AoE r11 section 3.3), persisting edits.
+func (t *Target) macMask(b, arg []byte) (int, Error) {
+	var m MACMaskArg
+	if err := m.UnmarshalBinary(arg); err != nil {
+		return 0, 0
+	}
+	out := b[HeaderLen:]
+	t.state.mu.Lock()
+	defer t.state.mu.Unlock()
+	switch m.Command {
+	case MACMaskEdit:
+		changed := false
+		for i, d := range m.Directives {
+			var merr MACMaskError
+			switch d.Command {
+			case DirectiveNone:
+			case DirectiveAdd:
+				if containsMAC(t.state.masks, d.MAC) {
+					break
+				}
+				if len(t.state.masks) >= MaxMasks {
+					merr = MACMaskErrListFull
+					break
+				}
+				t.state.masks = append(t.state.masks, d.MAC)
+				changed = true
+			case DirectiveDelete:
+				for j, x := range t.state.masks {
+					if bytes.Equal(x, d.MAC) {
+						t.state.masks = append(t.state.masks[:j], t.state.masks[j+1:]...)
+						changed = true
+						break
+					}
+				}
+			default:
+				merr = MACMaskErrBadCommand
+			}
+			if merr != 0 {
+				// Report the failing directive's index; earlier ones stay applied (vblade).
+				t.persistLocked(changed)
+				out[2], out[3] = uint8(merr), uint8(i)
+				return HeaderLen + MACMaskArgLen, 0
+			}
+		}
+		t.persistLocked(changed)
+		fallthrough
+	case MACMaskRead:
+		resp := MACMaskArg{Command: m.Command}
+		for _, x := range t.state.masks {
+			resp.Directives = append(resp.Directives, Directive{MAC: x})
+		}
+		n, err := resp.MarshalTo(out)
+		if err != nil {
+			return 0, 0
+		}
+		return HeaderLen + n, 0
+	default:
+		return HeaderLen + MACMaskArgLen, ErrorBadArgument
+	}
+}
+
+func (t *Target) persistLocked(changed bool) {
+	if !changed {
+		return
+	}
+	if err := t.state.saveLocked(); err != nil {
+		t.log.Error("aoe mask list not persisted", "err", err)
+	}
+}
+
+// reserve reads or sets the reserve list (AoE r11 section 3.4), persisting changes.
+func (t *Target) reserve(b, arg []byte, src net.HardwareAddr) (int, Error) {
+	var r ReserveArg
+	if err := r.UnmarshalBinary(arg); err != nil {
+		if len(arg) >= ReserveArgLen && ReserveCommand(arg[0]) != ReserveRead {
+			return HeaderLen + ReserveArgLen, ErrorBadArgument
+		}
+		r = ReserveArg{Command: ReserveCommand(arg[0])}
+		if len(arg) < ReserveArgLen {
+			return 0, 0
+		}
+	}
+	var aerr Error
+	t.state.mu.Lock()
+	defer t.state.mu.Unlock()
+	switch r.Command {
+	case ReserveRead:
+	case ReserveSet:
+		if len(t.state.reserve) > 0 && !containsMAC(t.state.reserve, src) {
+			aerr = ErrorTargetReserved
+			break
+		}
+		fallthrough
+	case ReserveForceSet:
+		t.state.reserve = r.MACs
+		if err := t.state.saveLocked(); err != nil {
+			t.log.Error("aoe reserve list not persisted", "err", err)
+		}
+	default:
+		aerr = ErrorBadArgument
+	}
+	resp := ReserveArg{Command: r.Command, MACs: t.state.reserve}
+	n, err := resp.MarshalTo(b[HeaderLen:])
+	if err != nil {
+		return 0, 0
+	}
+	return HeaderLen + n, aerr
+}
