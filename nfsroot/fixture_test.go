@@ -163,7 +163,7 @@ func newImage(t testing.TB, issue string) *image {
 		"etc/escape-rel":     "../../outside-secret",
 		"etc/escape-abs":     im.outside,
 		"etc/escape-dotdot":  "../../../../../../../../../../" + im.outside[1:],
-		"usr/lib/os-release": "../../etc/issue",
+		"etc/motd":           "issue",
 	} {
 		p := filepath.Join(im.root, link)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -262,3 +262,5 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

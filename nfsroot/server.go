@@ -75,7 +75,8 @@ type Server struct {
 	pm        *portmap.Server
 	unreg     func()
 	conns     map[net.Conn]struct{}
-	done      chan struct{}
+	done      chan struct{} // closed when Close starts
+	closeDone chan struct{} // closed when Close has finished
 	wg        sync.WaitGroup
 	bufs      sync.Pool
 }
@@ -110,7 +111,7 @@ func NewServer(cfg Config, exports Exports, logger *slog.Logger) (*Server, error
 	s := &Server{
 		cfg: cfg, exports: exports, log: logger, m: m,
 		files: newFileCache(cfg.OpenFiles), dirs: newDirCache(cfg.DirEntries),
-		conns: map[net.Conn]struct{}{}, done: make(chan struct{}),
+		conns: map[net.Conn]struct{}{}, done: make(chan struct{}), closeDone: make(chan struct{}),
 	}
 	s.h = newHandler(exports, s.allowed, logger)
 	s.h.onBuild = func(t *tree, _ time.Duration) {
@@ -246,6 +247,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err != nil {
 			select {
 			case <-s.done:
+				<-s.closeDone
 				return nil
 			default:
 			}
@@ -262,6 +264,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
+			<-s.closeDone
 			return nil
 		}
 		s.conns[c] = struct{}{}
@@ -289,6 +292,7 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		<-s.closeDone
 		return nil
 	}
 	s.closed = true
@@ -312,6 +316,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.files.closeAll()
+	close(s.closeDone)
 	return errors.Join(errs...)
 }
 

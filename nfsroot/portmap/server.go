@@ -76,13 +76,6 @@ func (s *Server) Listen() error {
 	return nil
 }
 
-func (s *Server) log() *slog.Logger {
-	if s.Log != nil {
-		return s.Log
-	}
-	return slog.Default()
-}
-
 // Serve answers until ctx ends or Close is called.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
@@ -233,7 +226,7 @@ func (s *Server) Handle(msg []byte, netid string, local netip.Addr) []byte {
 		return accepted(oncrpc.ProgMismatch, nil)
 	}
 	d := oncrpc.NewDecoder(c.Args)
-	maps := s.Mappings()
+	maps := append(s.self(), s.Mappings()...)
 	switch {
 	case c.Proc == procNull:
 		return accepted(oncrpc.Success, nil)
@@ -282,6 +275,21 @@ func (s *Server) Handle(msg []byte, netid string, local netip.Addr) []byte {
 		return accepted(oncrpc.Success, oncrpc.AppendUint32(nil, uint32(time.Now().Unix())))
 	}
 	return accepted(oncrpc.ProcUnavail, nil)
+}
+
+// self is the portmapper's own registration (rpcinfo looks it up before a DUMP).
+func (s *Server) self() []Mapping {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tcp == nil {
+		return nil
+	}
+	port := uint32(addrPort(s.tcp.Addr()).Port())
+	var out []Mapping
+	for v := uint32(2); v <= 4; v++ {
+		out = append(out, Mapping{Program, v, TCP, port}, Mapping{Program, v, UDP, port})
+	}
+	return out
 }
 
 func netidOf(prot uint32) string {

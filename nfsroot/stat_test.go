@@ -1,0 +1,5 @@
+package nfsroot
+
+import "syscall"
+
+type syscallStat = syscall.Stat_t
