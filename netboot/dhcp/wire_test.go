@@ -1,0 +1,287 @@
+package dhcp
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+func TestLeaseRecordText(t *testing.T) {
+	hw, _ := net.ParseMAC("52:54:00:12:34:56")
+	tests := []struct {
+		name string
+		rec  leaseRecord
+		line string
+	}{
+		{"bound", leaseRecord{IP: netip.MustParseAddr("10.0.0.5"), State: StateBound, Expiry: time.Unix(1700000000, 0), HW: hw, ClientID: []byte{1, 0x52, 0x54, 0, 0x12, 0x34, 0x56}, Hostname: "node-a"},
+			"10.0.0.5 b 1700000000 52:54:00:12:34:56 01525400123456 node-a"},
+		{"released-bare", leaseRecord{IP: netip.MustParseAddr("10.0.0.6"), State: StateReleased, Expiry: time.Unix(5, 0)},
+			"10.0.0.6 r 5 - - -"},
+		{"declined", leaseRecord{IP: netip.MustParseAddr("10.0.0.7"), State: StateDeclined, Expiry: time.Unix(9, 0), HW: hw},
+			"10.0.0.7 d 9 52:54:00:12:34:56 - -"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.rec.MarshalText()
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := string(b[:bytes.LastIndexByte(b, ' ')])
+			if body != tc.line {
+				t.Errorf("line = %q, want %q + checksum", body, tc.line)
+			}
+			var got leaseRecord
+			if err := got.UnmarshalText(b); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.rec, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+				t.Errorf("round trip (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestLeaseRecordRejects(t *testing.T) {
+	good, _ := (&leaseRecord{IP: netip.MustParseAddr("10.0.0.5"), State: StateBound, Expiry: time.Unix(1, 0)}).MarshalText()
+	flip := bytes.Clone(good)
+	flip[3] = '9' // 10.0.0.5 -> 10.9.0.5 without fixing the checksum
+	tests := []struct {
+		name, line, wantErr string
+	}{
+		{"no checksum", "10.0.0.5 b 1 - - -", "checksum"},
+		{"bad checksum", string(flip), "checksum"},
+		{"empty", "", "checksum"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var r leaseRecord
+			err := r.UnmarshalText([]byte(tc.line))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("UnmarshalText(%q) = %v, want error about %s", tc.line, err, tc.wantErr)
+			}
+		})
+	}
+	if _, err := (&leaseRecord{IP: netip.MustParseAddr("10.0.0.5"), State: StateBound, Hostname: "bad name"}).MarshalText(); err == nil {
+		t.Error("hostname with a space accepted")
+	}
+}
+
+// A torn final line (kill -9 mid-write) and a corrupt line are skipped; the rest replays.
+func TestParseLeaseLogSkipsTornAndCorrupt(t *testing.T) {
+	var b []byte
+	b = append(b, leaseLogHeader...)
+	r1 := leaseRecord{IP: netip.MustParseAddr("10.0.0.5"), State: StateBound, Expiry: time.Unix(100, 0)}
+	r2 := leaseRecord{IP: netip.MustParseAddr("10.0.0.6"), State: StateBound, Expiry: time.Unix(100, 0)}
+	b = r1.appendText(b)
+	b = append(b, "garbage line\n"...)
+	b = r2.appendText(b)
+	torn := r1.appendText(nil)
+	b = append(b, torn[:len(torn)/2]...)
+	recs, bad := parseLeaseLog(b)
+	if len(recs) != 2 || bad != 2 {
+		t.Errorf("got %d records, %d bad; want 2 and 2", len(recs), bad)
+	}
+}
+
+func TestEncapsulatedOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		wire []byte
+		want EncapsulatedOptions
+		err  bool
+	}{
+		{"pxe discovery control", []byte{6, 1, 8, 255}, EncapsulatedOptions{{6, []byte{8}}}, false},
+		{"pads and no end", []byte{0, 0, 176, 1, 1}, EncapsulatedOptions{{176, []byte{1}}}, false},
+		{"stops at end", []byte{1, 0, 255, 9, 9}, EncapsulatedOptions{{1, nil}}, false},
+		{"truncated value", []byte{6, 3, 1}, nil, true},
+		{"missing length", []byte{6}, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got EncapsulatedOptions
+			err := got.UnmarshalBinary(tc.wire)
+			if (err != nil) != tc.err {
+				t.Fatalf("err = %v, want error %v", err, tc.err)
+			}
+			if tc.err {
+				return
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+	if _, err := (EncapsulatedOptions{{255, nil}}).MarshalBinary(); err == nil {
+		t.Error("end code marshalled as an item")
+	}
+}
+
+func TestParseUserClassAndArch(t *testing.T) {
+	for _, tc := range []struct {
+		in   []byte
+		want []string
+	}{
+		{[]byte("iPXE"), []string{"iPXE"}},
+		{[]byte{4, 'i', 'P', 'X', 'E', 2, 'a', 'b'}, []string{"iPXE", "ab"}},
+		{nil, nil},
+	} {
+		if d := cmp.Diff(tc.want, ParseUserClass(tc.in)); d != "" {
+			t.Errorf("ParseUserClass(%q): %s", tc.in, d)
+		}
+	}
+	if a, err := ParseClientArch([]byte{0, 11, 0, 7}); err != nil || a != ArchARM64 {
+		t.Errorf("ParseClientArch = %v, %v; want efi-arm64", a, err)
+	}
+	if _, err := ParseClientArch([]byte{0}); err == nil {
+		t.Error("odd-length option 93 accepted")
+	}
+}
+
+// The allocator in isolation: order of preference, offers, holds, fixed
+// addresses, decline and release, and replay of its own log giving the same
+// table.
+func TestLeaseTable(t *testing.T) {
+	_, subnet, _ := net.ParseCIDR("10.0.0.0/24")
+	cfg := Config{ServerIP: net.ParseIP("10.0.0.1").To4(), Subnet: subnet, RangeStart: net.ParseIP("10.0.0.10").To4(), RangeEnd: net.ParseIP("10.0.0.12").To4()}
+	cfg.Interface = "test0"
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	mac := func(i byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, 0, i} }
+	key := func(i byte) string { return clientKey(nil, mac(i)) }
+
+	tb := newLeaseTable(&cfg)
+	ip1, err := tb.offer(key(1), mac(1), nil, nil, nil, 30*time.Second, now)
+	if err != nil || ip1.String() != "10.0.0.10" {
+		t.Fatalf("first offer = %v, %v", ip1, err)
+	}
+	// Offered addresses are held: the next client gets another one.
+	ip2, _ := tb.offer(key(2), mac(2), nil, nil, nil, 30*time.Second, now)
+	if ip2.Equal(ip1) {
+		t.Fatalf("offer hold ignored: both got %v", ip1)
+	}
+	if _, err := tb.bind(key(1), mac(1), nil, ip1, nil, "a", time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	// Another client cannot bind an address bound to client 1.
+	if _, err := tb.bind(key(3), mac(3), nil, ip1, nil, "", time.Hour, now); err == nil {
+		t.Error("client 3 bound client 1's address")
+	}
+	// After the hold, client 2's unrequested offer is free again.
+	ip3, _ := tb.offer(key(3), mac(3), nil, ip2, nil, 30*time.Second, now.Add(time.Minute))
+	if !ip3.Equal(ip2) {
+		t.Errorf("expired offer not reusable: got %v, want %v", ip3, ip2)
+	}
+	// A fixed address outside the range.
+	fixed := net.ParseIP("10.0.0.50").To4()
+	got, _ := tb.offer(key(4), mac(4), nil, nil, fixed, 30*time.Second, now)
+	if !got.Equal(fixed) {
+		t.Errorf("fixed offer = %v, want %v", got, fixed)
+	}
+	if _, err := tb.bind(key(4), mac(4), nil, fixed, fixed, "n4", time.Hour, now); err != nil {
+		t.Error(err)
+	}
+	// Dynamic client asking for the fixed address: refused.
+	if _, err := tb.bind(key(5), mac(5), nil, fixed, nil, "", time.Hour, now); err == nil {
+		t.Error("dynamic client bound a fixed address")
+	}
+	// Decline takes an address out; release frees it.
+	if !tb.decline(key(1), mac(1), ip1, 10*time.Minute, now) {
+		t.Error("decline refused")
+	}
+	if tb.usableLocked(ipToU32(ip1), key(6), mac(6), now.Add(time.Minute)) {
+		t.Error("declined address usable during hold")
+	}
+	if !tb.usableLocked(ipToU32(ip1), key(6), mac(6), now.Add(11*time.Minute)) {
+		t.Error("declined address unusable after hold")
+	}
+	if !tb.release(key(4), fixed, now) {
+		t.Error("release refused")
+	}
+	if tb.release(key(5), fixed, now) {
+		t.Error("release by a stranger accepted")
+	}
+}
+
+// Replaying the log of a table gives the same persisted leases, and
+// compaction (snapshot) replays to the same state too.
+func TestLeaseTableReplay(t *testing.T) {
+	_, subnet, _ := net.ParseCIDR("10.0.0.0/24")
+	cfg := Config{ServerIP: net.ParseIP("10.0.0.1").To4(), Subnet: subnet, RangeStart: net.ParseIP("10.0.0.10").To4(), RangeEnd: net.ParseIP("10.0.0.200").To4()}
+	cfg.Interface = "test0"
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	tb := newLeaseTable(&cfg)
+	tb.log = &leaseLog{batch: newCommit()}
+	for i := byte(1); i <= 40; i++ {
+		hw := net.HardwareAddr{2, 0, 0, 0, 0, i}
+		k := clientKey(nil, hw)
+		ip, err := tb.offer(k, hw, nil, nil, nil, time.Minute, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb.bind(k, hw, nil, ip, nil, "", time.Hour, now)
+		switch i % 4 {
+		case 1:
+			tb.release(k, ip, now)
+		case 2:
+			tb.decline(k, hw, ip, time.Hour, now)
+		}
+	}
+	// Client 3 moves to a fixed address: its range address is freed.
+	hw3 := net.HardwareAddr{2, 0, 0, 0, 0, 3}
+	tb.bind(clientKey(nil, hw3), hw3, nil, net.ParseIP("10.0.0.250"), net.ParseIP("10.0.0.250"), "", time.Hour, now)
+
+	log := append([]byte(leaseLogHeader), tb.log.pending...)
+	replayed := newLeaseTable(&cfg)
+	replayed.load(log)
+	if d := cmp.Diff(tb.list(), replayed.list()); d != "" {
+		t.Errorf("replay differs (-live +replayed):\n%s", d)
+	}
+	snap := newLeaseTable(&cfg)
+	tb.mu.Lock()
+	s := tb.snapshotLocked()
+	tb.mu.Unlock()
+	snap.load(s)
+	if d := cmp.Diff(tb.list(), snap.list()); d != "" {
+		t.Errorf("snapshot differs (-live +snapshot):\n%s", d)
+	}
+}
+
+func TestUDPFrameChecksums(t *testing.T) {
+	payload := []byte("hello dhcp")
+	f := udpFrame(net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}, net.IPv4(10, 0, 0, 1).To4(), net.IPv4(10, 0, 0, 9).To4(), 67, 68, payload)
+	ip := f[14:34]
+	if checksum(ip, 0) != 0 {
+		t.Error("IPv4 header checksum does not verify")
+	}
+	udp := f[34:]
+	ph := uint32(10<<8) + 1 + uint32(10<<8) + 9 + 17 + uint32(len(udp))
+	if checksum(udp, ph) != 0 {
+		t.Error("UDP checksum does not verify")
+	}
+	if !bytes.Equal(udp[8:], payload) {
+		t.Error("payload not carried")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	req, _ := dhcpv4.New(dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 0, 1}),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00011:UNDI:003000")),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(93), []byte{0, 11})),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(77), []byte("iPXE"))))
+	ci := classify(req, time.Unix(0, 0))
+	want := ClientInfo{MAC: req.ClientHWAddr, Arch: ArchARM64, HasArch: true, VendorClass: "PXEClient:Arch:00011:UNDI:003000", UserClass: "iPXE", IPXE: true, Time: time.Unix(0, 0)}
+	if d := cmp.Diff(want, ci); d != "" {
+		t.Errorf("classify (-want +got):\n%s", d)
+	}
+}
