@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/distonet/distonet/donate/pool"
@@ -147,7 +148,7 @@ func (s *ISCSI) Attach(ctx context.Context, d pool.Disk) (string, error) {
 	steps = append(steps, append(append([]string(nil), node...), "--login"))
 	for _, argv := range steps {
 		if _, err := s.Runner.Run(ctx, "iscsiadm", argv...); err != nil {
-			return "", fmt.Errorf("%s: %w", what, err)
+			return "", fmt.Errorf("%s: %w", what, redactErr(append([]string{"iscsiadm"}, argv...), err))
 		}
 	}
 	return waitFor(ctx, dev, wait, poll, exists, what)
@@ -183,3 +184,16 @@ func (s Static) Attach(_ context.Context, d pool.Disk) (string, error) {
 
 // Detach implements Attacher.
 func (s Static) Detach(context.Context, pool.Disk) error { return nil }
+
+// redactErr rebuilds a failed command's error without the secrets of its argv, whatever the
+// Runner put in it.
+func redactErr(argv []string, err error) error {
+	var ce *CommandError
+	if errors.As(err, &ce) {
+		c := *ce
+		c.Argv = Redact(argv)
+		c.Err = fmt.Errorf("exit status %d", c.ExitCode)
+		return &c
+	}
+	return fmt.Errorf("%s: failed", strings.Join(Redact(argv), " "))
+}
