@@ -1,0 +1,514 @@
+// Package tftp serves the first file a PXE ROM fetches (the iPXE binary) and per-node
+// generated files, read-only, from one directory. Transfers are carried by
+// github.com/pin/tftp/v3; this package adds what it lacks around it: path confinement
+// (no "..", no absolute names, no symlink out of the root), case-insensitive options
+// (RFC 2347), the timeout option (RFC 2349), windowsize (RFC 7440), blksize capped by the
+// interface MTU, a bounded shutdown and metrics. Rendering per-node files is left to the
+// Generated implementation the daemon passes in.
+package tftp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pintftp "github.com/pin/tftp/v3"
+	"github.com/pin/tftp/v3/netascii"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// Generated serves files that do not exist on disk, such as a node's iPXE or pxelinux
+// configuration. path is the requested name, already cleaned and confined (relative, no
+// ".."). ok=false falls through to the files under Config.Root.
+type Generated interface {
+	File(remote net.Addr, path string) ([]byte, bool)
+}
+
+// Config configures the server. Zero values take the documented defaults.
+type Config struct {
+	Addr string // listen address; default ":69" (IPv4)
+	Root string // directory served read-only; "" serves generated files only
+	// Anticipate is the send-ahead window in blocks for clients that do not negotiate
+	// windowsize: that many blocks are sent before waiting for their ACKs. 0 or 1 = off.
+	Anticipate uint
+	Timeout    time.Duration // retransmission timeout unless the client negotiates one; default 1s
+	Retries    int           // retransmissions before a transfer is abandoned; default 5
+	// MaxBlockSize caps blksize (RFC 2348); default 65464. The interface MTU caps it too,
+	// so blocks are never fragmented (1468 on a 1500-byte MTU).
+	MaxBlockSize int
+	// MaxWindow caps windowsize (RFC 7440); default 64; a negative value refuses the option.
+	MaxWindow int
+	// ShutdownGrace bounds Close: transfers still running after it are abandoned (a dead
+	// client would otherwise hold a transfer for Timeout×Retries). Default 1s.
+	ShutdownGrace time.Duration
+	Metrics       prometheus.Registerer // nil: metrics are kept but not registered
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = ":69"
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = time.Second
+	}
+	if c.Retries <= 0 {
+		c.Retries = 5
+	}
+	if c.MaxBlockSize <= 0 || c.MaxBlockSize > maxBlockSize {
+		c.MaxBlockSize = maxBlockSize
+	}
+	c.MaxBlockSize = max(c.MaxBlockSize, defaultBlockSize)
+	if c.MaxWindow == 0 {
+		c.MaxWindow = 64
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = time.Second
+	}
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("tftp: server closed")
+
+var errShuttingDown = errors.New("server shutting down")
+
+// Server is a read-only TFTP server.
+type Server struct {
+	cfg     Config
+	gen     Generated
+	log     *slog.Logger
+	root    *os.Root
+	metrics *metrics
+	lib     *pintftp.Server
+	feed    *feedConn
+
+	closing   atomic.Bool
+	closeOnce sync.Once
+	closed    chan struct{} // closed when Close has finished
+	ready     chan struct{} // closed when Serve listens (or gives up)
+	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	l       *listener
+	busy    map[string]*transfer // by client address: a retransmitted RRQ is not a new transfer
+	senders map[*net.UDPConn]struct{}
+}
+
+// transfer is one accepted read request.
+type transfer struct {
+	peer  *net.UDPAddr
+	name  string
+	size  int64
+	src   io.Reader
+	close func()
+	start time.Time
+}
+
+// NewServer checks the configuration and builds a server; Serve starts it. gen may be nil.
+func NewServer(cfg Config, gen Generated, logger *slog.Logger) (*Server, error) {
+	cfg.setDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:     cfg,
+		gen:     gen,
+		log:     logger.With("stage", "tftp"),
+		feed:    newFeedConn(),
+		closed:  make(chan struct{}),
+		ready:   make(chan struct{}),
+		busy:    make(map[string]*transfer),
+		senders: make(map[*net.UDPConn]struct{}),
+	}
+	if cfg.Root != "" {
+		root, err := os.OpenRoot(cfg.Root)
+		if err != nil {
+			return nil, fmt.Errorf("tftp root: %w", err)
+		}
+		s.root = root
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		if s.root != nil {
+			s.root.Close()
+		}
+		return nil, err
+	}
+	s.metrics = m
+	s.lib = pintftp.NewServer(s.libraryRead, nil)
+	s.lib.SetTimeout(cfg.Timeout)
+	s.lib.SetRetries(cfg.Retries)
+	// We cap blksize ourselves (config and MTU) before the request reaches the library.
+	s.lib.SetBlockSizeNegotiation(false)
+	s.lib.SetBlockSize(maxBlockSize)
+	s.lib.SetAnticipate(cfg.Anticipate)
+	// The retransmission timeout already is the wait: retransmit at once, not after the
+	// library's default random sleep of up to a second.
+	s.lib.SetBackoff(func(int) time.Duration { return 0 })
+	return s, nil
+}
+
+// Addr waits until Serve listens and returns the bound address (nil if Serve failed or
+// the server closed first).
+func (s *Server) Addr() net.Addr {
+	select {
+	case <-s.ready:
+	case <-s.closed:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.l == nil {
+		return nil
+	}
+	return s.l.conn.LocalAddr()
+}
+
+// Serve listens on Config.Addr and serves until ctx is done or Close is called; it then
+// returns ErrServerClosed once Close has finished. Sockets are opened in the network
+// namespace of the calling thread, also those of each transfer.
+func (s *Server) Serve(ctx context.Context) error {
+	l, err := listen(s.cfg.Addr)
+	if err != nil {
+		close(s.ready)
+		return err
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		l.conn.Close()
+		close(s.ready)
+		return ErrServerClosed
+	}
+	s.l = l
+	s.mu.Unlock()
+	close(s.ready)
+	s.log.Info("tftp serving", "addr", l.conn.LocalAddr().String(), "root", s.cfg.Root)
+
+	if err := s.goInSameNetns(func() { _ = s.lib.Serve(s.feed) }); err != nil {
+		s.Close()
+		return fmt.Errorf("tftp: start transfer engine: %w", err)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Close()
+		case <-s.closed:
+		}
+	}()
+
+	buf := make([]byte, 65536)
+	for {
+		n, peer, dst, ifIndex, err := l.read(buf)
+		if err != nil {
+			if s.closing.Load() {
+				break
+			}
+			s.log.Warn("tftp read", "err", err)
+			time.Sleep(10 * time.Millisecond) // no busy loop on a persistent error
+			continue
+		}
+		s.handle(buf[:n], peer, dst, ifIndex)
+	}
+	<-s.closed
+	return ErrServerClosed
+}
+
+// Close stops the server: no new transfers; running ones end with an ERROR packet at
+// their next block; it returns within about Config.ShutdownGrace even if a client is dead.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing.Store(true)
+		l := s.l
+		conns := make([]*net.UDPConn, 0, len(s.senders))
+		for c := range s.senders {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		if l != nil {
+			l.conn.Close()
+		}
+		s.feed.Close()
+		bye, _ := (&ErrorPacket{Code: ErrUndefined, Message: errShuttingDown.Error()}).MarshalBinary()
+		for _, c := range conns {
+			_, _ = c.Write(bye)
+			c.Close()
+		}
+		done := make(chan struct{})
+		go func() {
+			// The library's Shutdown waits for its transfers: a dead client holds one
+			// for Timeout×Retries, hence the bound below.
+			s.lib.Shutdown()
+			s.wg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(s.cfg.ShutdownGrace):
+			s.mu.Lock()
+			n := len(s.busy)
+			s.mu.Unlock()
+			s.log.Warn("tftp shutdown: abandoning transfers to unresponsive clients", "transfers", n)
+		}
+		if s.root != nil {
+			s.root.Close() // open files stay valid for abandoned transfers
+		}
+		close(s.closed)
+	})
+	return nil
+}
+
+// handle answers one datagram sent to the well-known port.
+func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) {
+	src := replyAddr(dst)
+	if op := PacketOpcode(pkt); op != OpRRQ && op != OpWRQ {
+		return // a stray DATA/ACK for a finished transfer: nothing to answer
+	}
+	var req Request
+	if err := req.UnmarshalBinary(pkt); err != nil {
+		s.refuse(peer, src, "", ErrorPacket{Code: ErrIllegalOp, Message: "malformed request"}, resultBadRequest, err)
+		return
+	}
+	if req.Op == OpWRQ {
+		s.refuse(peer, src, req.Filename, ErrorPacket{Code: ErrAccess, Message: "read-only server"}, resultDenied, nil)
+		return
+	}
+	if req.Mode == "mail" {
+		s.refuse(peer, src, req.Filename, ErrorPacket{Code: ErrIllegalOp, Message: "mail mode not supported"}, resultBadRequest, nil)
+		return
+	}
+	key := peer.String()
+	s.mu.Lock()
+	_, dup := s.busy[key]
+	s.mu.Unlock()
+	if dup || s.closing.Load() {
+		return // a retransmitted RRQ: the transfer already answers it
+	}
+	t, err := s.resolve(peer, req.Filename)
+	if err != nil {
+		s.refuse(peer, src, req.Filename, errorFor(err), resultFor(err), err)
+		return
+	}
+	if req.Mode == "netascii" {
+		t.src = netascii.ToReader(t.src)
+	}
+	capBlock := min(s.cfg.MaxBlockSize, maxPayload(ifIndex, peer.IP.To4() == nil)-4)
+	p, oack := negotiate(req.Options, t.size, limits{maxBlockSize: capBlock, maxWindow: s.cfg.MaxWindow})
+	if p.timeout == 0 {
+		p.timeout = s.cfg.Timeout
+	}
+	if p.window == 1 && s.cfg.Anticipate > 1 {
+		p.window = min(int(s.cfg.Anticipate), max(1, windowBytes/p.blockSize))
+	}
+
+	s.mu.Lock()
+	s.busy[key] = t
+	s.mu.Unlock()
+	s.metrics.active.Inc()
+
+	if libraryCanServe(p, oack) {
+		// The library re-parses the request: hand it the cleaned name and the options
+		// already negotiated, lower-case, with the size filled in. It reads requests
+		// into a 516-byte buffer; a longer one is served by our sender.
+		fwd := Request{Op: OpRRQ, Filename: t.name, Mode: req.Mode, Options: oack}
+		if b, err := fwd.MarshalBinary(); err == nil && len(b) <= 516 {
+			if !s.feed.push(b, peer) {
+				s.finish(t, 0, errShuttingDown)
+			}
+			return
+		}
+	}
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: src}, peer)
+	if err != nil {
+		s.finish(t, 0, fmt.Errorf("open transfer socket: %w", err))
+		return
+	}
+	var ob []byte
+	if len(oack) > 0 {
+		ob, _ = oack.MarshalBinary()
+	}
+	snd := &sender{conn: conn, src: t.src, oack: ob, p: p, retries: s.cfg.Retries}
+	s.mu.Lock()
+	s.senders[conn] = struct{}{}
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		n, err := snd.run()
+		s.mu.Lock()
+		delete(s.senders, conn)
+		s.mu.Unlock()
+		conn.Close()
+		s.finish(t, n, err)
+	}()
+}
+
+// resolve finds the file for a requested name: generated first, then under the root.
+func (s *Server) resolve(peer *net.UDPAddr, requested string) (*transfer, error) {
+	name, err := cleanName(requested)
+	if err != nil {
+		return nil, err
+	}
+	t := &transfer{peer: peer, name: name, start: time.Now(), close: func() {}}
+	if s.gen != nil {
+		if b, ok := s.gen.File(peer, name); ok {
+			t.size, t.src = int64(len(b)), s.abortable(bytes.NewReader(b))
+			return t, nil
+		}
+	}
+	if s.root == nil {
+		return nil, fmt.Errorf("%s: no root directory: %w", name, os.ErrNotExist)
+	}
+	f, size, err := openRegular(s.root, name)
+	if err != nil {
+		return nil, err
+	}
+	// Read ahead in large chunks: blocks are small and each read would be a syscall.
+	t.size, t.src, t.close = size, s.abortable(bufio.NewReaderSize(f, 256<<10)), func() { f.Close() }
+	return t, nil
+}
+
+// libraryRead is pin/tftp's read handler for the requests handle forwarded.
+func (s *Server) libraryRead(filename string, rf io.ReaderFrom) error {
+	ot, ok := rf.(pintftp.OutgoingTransfer)
+	if !ok {
+		return errors.New("transfer engine gave no remote address")
+	}
+	addr := ot.RemoteAddr()
+	s.mu.Lock()
+	t := s.busy[addr.String()]
+	s.mu.Unlock()
+	if t == nil || t.name != filename {
+		return fmt.Errorf("no accepted request for %s from %s", filename, addr.String())
+	}
+	ot.SetSize(t.size)
+	n, err := rf.ReadFrom(t.src)
+	s.finish(t, n, err)
+	return err
+}
+
+// finish records the end of a transfer.
+func (s *Server) finish(t *transfer, n int64, err error) {
+	t.close()
+	s.mu.Lock()
+	if s.busy[t.peer.String()] == t {
+		delete(s.busy, t.peer.String())
+	}
+	s.mu.Unlock()
+	s.metrics.active.Dec()
+	s.metrics.bytes.Add(float64(n))
+	log := s.log.With("ip", t.peer.IP.String(), "file", t.name, "bytes", n, "duration", time.Since(t.start).Round(time.Millisecond))
+	switch {
+	case err == nil:
+		s.metrics.transfers.WithLabelValues(resultOK).Inc()
+		log.Debug("tftp sent")
+	case s.closing.Load():
+		s.metrics.transfers.WithLabelValues(resultShutdown).Inc()
+		log.Info("tftp transfer cut by shutdown", "err", err)
+	default:
+		s.metrics.transfers.WithLabelValues(resultFailed).Inc()
+		log.Warn("tftp transfer failed", "err", err)
+	}
+}
+
+// refuse answers a request with an ERROR packet from the address the client wrote to.
+func (s *Server) refuse(peer *net.UDPAddr, src net.IP, name string, e ErrorPacket, result string, err error) {
+	s.metrics.transfers.WithLabelValues(result).Inc()
+	s.log.Info("tftp refused", "ip", peer.IP.String(), "file", name, "code", int(e.Code), "reason", e.Message, "err", err)
+	b, merr := e.MarshalBinary()
+	if merr != nil {
+		return
+	}
+	s.mu.Lock()
+	l := s.l
+	s.mu.Unlock()
+	if l != nil {
+		_ = l.writeFrom(b, peer, src)
+	}
+}
+
+func resultFor(err error) string {
+	switch errorFor(err).Code {
+	case ErrNotFound:
+		return resultNotFound
+	case ErrAccess:
+		return resultDenied
+	default:
+		return resultFailed
+	}
+}
+
+// abortable makes a transfer's reads fail once the server closes, so a transfer to a live
+// client ends at its next block with an ERROR packet.
+func (s *Server) abortable(r io.Reader) io.Reader {
+	return &abortReader{r: r, closing: &s.closing}
+}
+
+type abortReader struct {
+	r       io.Reader
+	closing *atomic.Bool
+}
+
+func (a *abortReader) Read(p []byte) (int, error) {
+	if a.closing.Load() {
+		return 0, errShuttingDown
+	}
+	return a.r.Read(p)
+}
+
+// goInSameNetns runs fn in a new goroutine whose sockets open in the caller's network
+// namespace. The library opens each transfer's socket in its own goroutine: when Serve
+// runs on a thread moved into another namespace (tests, a daemon serving a netns), that
+// goroutine must follow, or transfers would leave from the wrong network. It always
+// enters the namespace explicitly: comparing with /proc/self is no proof, as the main
+// thread itself may have been moved.
+func (s *Server) goInSameNetns(fn func()) error {
+	ns, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return fmt.Errorf("open netns: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with the goroutine instead of returning to the
+		// pool in a foreign namespace.
+		runtime.LockOSThread()
+		err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
+		if err != nil {
+			// Without CAP_SYS_ADMIN, carry on only if this thread already is there.
+			if same, serr := sameNetns(ns); serr == nil && same {
+				err = nil
+			}
+		}
+		ns.Close()
+		errc <- err
+		if err == nil {
+			fn()
+		}
+	}()
+	if err := <-errc; err != nil {
+		return fmt.Errorf("enter netns: %w", err)
+	}
+	return nil
+}
+
+// sameNetns reports whether the calling thread is in the namespace ns refers to.
+func sameNetns(ns *os.File) (bool, error) {
+	var want, here unix.Stat_t
+	if err := unix.Fstat(int(ns.Fd()), &want); err != nil {
+		return false, fmt.Errorf("stat netns: %w", err)
+	}
+	if err := unix.Stat("/proc/thread-self/ns/net", &here); err != nil {
+		return false, fmt.Errorf("stat netns: %w", err)
+	}
+	return want.Dev == here.Dev && want.Ino == here.Ino, nil
+}

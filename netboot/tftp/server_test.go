@@ -1,0 +1,427 @@
+package tftp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distonet/distonet/internal/lab"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestMain(m *testing.M) {
+	_ = lab.Sweep()
+	os.Exit(m.Run())
+}
+
+const (
+	serverIP = "10.69.1.1"
+	clientIP = "10.69.1.2"
+)
+
+// bed is a server in one namespace and a client namespace linked to it by a veth pair
+// (MTU 1500, so blksize is capped at 1468).
+type bed struct {
+	srv   *Server
+	cli   *lab.Netns
+	root  string            // served directory
+	out   string            // where clients write
+	files map[string][]byte // content of the files under root
+}
+
+// tlogWriter sends the server's log to the test log.
+type tlogWriter struct{ t testing.TB }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+type fakeGenerated map[string][]byte
+
+func (g fakeGenerated) File(_ net.Addr, path string) ([]byte, bool) {
+	b, ok := g[path]
+	return b, ok
+}
+
+func randomBytes(t testing.TB, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func newBed(t *testing.T, cfg Config) *bed {
+	t.Helper()
+	lab.Require(t, "tftp", "atftp", "curl")
+	dir := t.TempDir()
+	b := &bed{root: filepath.Join(dir, "root"), out: filepath.Join(dir, "out"), files: map[string][]byte{
+		"small.bin":      randomBytes(t, 1000),
+		"big.bin":        randomBytes(t, 3<<20+123),
+		"exact.bin":      randomBytes(t, 512*40), // ends with an empty block at 512
+		"empty.bin":      {},
+		"sub/nested.bin": randomBytes(t, 70000),
+	}}
+	must(t, os.MkdirAll(filepath.Join(b.root, "sub"), 0o755))
+	must(t, os.MkdirAll(b.out, 0o755))
+	for name, content := range b.files {
+		must(t, os.WriteFile(filepath.Join(b.root, name), content, 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "secret.txt"), []byte("secret outside the root\n"), 0o644))
+	must(t, os.Symlink("small.bin", filepath.Join(b.root, "link-in")))
+	must(t, os.Symlink("../secret.txt", filepath.Join(b.root, "link-out")))
+	b.files["link-in"] = b.files["small.bin"]
+	gen := fakeGenerated{"pxelinux.cfg/01-52-54-00-12-34-56": []byte("DEFAULT node\n")}
+	b.files["pxelinux.cfg/01-52-54-00-12-34-56"] = gen["pxelinux.cfg/01-52-54-00-12-34-56"]
+
+	srvNS, cli := lab.NewNetns(t), lab.NewNetns(t)
+	lab.Veth(t, srvNS, serverIP+"/24", cli, clientIP+"/24")
+	b.cli = cli
+	cfg.Root = b.root
+	if cfg.Addr == "" {
+		cfg.Addr = ":69"
+	}
+	srv, err := NewServer(cfg, gen, slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	must(t, err)
+	b.srv = srv
+	served := make(chan error, 1)
+	go func() { served <- srvNS.Do(func() error { return srv.Serve(context.Background()) }) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	if srv.Addr() == nil {
+		t.Fatalf("server did not start: %v", <-served)
+	}
+	return b
+}
+
+func (b *bed) check(t *testing.T, name, local string) {
+	t.Helper()
+	got, err := os.ReadFile(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := b.files[name]; !bytes.Equal(got, want) {
+		t.Fatalf("%s: got %d bytes, want %d bytes (bit-exact)", name, len(got), len(want))
+	}
+}
+
+func TestRealClientsFetchBitExact(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		cfg  Config
+	}{{"lockstep", Config{}}, {"send-ahead", Config{Anticipate: 8}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			b := newBed(t, mode.cfg)
+			clients := []struct {
+				name string
+				argv func(remote, local string) []string
+			}{
+				{"tftp-hpa", func(r, l string) []string {
+					return []string{"tftp", serverIP, "-m", "binary", "-c", "get", r, l}
+				}},
+				{"atftp", func(r, l string) []string { return []string{"atftp", "-g", "-r", r, "-l", l, serverIP} }},
+				{"atftp blksize tsize", func(r, l string) []string {
+					return []string{"atftp", "--option", "blksize 1468", "--option", "tsize 0", "-g", "-r", r, "-l", l, serverIP}
+				}},
+				{"atftp timeout", func(r, l string) []string {
+					return []string{"atftp", "--option", "timeout 2", "--option", "blksize 1024", "-g", "-r", r, "-l", l, serverIP}
+				}},
+				{"atftp windowsize", func(r, l string) []string {
+					return []string{"atftp", "--option", "windowsize 8", "--option", "blksize 1468", "-g", "-r", r, "-l", l, serverIP}
+				}},
+				{"curl", func(r, l string) []string {
+					return []string{"curl", "-sS", "--fail", "-o", l, "tftp://" + serverIP + "/" + r}
+				}},
+				{"curl blksize", func(r, l string) []string {
+					return []string{"curl", "-sS", "--fail", "--tftp-blksize", "1468", "-o", l, "tftp://" + serverIP + "/" + r}
+				}},
+				{"curl no options", func(r, l string) []string {
+					return []string{"curl", "-sS", "--fail", "--tftp-no-options", "-o", l, "tftp://" + serverIP + "/" + r}
+				}},
+			}
+			for _, c := range clients {
+				t.Run(c.name, func(t *testing.T) {
+					for _, name := range []string{"small.bin", "big.bin", "exact.bin", "empty.bin", "sub/nested.bin", "link-in", "pxelinux.cfg/01-52-54-00-12-34-56"} {
+						local := filepath.Join(b.out, strings.NewReplacer("/", "_", " ", "_").Replace(c.name+"-"+name))
+						argv := c.argv(name, local)
+						if out, err := b.cli.Exec(argv[0], argv[1:]...); err != nil {
+							t.Fatalf("%s: %v\n%s", name, err, out)
+						}
+						b.check(t, name, local)
+					}
+				})
+			}
+			if got := value(t, b.srv.metrics.transfers.WithLabelValues(resultOK)); got != float64(7*len(clients)) {
+				t.Errorf("ok transfers = %v, want %d", got, 7*len(clients))
+			}
+			if got := value(t, b.srv.metrics.active); got != 0 {
+				t.Errorf("active transfers = %v after all ended", got)
+			}
+		})
+	}
+}
+
+// rawClient speaks TFTP from the client namespace, to see the exact packets.
+type rawClient struct {
+	t    *testing.T
+	conn net.PacketConn
+	srv  *net.UDPAddr // the transfer's address once the server answered
+}
+
+func newRawClient(t *testing.T, b *bed) *rawClient {
+	t.Helper()
+	conn, err := b.cli.ListenPacket("udp4", clientIP+":0")
+	must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return &rawClient{t: t, conn: conn}
+}
+
+func (c *rawClient) send(p []byte, to *net.UDPAddr) {
+	c.t.Helper()
+	if _, err := c.conn.WriteTo(p, to); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rawClient) request(fields ...string) {
+	c.t.Helper()
+	c.send(rq(1, fields...), &net.UDPAddr{IP: net.ParseIP(serverIP), Port: 69})
+}
+
+func (c *rawClient) recv() []byte {
+	c.t.Helper()
+	buf := make([]byte, 65536)
+	must(c.t, c.conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	n, from, err := c.conn.ReadFrom(buf)
+	if err != nil {
+		c.t.Fatalf("no answer: %v", err)
+	}
+	c.srv = from.(*net.UDPAddr)
+	return buf[:n]
+}
+
+func (c *rawClient) ack(block uint16) {
+	c.t.Helper()
+	c.send(binary.BigEndian.AppendUint16([]byte{0, 4}, block), c.srv)
+}
+
+// fetch receives DATA blocks, acknowledging each, and returns the file.
+func (c *rawClient) fetch(blksize int, first []byte) []byte {
+	c.t.Helper()
+	var file []byte
+	next := uint16(1)
+	p := first
+	for {
+		if p == nil {
+			p = c.recv()
+		}
+		if PacketOpcode(p) != OpDATA {
+			c.t.Fatalf("expected DATA %d, got %q", next, p)
+		}
+		if blk := binary.BigEndian.Uint16(p[2:]); blk == next {
+			file = append(file, p[4:]...)
+			c.ack(next)
+			next++
+			if len(p)-4 < blksize {
+				return file
+			}
+		}
+		p = nil
+	}
+}
+
+func TestOptionsAcknowledged(t *testing.T) {
+	b := newBed(t, Config{})
+	size := fmt.Sprint(len(b.files["big.bin"]))
+	tests := []struct {
+		name    string
+		opts    []string
+		want    OACK
+		blksize int
+	}{
+		{name: "blksize tsize", opts: []string{"blksize", "1468", "tsize", "0"},
+			want: OACK{{"blksize", "1468"}, {"tsize", size}}, blksize: 1468},
+		{name: "upper-case names", opts: []string{"BLKSIZE", "1024", "TSize", "0"},
+			want: OACK{{"blksize", "1024"}, {"tsize", size}}, blksize: 1024},
+		{name: "blksize above MTU lowered", opts: []string{"blksize", "9000"},
+			want: OACK{{"blksize", "1468"}}, blksize: 1468},
+		{name: "timeout", opts: []string{"Timeout", "3", "blksize", "1400", "tsize", "0"},
+			want: OACK{{"timeout", "3"}, {"blksize", "1400"}, {"tsize", size}}, blksize: 1400},
+		{name: "windowsize", opts: []string{"windowsize", "16", "blksize", "1468"},
+			want: OACK{{"windowsize", "16"}, {"blksize", "1468"}}, blksize: 1468},
+		{name: "tiny blksize", opts: []string{"blksize", "8", "tsize", "0"},
+			want: OACK{{"blksize", "8"}, {"tsize", size}}, blksize: 8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newRawClient(t, b)
+			c.request(append([]string{"big.bin", "octet"}, tt.opts...)...)
+			var got OACK
+			if err := got.UnmarshalBinary(c.recv()); err != nil {
+				t.Fatal(err)
+			}
+			// The library writes its OACK from a map: compare as sets.
+			sortOpts := cmp.Transformer("sort", func(o OACK) map[string]string {
+				m := map[string]string{}
+				for _, x := range o {
+					m[x.Name] = x.Value
+				}
+				return m
+			})
+			if d := cmp.Diff(tt.want, got, sortOpts); d != "" {
+				t.Fatalf("OACK (-want +got):\n%s", d)
+			}
+			c.ack(0)
+			if file := c.fetch(tt.blksize, nil); !bytes.Equal(file, b.files["big.bin"]) {
+				t.Fatalf("got %d bytes, want %d", len(file), len(b.files["big.bin"]))
+			}
+		})
+	}
+	t.Run("no options, no OACK", func(t *testing.T) {
+		c := newRawClient(t, b)
+		c.request("small.bin", "octet")
+		if file := c.fetch(512, nil); !bytes.Equal(file, b.files["small.bin"]) {
+			t.Fatalf("got %d bytes", len(file))
+		}
+	})
+}
+
+func TestRefusals(t *testing.T) {
+	b := newBed(t, Config{})
+	tests := []struct {
+		name   string
+		packet []byte
+		code   ErrorCode
+	}{
+		{"parent", rq(1, "../secret.txt", "octet"), ErrAccess},
+		{"parent deeper", rq(1, "sub/../../secret.txt", "octet"), ErrAccess},
+		{"absolute", rq(1, "/etc/passwd", "octet"), ErrAccess},
+		{"symlink out", rq(1, "link-out", "octet"), ErrAccess},
+		{"missing", rq(1, "nope.bin", "octet"), ErrNotFound},
+		{"directory", rq(1, "sub", "octet"), ErrNotFound},
+		{"write", rq(2, "new.bin", "octet"), ErrAccess},
+		{"mail", rq(1, "small.bin", "mail"), ErrIllegalOp},
+		{"malformed", []byte{0, 1, 'x'}, ErrIllegalOp},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newRawClient(t, b)
+			c.send(tt.packet, &net.UDPAddr{IP: net.ParseIP(serverIP), Port: 69})
+			var e ErrorPacket
+			if err := e.UnmarshalBinary(c.recv()); err != nil {
+				t.Fatal(err)
+			}
+			if e.Code != tt.code {
+				t.Errorf("error %d %q, want code %d", e.Code, e.Message, tt.code)
+			}
+			if strings.Contains(e.Message, "secret") || strings.Contains(e.Message, b.root) {
+				t.Errorf("error message leaks a path: %q", e.Message)
+			}
+		})
+	}
+	// Real clients see the refusals too, and write nothing from outside the root.
+	for _, tc := range []struct {
+		name string
+		argv []string
+	}{
+		{"tftp-hpa parent", []string{"tftp", serverIP, "-m", "binary", "-c", "get", "../secret.txt", filepath.Join(b.out, "hpa")}},
+		{"atftp absolute", []string{"atftp", "-g", "-r", "/etc/passwd", "-l", filepath.Join(b.out, "atftp"), serverIP}},
+		{"curl path-as-is", []string{"curl", "-sS", "--fail", "--path-as-is", "-o", filepath.Join(b.out, "curl"), "tftp://" + serverIP + "/../secret.txt"}},
+		{"curl symlink out", []string{"curl", "-sS", "--fail", "-o", filepath.Join(b.out, "curl2"), "tftp://" + serverIP + "/link-out"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := b.cli.Exec(tc.argv[0], tc.argv[1:]...)
+			if tc.argv[0] == "curl" {
+				// curl 7.88 prints a stale getpeername errno; its exit code 69 is
+				// CURLE_TFTP_PERM, the access violation.
+				if !strings.Contains(fmt.Sprint(err), "exit status 69") {
+					t.Errorf("curl: %v, want exit status 69 (TFTP permission): %q", err, out)
+				}
+			} else if !strings.Contains(strings.ToLower(out), "access violation") {
+				t.Errorf("client output does not show the refusal: %q", out)
+			}
+			local := tc.argv[len(tc.argv)-1]
+			if tc.argv[0] != "tftp" {
+				local = tc.argv[indexOf(tc.argv, "-o", "-l")+1]
+			}
+			if got, err := os.ReadFile(local); err == nil && bytes.Contains(got, []byte("secret")) {
+				t.Errorf("secret content written to %s", local)
+			}
+		})
+	}
+	if got := value(t, b.srv.metrics.transfers.WithLabelValues(resultDenied)); got < 7 {
+		t.Errorf("denied requests counted %v, want at least 7", got)
+	}
+}
+
+func indexOf(ss []string, want ...string) int {
+	for i, s := range ss {
+		for _, w := range want {
+			if s == w {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// TestShutdownBoundedWithDeadClient starts transfers whose client never acknowledges (on
+// both transfer engines) and checks Close returns near ShutdownGrace, not after
+// Timeout×Retries (here 5 s × 5).
+func TestShutdownBoundedWithDeadClient(t *testing.T) {
+	b := newBed(t, Config{Timeout: 5 * time.Second, Retries: 5, ShutdownGrace: 300 * time.Millisecond})
+	for _, opts := range [][]string{nil, {"timeout", "5"}} {
+		c := newRawClient(t, b)
+		c.request(append([]string{"big.bin", "octet"}, opts...)...)
+		c.recv() // first block or OACK; never acknowledged
+	}
+	start := time.Now()
+	b.srv.Close()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Close took %v with dead clients (grace 300ms)", d)
+	}
+}
+
+// TestShutdownEndsLiveTransfer checks a live client is told the server is going away.
+func TestShutdownEndsLiveTransfer(t *testing.T) {
+	for _, opts := range [][]string{nil, {"timeout", "2"}} {
+		t.Run(fmt.Sprint(opts), func(t *testing.T) {
+			b := newBed(t, Config{})
+			c := newRawClient(t, b)
+			c.request(append([]string{"big.bin", "octet"}, opts...)...)
+			p := c.recv()
+			if PacketOpcode(p) == OpOACK {
+				c.ack(0)
+				p = c.recv()
+			}
+			if PacketOpcode(p) != OpDATA {
+				t.Fatalf("want DATA 1, got %q", p)
+			}
+			c.ack(1)
+			b.srv.Close()
+			for range 100 {
+				p = c.recv()
+				if PacketOpcode(p) == OpERROR {
+					return
+				}
+				c.ack(binary.BigEndian.Uint16(p[2:]))
+			}
+			t.Fatal("no ERROR packet after Close")
+		})
+	}
+}
