@@ -1,8 +1,10 @@
 package iscsit
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 )
@@ -96,6 +98,7 @@ func (c *conn) send1(p *PDU, status bool) error { return c.send([]*PDU{p}, []boo
 
 // reject answers a PDU we cannot process.
 func (c *conn) reject(p *PDU, reason uint8) {
+	c.log.Debug("iscsi reject", "opcode", p.Opcode().String(), "reason", reason, "itt", p.ITT())
 	var r PDU
 	r.SetOpcode(OpReject)
 	r.SetFlags(0x80)
@@ -277,6 +280,10 @@ func (c *conn) answer(t *task, r result) {
 		status = "check"
 	}
 	c.srv.metrics.commands.WithLabelValues(kind, status).Inc()
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.Debug("iscsi command", "itt", t.itt, "cdb", fmt.Sprintf("%x", t.cdb), "edtl", t.edtl,
+			"status", r.status, "sense", fmt.Sprintf("%x", r.sense), "data", len(r.data), "over", r.overflow, "under", r.underflow)
+	}
 	var pdus []*PDU
 	var stat []bool
 	data := r.data

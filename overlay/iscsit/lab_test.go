@@ -184,10 +184,40 @@ func TestDiscoveryShowsOwnTargetOnly(t *testing.T) {
 	})
 }
 
-var errChild = errors.New("child")
-
 const childEnv = "ISCSIT_TEST_CHILD"
 
-func runChild() int { return 0 }
+// runChild serves one target described by the environment until killed: the crash test
+// runs it as a subprocess so it can kill -9 it, and it is handy to run by hand.
+func runChild() int {
+	spec := TargetSpec{
+		IQN:        os.Getenv("ISCSIT_IQN"),
+		LUNs:       []string{os.Getenv("ISCSIT_FILE")},
+		CHAPUser:   os.Getenv("ISCSIT_USER"),
+		CHAPSecret: os.Getenv("ISCSIT_SECRET"),
+	}
+	if v := os.Getenv("ISCSIT_INITIATORS"); v != "" {
+		spec.AllowedInitiators = strings.Split(v, ",")
+	}
+	opts := &slog.HandlerOptions{}
+	if os.Getenv("ISCSIT_DEBUG") != "" {
+		opts.Level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, opts))
+	s, err := NewServer(Config{Addr: os.Getenv("ISCSIT_ADDR")}, log)
+	if err == nil {
+		err = s.AddTarget(spec)
+	}
+	if err == nil {
+		err = s.Serve(context.Background())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
 
-var _ = time.Second
+var (
+	_ = time.Second
+	_ = errors.New
+)

@@ -19,15 +19,18 @@ const (
 	senseHardwareError  = 0x04
 	senseIllegalRequest = 0x05
 
-	ascInvalidOpcode      = 0x2000
-	ascLBAOutOfRange      = 0x2100
-	ascInvalidFieldInCDB  = 0x2400
-	ascLUNNotSupported    = 0x2500
-	ascInvalidFieldParam  = 0x2600
-	ascParamListLength    = 0x1a00
-	ascWriteError         = 0x0c00
-	ascReadError          = 0x1100
-	ascInternalTgtFailure = 0x4400
+	ascInvalidOpcode           = 0x2000
+	ascLBAOutOfRange           = 0x2100
+	ascInvalidFieldInCDB       = 0x2400
+	ascLUNNotSupported         = 0x2500
+	ascInvalidFieldParam       = 0x2600
+	ascParamListLength         = 0x1a00
+	ascWriteError              = 0x0c00
+	ascReadError               = 0x1100
+	ascInternalTgtFailure      = 0x4400
+	ascMiscompareVerify        = 0x1d00
+	ascSavingParamsUnsupported = 0x3900
+	senseMiscompare            = 0x0e
 )
 
 // result is what a command produced: data for the initiator, status, sense, and the
@@ -108,6 +111,12 @@ func (c *conn) execute(t *task) (r result) {
 		return c.writeBlocks(t, lu)
 	case 0x41, 0x93:
 		return c.writeSame(t, lu)
+	case 0x8b:
+		return c.orWrite(t, lu)
+	case 0x89:
+		return c.compareAndWrite(t, lu)
+	case 0x1a, 0x5a:
+		return c.modeSense(t, lu)
 	case 0x42:
 		return c.unmap(t, lu)
 	case 0x35, 0x91:
@@ -117,8 +126,11 @@ func (c *conn) execute(t *task) (r result) {
 			return c.vpd(t, lu)
 		}
 	case 0x9e:
-		if t.cdb[1]&0x1f == 0x10 {
+		switch t.cdb[1] & 0x1f {
+		case 0x10:
 			return c.readCapacity16(t, lu)
+		case 0x12:
+			return c.getLBAStatus(t, lu)
 		}
 	}
 	return c.gotgt(t, lu)
@@ -142,7 +154,7 @@ func rwRange(cdb []byte) (lba uint64, blocks uint32, ok bool) {
 	case 0xa8, 0xaa, 0xae:
 		lba = uint64(binary.BigEndian.Uint32(cdb[2:6]))
 		blocks = binary.BigEndian.Uint32(cdb[6:10])
-	case 0x88, 0x8a, 0x8e, 0x93:
+	case 0x88, 0x8a, 0x8e, 0x93, 0x8b:
 		lba = binary.BigEndian.Uint64(cdb[2:10])
 		blocks = binary.BigEndian.Uint32(cdb[10:14])
 	default:
@@ -278,7 +290,7 @@ func (c *conn) writeSame(t *task, lu *lunit) result {
 
 const (
 	maxWriteSameBlocks  = 1 << 22 // 2 GiB per command
-	maxUnmapBlocks      = 1 << 22
+	maxUnmapBlocks      = 1 << 20
 	maxUnmapDescriptors = 64
 )
 
@@ -402,6 +414,9 @@ func (c *conn) gotgt(t *task, lu *lunit) result {
 	if known {
 		want = min(want, alloc)
 	}
+	if n, ok := naturalLen(t.cdb, cmd.InSDBBuffer.Buffer); ok {
+		want = min(want, n)
+	}
 	data := cmd.InSDBBuffer.Buffer[:want]
 	return result{status: statusGood, data: data}.withResidual(want, t.edtl)
 }
@@ -460,7 +475,211 @@ func (c *conn) readCapacity16(t *task, lu *lunit) result {
 	d := make([]byte, 32)
 	binary.BigEndian.PutUint64(d[0:], lu.blocks-1)
 	binary.BigEndian.PutUint32(d[8:], blockSize)
-	d[13] = 3 // 8 logical blocks per physical block (4 KiB)
+	// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0: holes are punched at 512-byte
+	// granularity as far as the initiator can tell.
 	d[14] = 0x80 | 0x40
 	return c.dataIn(t, d, binary.BigEndian.Uint32(t.cdb[10:14]))
+}
+
+// getLBAStatus reports whether the blocks from an LBA are mapped or deallocated (SBC-4
+// §5.8). gotgt answers with an empty list, which initiators such as QEMU treat as an error.
+func (c *conn) getLBAStatus(t *task, lu *lunit) result {
+	lba := binary.BigEndian.Uint64(t.cdb[2:10])
+	alloc := binary.BigEndian.Uint32(t.cdb[10:14])
+	if lba >= lu.blocks {
+		return checkCondition(senseIllegalRequest, ascLBAOutOfRange)
+	}
+	mapped, length, err := lu.store.extent(int64(lba << blockShift))
+	if err != nil {
+		return checkCondition(senseMediumError, ascReadError)
+	}
+	blocks := uint64(length+blockSize-1) >> blockShift
+	blocks = max(min(blocks, lu.blocks-lba, 0xffffffff), 1)
+	d := make([]byte, 24)
+	binary.BigEndian.PutUint32(d[0:], 20)
+	binary.BigEndian.PutUint64(d[8:], lba)
+	binary.BigEndian.PutUint32(d[16:], uint32(blocks))
+	if !mapped {
+		d[20] = 1
+	}
+	return c.dataIn(t, d, alloc)
+}
+
+// naturalLen reads the length a data-in answer declares about itself, so we send what
+// gotgt produced and not its zero padding up to the allocation length.
+func naturalLen(cdb, d []byte) (uint32, bool) {
+	if len(d) < 8 {
+		return 0, false
+	}
+	switch cdb[0] {
+	case 0x12:
+		if cdb[1]&0x01 != 0 {
+			return uint32(binary.BigEndian.Uint16(d[2:4])) + 4, true
+		}
+		return uint32(d[4]) + 5, true
+	case 0x03:
+		return uint32(d[7]) + 8, true
+	case 0xa0:
+		return binary.BigEndian.Uint32(d[0:4]) + 8, true
+	case 0x25:
+		return 8, true
+	case 0xa3:
+		return binary.BigEndian.Uint32(d[0:4]) + 4, true
+	case 0x4d:
+		return uint32(binary.BigEndian.Uint16(d[2:4])) + 4, true
+	}
+	return 0, false
+}
+
+const maxCompareAndWriteBlocks = 64
+
+// orWrite implements ORWRITE(16): gotgt's writes the data without OR-ing it.
+func (c *conn) orWrite(t *task, lu *lunit) result {
+	lba, blocks, _ := rwRange(t.cdb)
+	if t.cdb[1]&0xe0 != 0 {
+		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB)
+	}
+	if !inRange(lba, blocks, lu.blocks) {
+		return checkCondition(senseIllegalRequest, ascLBAOutOfRange)
+	}
+	want := blocks << blockShift
+	n := min(want, uint32(len(t.buf))) &^ (blockSize - 1)
+	if n > 0 {
+		lu.atomic.Lock()
+		defer lu.atomic.Unlock()
+		cur := make([]byte, n)
+		off := int64(lba << blockShift)
+		if err := lu.store.readAt(cur, off); err != nil {
+			return checkCondition(senseMediumError, ascReadError)
+		}
+		for i := range cur {
+			cur[i] |= t.buf[i]
+		}
+		if err := lu.store.Write(cur, off); err != nil {
+			return checkCondition(senseMediumError, ascWriteError)
+		}
+	}
+	if t.cdb[1]&0x08 != 0 {
+		if err := lu.store.DataSync(0, 0); err != nil {
+			return checkCondition(senseMediumError, ascWriteError)
+		}
+	}
+	return good().withResidual(want, t.edtl)
+}
+
+// compareAndWrite implements COMPARE AND WRITE (SBC-4 §5.3): the data-out holds the
+// expected blocks then the new blocks; the comparison and the write are atomic with
+// respect to other COMPARE AND WRITE and ORWRITE commands.
+func (c *conn) compareAndWrite(t *task, lu *lunit) result {
+	lba := binary.BigEndian.Uint64(t.cdb[2:10])
+	blocks := uint32(t.cdb[13])
+	if t.cdb[1]&0xe0 != 0 || blocks > maxCompareAndWriteBlocks {
+		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB)
+	}
+	if !inRange(lba, blocks, lu.blocks) {
+		return checkCondition(senseIllegalRequest, ascLBAOutOfRange)
+	}
+	want := 2 * blocks << blockShift
+	if blocks == 0 {
+		return good().withResidual(0, t.edtl)
+	}
+	if uint32(len(t.buf)) < want {
+		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB).withResidual(want, t.edtl)
+	}
+	n := blocks << blockShift
+	lu.atomic.Lock()
+	defer lu.atomic.Unlock()
+	cur := make([]byte, n)
+	off := int64(lba << blockShift)
+	if err := lu.store.readAt(cur, off); err != nil {
+		return checkCondition(senseMediumError, ascReadError)
+	}
+	for i := range cur {
+		if cur[i] != t.buf[i] {
+			r := checkCondition(senseMiscompare, ascMiscompareVerify)
+			r.sense[0] |= 0x80 // VALID: INFORMATION holds the offset of the first mismatch
+			binary.BigEndian.PutUint32(r.sense[3:7], uint32(i))
+			return r
+		}
+	}
+	if err := lu.store.Write(t.buf[n:2*n], off); err != nil {
+		return checkCondition(senseMediumError, ascWriteError)
+	}
+	if t.cdb[1]&0x08 != 0 {
+		if err := lu.store.DataSync(0, 0); err != nil {
+			return checkCondition(senseMediumError, ascWriteError)
+		}
+	}
+	return good().withResidual(want, t.edtl)
+}
+
+// Mode pages we report (SBC-4 §6.5). The caching page says WCE=1: writes sit in the page
+// cache until SYNCHRONIZE CACHE or FUA, so the initiator must send them (and Linux does).
+var modePages = []struct {
+	code uint8
+	data []byte // after the two-byte page header
+}{
+	{0x02, []byte{0x80, 0x80, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+	{0x08, []byte{0x04, 0, 0xff, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x80, 0x14, 0, 0, 0, 0, 0, 0}},
+	{0x0a, []byte{0x02, 0x10, 0, 0, 0, 0, 0, 0, 0x02, 0x00}},
+	{0x1c, []byte{0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+}
+
+// modeSense answers MODE SENSE(6/10). gotgt's panics on allocation lengths shorter than
+// the header, which Linux uses when it probes the write cache.
+func (c *conn) modeSense(t *task, lu *lunit) result {
+	ten := t.cdb[0] == 0x5a
+	dbd := t.cdb[1]&0x08 != 0
+	pc := t.cdb[2] >> 6
+	page, sub := t.cdb[2]&0x3f, t.cdb[3]
+	var alloc uint32
+	if ten {
+		alloc = uint32(binary.BigEndian.Uint16(t.cdb[7:9]))
+	} else {
+		alloc = uint32(t.cdb[4])
+	}
+	if pc == 3 {
+		return checkCondition(senseIllegalRequest, ascSavingParamsUnsupported)
+	}
+	var body []byte
+	found := false
+	for _, p := range modePages {
+		if page != 0x3f && (p.code != page || sub != 0) {
+			continue
+		}
+		if page == 0x3f && sub != 0 && sub != 0xff {
+			break
+		}
+		found = true
+		data := p.data
+		if pc == 1 { // changeable values: none
+			data = make([]byte, len(p.data))
+		}
+		body = append(body, p.code, uint8(len(data)))
+		body = append(body, data...)
+	}
+	if !found {
+		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB)
+	}
+	var bd []byte
+	if !dbd {
+		bd = make([]byte, 8)
+		binary.BigEndian.PutUint32(bd[0:], uint32(min(lu.blocks, 0xffffffff)))
+		binary.BigEndian.PutUint32(bd[4:], blockSize) // byte 4 is density code 0
+	}
+	var d []byte
+	if ten {
+		d = make([]byte, 8, 8+len(bd)+len(body))
+		d[3] = 0x10 // DPOFUA
+		binary.BigEndian.PutUint16(d[6:], uint16(len(bd)))
+		d = append(append(d, bd...), body...)
+		binary.BigEndian.PutUint16(d[0:], uint16(len(d)-2))
+	} else {
+		d = make([]byte, 4, 4+len(bd)+len(body))
+		d[2] = 0x10
+		d[3] = uint8(len(bd))
+		d = append(append(d, bd...), body...)
+		d[0] = uint8(len(d) - 1)
+	}
+	return c.dataIn(t, d, alloc)
 }

@@ -179,6 +179,7 @@ type target struct {
 // lunit is one logical unit: gotgt's LU (which runs the SCSI commands we pass on) and our
 // store (which serves the data path directly).
 type lunit struct {
+	atomic sync.Mutex // COMPARE AND WRITE and ORWRITE read-modify-write
 	lu     *api.SCSILu
 	store  *fileStore
 	devID  uint64
@@ -265,6 +266,9 @@ func (s *Server) addLU(iqn string, lun uint64, path string) (*lunit, error) {
 	lu.Attrs.ProductRev = "1"
 	lu.Attrs.SCSIID = iqn
 	lu.Attrs.SCSISN = fmt.Sprintf("%016x", devID)
+	lu.Attrs.Lbppbe = 0
+	// Claim SBC-3: our block limits page has the SBC-3 length.
+	lu.Attrs.VersionDesction = [8]uint16{0x04c0, 0x0960, 0x0300, 0x0060}
 	lu.Path = path
 	return &lunit{lu: lu, store: st, devID: devID, blocks: st.size >> blockShift}, nil
 }

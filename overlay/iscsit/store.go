@@ -75,7 +75,11 @@ func (s *fileStore) readAt(b []byte, off int64) error {
 	return err
 }
 
+// Write never extends the file: a volume's size is fixed while it is served.
 func (s *fileStore) Write(b []byte, off int64) error {
+	if off < 0 || uint64(off)+uint64(len(b)) > s.size {
+		return fmt.Errorf("write %d+%d beyond the end (%d)", off, len(b), s.size)
+	}
 	_, err := s.f.WriteAt(b, off)
 	return err
 }
@@ -122,4 +126,27 @@ func (s *fileStore) punch(off, length int64) error {
 		length -= n
 	}
 	return nil
+}
+
+// extent reports whether the byte range from off is allocated and how long that state lasts,
+// using SEEK_DATA/SEEK_HOLE (GET LBA STATUS).
+func (s *fileStore) extent(off int64) (mapped bool, length int64, err error) {
+	end := int64(s.size)
+	fd := int(s.f.Fd())
+	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return false, end - off, nil
+	}
+	if err != nil {
+		// No SEEK_DATA (block device, old file system): everything is mapped.
+		return true, end - off, nil
+	}
+	if data > off {
+		return false, min(data, end) - off, nil
+	}
+	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil {
+		return true, end - off, nil
+	}
+	return true, min(hole, end) - off, nil
 }
