@@ -68,28 +68,41 @@ func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p
 // startTarget creates our target inside l.T and serves it until the test ends.
 func startTarget(t *testing.T, l *link, cfg TargetConfig) *Target {
 	t.Helper()
+	tg := newTargetIn(t, l, cfg)
+	serveTarget(t, tg)
+	return tg
+}
+
+// serveTarget serves tg until the test ends and returns an idempotent stop.
+func serveTarget(t *testing.T, tg *Target) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- tg.Serve(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			if err := tg.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// newTargetIn creates a target inside l.T without serving it.
+func newTargetIn(t *testing.T, l *link, cfg TargetConfig) *Target {
+	t.Helper()
 	cfg.Interface = l.TIf
 	var tg *Target
 	if err := l.T.Do(func() (err error) { tg, err = NewTarget(cfg, testLogger(t)); return }); err != nil {
 		t.Fatal(err)
 	}
-	serveTarget(t, tg)
 	return tg
-}
-
-func serveTarget(t *testing.T, tg *Target) {
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- tg.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		if err := tg.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
 }
 
 // startVblade runs Debian's vblade inside l.T.
