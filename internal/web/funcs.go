@@ -18,6 +18,12 @@ func (w *Web) funcs() template.FuncMap {
 		"macid":  macID,
 		"failed": stageFailed,
 		"badge":  badgeClass,
+		"plural": func(n int, word string) string {
+			if n == 1 {
+				return "1 " + word
+			}
+			return fmt.Sprintf("%d %ss", n, word)
+		},
 		"dict": func(kv ...any) (map[string]any, error) {
 			if len(kv)%2 != 0 {
 				return nil, fmt.Errorf("dict: odd number of arguments")

@@ -26,7 +26,12 @@ func (w *Web) loginPage(wr http.ResponseWriter, r *http.Request) {
 // renderLogin renders a page that has no session yet, with a form token bound to a fresh
 // nonce cookie.
 func (w *Web) renderLogin(wr http.ResponseWriter, r *http.Request, status int, name, title string, d any) {
+	// Keep an existing nonce: a second login page load (another tab, a stray request) must
+	// not invalidate a form already on screen.
 	nonce := randomToken(18)
+	if c, err := r.Cookie(loginCookie); err == nil && len(c.Value) >= 16 && len(c.Value) <= 64 {
+		nonce = c.Value
+	}
 	setCookie(wr, r, loginCookie, nonce, 3600)
 	p := w.newPage(nil, title, "", d)
 	p.CSRF = w.loginToken(nonce)

@@ -148,7 +148,8 @@ type discoveredData struct {
 	Err    string
 }
 
-func macID(mac string) string { return strings.ReplaceAll(mac, ":", "") }
+// macID names a MAC in element ids (a CSS id selector cannot start with a digit).
+func macID(mac string) string { return "m" + strings.ReplaceAll(mac, ":", "") }
 
 // images returns the image list, nil when the UI has none to offer (any name accepted).
 func (w *Web) images() ([]ImageInfo, error) {

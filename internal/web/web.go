@@ -153,6 +153,10 @@ func (w *Web) routes() {
 		w.static.ServeHTTP(wr, r)
 	})
 
+	m.HandleFunc("GET /favicon.ico", func(wr http.ResponseWriter, r *http.Request) {
+		http.Redirect(wr, r, "/static/favicon.svg", http.StatusMovedPermanently)
+	})
+
 	m.HandleFunc("GET /{$}", w.authed(w.dashboard))
 	m.HandleFunc("GET /discovered", w.authed(w.discovered))
 	m.HandleFunc("POST /discovered/{mac}/enroll", w.authed(w.enrollDiscovered))

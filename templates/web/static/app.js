@@ -5,7 +5,10 @@
 (function () {
   const regions = Array.from(document.querySelectorAll("[data-live]"));
   const dot = document.getElementById("live-dot");
-  if (regions.length === 0 || !window.EventSource) { return; }
+  if (regions.length === 0 || !window.EventSource) {
+    if (dot) { dot.hidden = true; } // nothing on this page updates live
+    return;
+  }
 
   function editing(el) {
     if (el.contains(document.activeElement) && document.activeElement.matches("input,select,textarea")) { return true; }

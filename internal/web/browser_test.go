@@ -1,0 +1,316 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/distonet/distonet/internal/registry"
+)
+
+// chromiumPath is Debian's chromium; the browser tests fail (never skip) without it.
+const chromiumPath = "/usr/bin/chromium"
+
+// browser starts a headless Chromium with a fresh profile that can reach only 127.0.0.1.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("browser tests need Debian's chromium at %s (.ci/install-deps installs it): %v", chromiumPath, err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// Belt and braces for the network rule: no name resolves except the test server's.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.WindowSize(1440, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 4*time.Minute)
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelCtx()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// artifacts is where screenshots go: $DISTONET_ARTIFACTS/web, else a temporary directory.
+func artifacts(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("DISTONET_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	dir = filepath.Join(dir, "web")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// into runs an action that returns a value and stores the value in dst.
+func into[T any](dst *T, a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		v, err := a(ctx, tg)
+		if err != nil {
+			return err
+		}
+		*dst = v
+		return nil
+	})
+}
+
+func screenshot(t *testing.T, dir, name string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		png, err := chromedp.FullScreenshot(100)(ctx, tg)
+		if err != nil {
+			return fmt.Errorf("screenshot %s: %w", name, err)
+		}
+		path := filepath.Join(dir, name+".png")
+		t.Logf("screenshot %s", path)
+		return os.WriteFile(path, png, 0o644)
+	})
+}
+
+// run runs browser actions as one named step, failing the test with the step's name.
+func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		var url, body string
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = chromedp.Do(cctx, into(&url, chromedp.Location()), into(&body, chromedp.Text(chromedp.CSS("body"))))
+		cancel()
+		t.Fatalf("%s: %v\nat %s:\n%s", step, err, url, body)
+	}
+}
+
+func TestBrowserEnrollment(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	ctx := browser(t)
+	shots := artifacts(t)
+	base := e.srv.URL
+
+	const mac, id = "52:54:00:12:34:56", "m525400123456"
+	row := `tr[data-mac="` + mac + `"]`
+
+	// Not logged in: the dashboard sends the browser to the login page.
+	var loc string
+	run(t, ctx, "open dashboard logged out",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		into(&loc, chromedp.Location()),
+		screenshot(t, shots, "01-login"),
+	)
+	if !strings.Contains(loc, "/login?next=") {
+		t.Fatalf("logged-out dashboard went to %s, want /login?next=…", loc)
+	}
+
+	var loginErr string
+	run(t, ctx, "wrong password",
+		chromedp.SendKeys(chromedp.CSS(`#password`), "not the password"),
+		chromedp.Submit(chromedp.CSS(`#login-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#login-error`)),
+		into(&loginErr, chromedp.Text(chromedp.CSS(`#login-error`))),
+	)
+	if !strings.Contains(loginErr, "Wrong password") {
+		t.Errorf("login error = %q", loginErr)
+	}
+	run(t, ctx, "log in",
+		chromedp.SendKeys(chromedp.CSS(`#password`), testPassword),
+		chromedp.Submit(chromedp.CSS(`#login-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#nodes`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live-dot.on`)), // the event stream is connected
+		screenshot(t, shots, "02-dashboard-empty"),
+	)
+
+	// A machine PXE-boots while the admin watches the discovered page: it appears without a reload.
+	run(t, ctx, "open discovered page",
+		chromedp.Navigate(base+"/discovered"),
+		chromedp.WaitVisible(chromedp.CSS(`#discovered`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live-dot.on`)),
+	)
+	if err := e.store.SeeMAC(registry.Discovered{MAC: mac, Arch: "x86 BIOS", VendorClass: "PXEClient:Arch:00000:UNDI:002001"}); err != nil {
+		t.Fatal(err)
+	}
+	// A hostile DHCP client's vendor class must render as text, not run.
+	const hostile = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>`
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:66:66:66", VendorClass: hostile}); err != nil {
+		t.Fatal(err)
+	}
+	var vendor string
+	var xss bool
+	run(t, ctx, "discovered MACs appear live",
+		chromedp.WaitVisible(chromedp.CSS(row)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-mac="52:54:00:66:66:66"] .vendor`)),
+		into(&vendor, chromedp.Text(chromedp.CSS(`tr[data-mac="52:54:00:66:66:66"] .vendor`))),
+		into(&xss, chromedp.Evaluate[bool](`window.__xss !== undefined || document.querySelector('#discovered img, #discovered script') !== null`)),
+		screenshot(t, shots, "03-discovered"),
+	)
+	if vendor != hostile || xss {
+		t.Errorf("hostile vendor class: text %q, injected = %v; want it shown verbatim and inert", vendor, xss)
+	}
+
+	// Invalid input: each reason shows beside its field and nothing is enrolled.
+	var nameErr, windowErr, kept string
+	run(t, ctx, "submit invalid enrollment",
+		chromedp.SendKeys(chromedp.CSS(`#`+id+`-name`), "Room1_PC07"),
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-image`), "debian-12"),
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-donate`), "aoe"),
+		chromedp.SendKeys(chromedp.CSS(`#`+id+`-window`), "25:00-07:00"),
+		chromedp.Click(chromedp.CSS(`#enroll-`+id+` button`)),
+		chromedp.WaitVisible(chromedp.CSS(row+` td:nth-child(4) .err`)),
+		into(&nameErr, chromedp.Text(chromedp.CSS(row+` td:nth-child(4) .err`))),
+		into(&windowErr, chromedp.Text(chromedp.CSS(row+` td:nth-child(8) .err`))),
+		into(&kept, chromedp.Value(chromedp.CSS(`#`+id+`-name`))),
+		screenshot(t, shots, "04-discovered-invalid"),
+	)
+	if !strings.Contains(nameErr, "hostname label") || !strings.Contains(windowErr, "HH:MM") || kept != "Room1_PC07" {
+		t.Errorf("beside name: %q, beside window: %q, name kept as %q", nameErr, windowErr, kept)
+	}
+	if nodes, _ := e.store.Nodes(); len(nodes) != 0 {
+		t.Fatalf("invalid form enrolled %+v", nodes)
+	}
+
+	// Corrected, it enrolls and the node page says so.
+	var flash string
+	run(t, ctx, "submit valid enrollment",
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-name`), "room1-pc07"),
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-group`), "room1"),
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-window`), "20:00-07:00"),
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-volume_size`), "20G"),
+		chromedp.Click(chromedp.CSS(`#enroll-`+id+` button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#edit-form`)),
+		into(&flash, chromedp.Text(chromedp.CSS(`#flash`))),
+		into(&loc, chromedp.Location()),
+		screenshot(t, shots, "05-node-enrolled"),
+	)
+	if !strings.HasSuffix(loc, "/nodes/room1-pc07") || !strings.Contains(flash, "Enrolled room1-pc07") {
+		t.Errorf("after enrollment at %s, flash %q", loc, flash)
+	}
+	n, err := e.store.Node("room1-pc07")
+	if err != nil {
+		t.Fatalf("node not enrolled: %v", err)
+	}
+	if n.MAC != mac || n.Image != "debian-12" || n.Group != "room1" || n.Donate.Mode != "aoe" || n.Donate.Window != "20:00-07:00" || n.VolumeSize != 20<<30 {
+		t.Errorf("enrolled node = %+v", n.Redacted())
+	}
+
+	// The dashboard lists it and follows its boot live.
+	run(t, ctx, "dashboard lists the node",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="room1-pc07"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live-dot.on`)),
+	)
+	t0 := time.Now().UTC()
+	for i, st := range []string{"dhcp", "bootfile", "kernel", "nfs", "iscsi", "overlay", "ready"} {
+		if err := e.store.RecordStage("room1-pc07", registry.Stage{Stage: st, OK: true, Time: t0.Add(time.Duration(i*4) * time.Second)}, "10.9.0.107"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, name := range []string{"room1-pc07"} {
+		if err := e.store.PutDisk(registry.DonatedDisk{Node: name, Group: "room1", Device: "/dev/sda", Transport: "aoe", Address: fmt.Sprintf("e1.%d", i), SizeBytes: 500 << 30, State: "online", Window: "20:00-07:00", LastSeen: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var state string
+	run(t, ctx, "boot appears live",
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="room1-pc07"] .badge.ok`)),
+		into(&state, chromedp.Text(chromedp.CSS(`tr[data-node="room1-pc07"] td:nth-child(3)`))),
+		screenshot(t, shots, "06-dashboard-booted"),
+	)
+	if strings.TrimSpace(state) != "ready" {
+		t.Errorf("dashboard state = %q, want ready", state)
+	}
+
+	run(t, ctx, "pool and images pages",
+		chromedp.Navigate(base+"/pool"),
+		chromedp.WaitVisible(chromedp.CSS(`#disks`)),
+		screenshot(t, shots, "07-pool"),
+		chromedp.Navigate(base+"/images"),
+		chromedp.WaitVisible(chromedp.CSS(`#images`)),
+		screenshot(t, shots, "08-images"),
+	)
+
+	// Bulk: a file with one bad line enrolls nothing and says which line.
+	bad := "mac,name,group,image,donate,window\n52:54:00:00:20:01,room2-pc01,room2,debian-12,iscsi,\n52:54:00:00:20:02,room2-pc02,room2,no-such-image,none,\n"
+	var bulkErr string
+	run(t, ctx, "bulk file with an error",
+		chromedp.Navigate(base+"/nodes/bulk"),
+		chromedp.WaitVisible(chromedp.CSS(`#bulk-form`)),
+		chromedp.SetValue(chromedp.CSS(`#csv`), bad),
+		chromedp.Click(chromedp.CSS(`#bulk-form button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#bulk-errors`)),
+		into(&bulkErr, chromedp.Text(chromedp.CSS(`#bulk-errors`))),
+		screenshot(t, shots, "09-bulk-errors"),
+	)
+	if !strings.Contains(bulkErr, "Nothing was enrolled") || !strings.Contains(bulkErr, "no-such-image") {
+		t.Errorf("bulk errors = %q", bulkErr)
+	}
+	if _, err := e.store.Node("room2-pc01"); err == nil {
+		t.Error("a file with an error enrolled its good line")
+	}
+	good := strings.Replace(bad, "no-such-image", "alpine-3.20", 1)
+	run(t, ctx, "bulk file without errors",
+		chromedp.SetValue(chromedp.CSS(`#csv`), good),
+		chromedp.Click(chromedp.CSS(`#bulk-form button`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="room2-pc02"]`)),
+		screenshot(t, shots, "10-dashboard-after-bulk"),
+	)
+
+	// Removal asks for confirmation, warns about the volume, then deletes it.
+	var warning string
+	run(t, ctx, "remove node",
+		chromedp.Navigate(base+"/nodes/room1-pc07"),
+		chromedp.Click(chromedp.CSS(`a.button.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`#remove-form`)),
+		into(&warning, chromedp.Text(chromedp.CSS(`#remove-form`))),
+		screenshot(t, shots, "11-remove-confirm"),
+		chromedp.SendKeys(chromedp.CSS(`#confirm`), "room1-pc07"),
+		chromedp.Click(chromedp.CSS(`#remove-form button.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`#nodes`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`tr[data-node="room1-pc07"]`)),
+	)
+	if !strings.Contains(warning, "deletes the node's iSCSI volume") || !strings.Contains(warning, "cannot be recovered") {
+		t.Errorf("removal page does not warn about the volume: %q", warning)
+	}
+	if _, err := e.store.Node("room1-pc07"); err == nil {
+		t.Error("node still enrolled after removal")
+	}
+	e.removeMu.Lock()
+	removed := strings.Join(e.removed, ",")
+	e.removeMu.Unlock()
+	if removed != "room1-pc07" {
+		t.Errorf("volumes removed: %q, want room1-pc07", removed)
+	}
+
+	run(t, ctx, "log out",
+		chromedp.Click(chromedp.CSS(`.logout button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		chromedp.Navigate(base+"/pool"),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+	)
+}
