@@ -166,9 +166,16 @@ func (ss *session) start(cmdSN uint32) {
 func (ss *session) close() { ss.c.nc.Close() }
 func (ss *session) wait()  { <-ss.done }
 
+func (ss *session) nexus() nexus { return nexus{initiator: ss.initiator, isid: ss.isid} }
+
 // finish runs when the connection's reader stops.
 func (ss *session) finish() {
 	ss.wg.Wait()
+	if ss.tgt != nil {
+		for _, lu := range ss.tgt.luns {
+			lu.res.nexusLost(ss.nexus())
+		}
+	}
 	if ss.itn != nil {
 		scsi.RemoveITNexus(ss.tgt.st, ss.itn)
 	}

@@ -11,22 +11,22 @@ import (
 
 // task is one SCSI command on its way through the transport.
 type task struct {
-	itt       uint32
-	cmdSN     uint32
-	lun       [8]byte
-	cdb       []byte
-	edtl      uint32
-	read      bool
-	write     bool
-	buf       []byte // Data-Out collected so far (write commands)
-	received  uint32
-	r2tNext   uint32 // next offset to solicit
-	r2tSN     uint32
-	r2ts      map[uint32]*r2t // outstanding, by TTT
-	dataOutSN map[uint32]uint32
+	itt      uint32
+	cmdSN    uint32
+	lun      [8]byte
+	cdb      []byte
+	edtl     uint32
+	read     bool
+	write    bool
+	buf      []byte // Data-Out collected so far (write commands)
+	received uint32
+	r2tNext  uint32 // next offset to solicit
+	r2tSN    uint32
+	r2ts     map[uint32]*r2t // outstanding, by TTT
+	unsolSN  uint32          // next DataSN of unsolicited Data-Out
 }
 
-type r2t struct{ offset, length, got uint32 }
+type r2t struct{ offset, length, got, nextSN uint32 }
 
 // Reject reasons (RFC 7143 §11.17.1).
 const (
@@ -230,6 +230,17 @@ func (c *conn) dataOut(p *PDU) error {
 			return nil
 		}
 	}
+	// DataSN numbers the PDUs of each sequence (RFC 7143 §11.7.4). At ErrorRecoveryLevel 0
+	// a gap or a repeat is a digest-class error: the connection goes.
+	sn := p.u32(offDataSN)
+	want := &t.unsolSN
+	if rt != nil {
+		want = &rt.nextSN
+	}
+	if sn != *want {
+		return fmt.Errorf("Data-Out DataSN %d, expected %d (ITT 0x%x)", sn, *want, t.itt)
+	}
+	*want++
 	copy(t.buf[off:], p.Data)
 	t.received += n
 	if rt != nil {
@@ -409,7 +420,9 @@ func (c *conn) taskMgmt(p *PDU) error {
 		if t := c.pending[ref]; t != nil {
 			c.dropPending(t)
 		} else {
+			// Already running or answered: it completes normally, so the abort did nothing.
 			c.waitRunning(func(itt uint32) bool { return itt == ref })
+			resp = tmfNoSuchTask
 		}
 	case tmfAbortTaskSet, tmfClearTaskSet, tmfLUNReset, tmfTargetWarmReset, tmfTargetColdReset:
 		lun := p.LUN()
@@ -420,6 +433,14 @@ func (c *conn) taskMgmt(p *PDU) error {
 			}
 		}
 		c.waitRunning(func(uint32) bool { return true })
+		if fn != tmfAbortTaskSet && fn != tmfClearTaskSet {
+			n, ok := lunNumber(lun)
+			for i, lu := range c.sess.tgt.luns {
+				if all || (ok && i == n) {
+					lu.res.reset()
+				}
+			}
+		}
 	case tmfClearACA:
 	case tmfTaskReassign:
 		resp = tmfNoReassign

@@ -104,7 +104,17 @@ func (c *conn) execute(t *task) (r result) {
 		}
 		return checkCondition(senseIllegalRequest, ascLUNNotSupported)
 	}
+	n1 := c.sess.nexus()
+	if lu.res.conflict(n1, t.cdb) {
+		return conflictResult()
+	}
 	switch op {
+	case 0x16, 0x17, 0x56, 0x57:
+		return c.reserve6(t, lu, n1)
+	case 0x5e:
+		return c.persistentReserveIn(t, lu)
+	case 0x5f:
+		return c.persistentReserveOut(t, lu, n1)
 	case 0x08, 0x28, 0xa8, 0x88:
 		return c.readBlocks(t, lu)
 	case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e:

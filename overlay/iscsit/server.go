@@ -180,6 +180,7 @@ type target struct {
 // store (which serves the data path directly).
 type lunit struct {
 	atomic sync.Mutex // COMPARE AND WRITE and ORWRITE read-modify-write
+	res    reservations
 	lu     *api.SCSILu
 	store  *fileStore
 	devID  uint64
