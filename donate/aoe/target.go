@@ -207,18 +207,34 @@ func (t *Target) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { t.shutdown() })
 	defer stop()
 
-	if !t.cfg.Unsafe {
-		t.wg.Add(1)
-		go t.commitLoop()
-	}
 	t.announce()
 	t.log.Info("aoe target serving", "interface", t.cfg.Interface, "device", t.cfg.Device,
 		"sectors", t.sectors, "sectors_per_frame", t.maxSectors, "durable", !t.cfg.Unsafe)
+	rc, err := t.conn.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("aoe target: %w", err)
+	}
+	rx, tx := newBatchIO(rc), newBatchIO(rc)
+	if !t.cfg.Unsafe {
+		t.wg.Add(1)
+		go t.commitLoop(newBatchIO(rc))
+	}
+	frames := make([]*frame, batchSize)
+	bufs := make([][]byte, batchSize)
+	lens := make([]int, batchSize)
+	out := make([]*frame, 0, batchSize)
 	for {
-		f := t.bufs.Get().(*frame)
-		n, _, err := t.conn.ReadFrom(f.b)
+		for i := range frames {
+			if frames[i] == nil {
+				frames[i] = t.bufs.Get().(*frame)
+			}
+			bufs[i] = frames[i].b
+		}
+		n, err := rx.recv(bufs, lens)
 		if err != nil {
-			t.bufs.Put(f)
+			for _, f := range frames {
+				t.bufs.Put(f)
+			}
 			select {
 			case <-t.done:
 				return nil
@@ -226,9 +242,36 @@ func (t *Target) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("aoe target: read: %w", err)
 		}
-		if t.handle(f, n) {
-			t.send(f)
+		out = out[:0]
+		for i := range n {
+			f := frames[i]
+			frames[i] = nil
+			if t.handle(f, lens[i]) {
+				out = append(out, f)
+			}
 		}
+		t.sendFrames(tx, out)
+	}
+}
+
+// sendFrames transmits responses in as few system calls as possible and recycles them.
+func (t *Target) sendFrames(tx *batchIO, fs []*frame) {
+	if len(fs) == 0 {
+		return
+	}
+	bufs := make([][]byte, len(fs))
+	for i, f := range fs {
+		bufs[i] = f.b[:f.n]
+	}
+	if err := tx.send(bufs); err != nil {
+		select {
+		case <-t.done:
+		default:
+			t.log.Warn("aoe send failed", "frames", len(fs), "err", err)
+		}
+	}
+	for _, f := range fs {
+		t.bufs.Put(f)
 	}
 }
 
@@ -459,7 +502,7 @@ func (t *Target) ata(f *frame, arg []byte, src net.HardwareAddr) (int, Error, bo
 
 // commitLoop is the group commit: it takes every write response queued while the previous
 // fdatasync ran, syncs once for all of them, then sends them.
-func (t *Target) commitLoop() {
+func (t *Target) commitLoop(tx *batchIO) {
 	defer t.wg.Done()
 	batch := make([]*frame, 0, cap(t.commitq))
 	for {
@@ -483,14 +526,14 @@ func (t *Target) commitLoop() {
 		if err != nil {
 			t.log.Error("aoe fdatasync failed: failing the batch", "writes", len(batch), "err", err)
 		}
-		for _, f := range batch {
-			if err != nil {
+		if err != nil {
+			for _, f := range batch {
 				regs := f.b[HeaderLen : HeaderLen+ATAArgLen]
 				regs[3], regs[1] = StatusDRDY|StatusERR|StatusDF, ErrABRT
 				t.ataErrors.Add(1)
 			}
-			t.send(f)
 		}
+		t.sendFrames(tx, batch)
 		clear(batch)
 		batch = batch[:0]
 	}
