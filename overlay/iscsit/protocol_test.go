@@ -1,0 +1,214 @@
+package iscsit
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"testing"
+	"time"
+)
+
+func (n *testNet) dial(t *testing.T, o loginOpts) (*testInitiator, error) {
+	t.Helper()
+	var in *testInitiator
+	err := n.cliNS.Do(func() (err error) {
+		in, err = dialInitiator(n.srvIP+":3260", o)
+		return err
+	})
+	if in != nil {
+		t.Cleanup(func() { in.Close() })
+	}
+	return in, err
+}
+
+func TestMutualCHAP(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	spec := TargetSpec{IQN: IQNForNode("m"), LUNs: []string{newVolume(t, 32<<20)}, CHAPUser: "node-m",
+		CHAPSecret: "initiator-secret-123", MutualUser: "appliance", MutualSecret: "target-secret-456789"}
+	if err := s.AddTarget(spec); err != nil {
+		t.Fatal(err)
+	}
+	oneWay := TargetSpec{IQN: IQNForNode("o"), LUNs: []string{newVolume(t, 32<<20)}, CHAPUser: "node-o", CHAPSecret: "only-one-way-secret"}
+	if err := s.AddTarget(oneWay); err != nil {
+		t.Fatal(err)
+	}
+	base := loginOpts{initiator: initA, target: spec.IQN, user: spec.CHAPUser, secret: spec.CHAPSecret}
+	cases := []struct {
+		name string
+		o    loginOpts
+		ok   bool
+	}{
+		{"one-way", base, true},
+		{"mutual", func() loginOpts { o := base; o.mutualUser, o.mutualPass = "appliance", "target-secret-456789"; return o }(), true},
+		{"mutual, initiator expects another secret", func() loginOpts {
+			o := base
+			o.mutualUser, o.mutualPass = "appliance", "some-other-secret"
+			return o
+		}(), false},
+		{"mutual asked, none configured", loginOpts{initiator: initA, target: oneWay.IQN, user: oneWay.CHAPUser,
+			secret: oneWay.CHAPSecret, mutualUser: "appliance", mutualPass: "x"}, false},
+		{"wrong secret", func() loginOpts { o := base; o.secret = "nope"; return o }(), false},
+		{"no CHAP", loginOpts{initiator: initA, target: spec.IQN}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, err := n.dial(t, tc.o)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("login: %v", err)
+				}
+				if _, err := in.read16(0, 1); err != nil {
+					t.Fatalf("read after login: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("login accepted")
+			}
+		})
+	}
+}
+
+// TestTargetsAtRunTime: a target added while the server runs is reachable at once; removing
+// it ends its sessions and refuses new logins.
+func TestTargetsAtRunTime(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	spec := TargetSpec{IQN: IQNForNode("late"), LUNs: []string{newVolume(t, 32<<20)}, CHAPUser: "late", CHAPSecret: "late-secret-0123456"}
+	o := loginOpts{initiator: initA, target: spec.IQN, user: spec.CHAPUser, secret: spec.CHAPSecret}
+	if _, err := n.dial(t, o); !errors.Is(err, errLoginRefused) {
+		t.Fatalf("login before AddTarget: %v, want refused", err)
+	}
+	if err := s.AddTarget(spec); err != nil {
+		t.Fatal(err)
+	}
+	in, err := n.dial(t, o)
+	if err != nil {
+		t.Fatalf("login right after AddTarget: %v", err)
+	}
+	if err := in.write16(8, bytes.Repeat([]byte{0xa5}, blockSize), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveTarget(spec.IQN); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.read16(8, 1); err == nil {
+		t.Fatal("session still works after RemoveTarget")
+	}
+	if _, err := n.dial(t, o); !errors.Is(err, errLoginRefused) {
+		t.Fatalf("login after RemoveTarget: %v, want refused", err)
+	}
+	// Added again (same IQN, same file): the data written before is there.
+	if err := s.AddTarget(spec); err != nil {
+		t.Fatal(err)
+	}
+	in, err = n.dial(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := in.read16(8, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, bytes.Repeat([]byte{0xa5}, blockSize)) {
+		t.Error("block written before removal did not read back")
+	}
+	if got := s.Targets(); !slices.Equal(got, []string{spec.IQN}) {
+		t.Errorf("Targets() = %v", got)
+	}
+}
+
+// TestMalformedLogins throws broken and unauthenticated PDUs at the server; it must keep
+// serving (gotgt's own port crashed on one such packet).
+func TestMalformedLogins(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{LoginTimeout: 2 * time.Second})
+	a, _ := twoTargets(t, s)
+	valid := func() []byte {
+		var p PDU
+		p.BHS[0] = 0x43
+		p.SetFlags(0x81)
+		p.Data, _ = TextParams{{"InitiatorName", initA}, {"TargetName", a.IQN}, {"AuthMethod", "None"}}.MarshalBinary()
+		b, _ := p.MarshalBinary()
+		return b
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	payloads := [][]byte{
+		{},
+		bytes.Repeat([]byte{0xff}, 48),
+		func() []byte { b := valid(); b[5], b[6], b[7] = 0xff, 0xff, 0xff; return b }(), // huge data length
+		func() []byte { b := valid(); b[4] = 0xff; return b }(),                         // huge AHS
+		func() []byte { b := valid(); return b[:len(b)-3] }(),                           // truncated
+		func() []byte { b := valid(); b[0] = 0x01; return b }(),                         // SCSI command before login
+		func() []byte { b := valid(); b[1] = 0xcf; return b }(),                         // T and C, stage 3
+		func() []byte { b := valid(); b[3] = 5; return b }(),                            // version-min 5
+		append(valid(), valid()...),
+	}
+	for range 40 {
+		b := valid()
+		for range 1 + rng.IntN(8) {
+			b[rng.IntN(len(b))] = byte(rng.Uint32())
+		}
+		payloads = append(payloads, b)
+	}
+	for _, b := range payloads {
+		err := n.cliNS.Do(func() error {
+			c, err := net.DialTimeout("tcp", n.srvIP+":3260", 2*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			_, _ = c.Write(b)
+			buf := make([]byte, 512)
+			_, _ = c.Read(buf)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.cliNS.Exec("iscsi-inq", "-i", initA, url(a.CHAPUser, a.CHAPSecret, n.srvIP, a.IQN, 0)); err != nil {
+		t.Fatalf("server no longer serves after malformed logins: %v", err)
+	}
+}
+
+// TestDataIntegrity writes patterns through R2T and immediate data and reads them back.
+func TestDataIntegrity(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	a, _ := twoTargets(t, s)
+	in, err := n.dial(t, loginOpts{initiator: initA, target: a.IQN, user: a.CHAPUser, secret: a.CHAPSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, size := range []int{blockSize, 8 * blockSize, 128 << 10, 1 << 20} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		lba := uint64(rng.IntN(1000)) * 8
+		if err := in.write16(lba, data, false); err != nil {
+			t.Fatalf("write %d bytes: %v", size, err)
+		}
+		got, err := in.read16(lba, uint32(size/blockSize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes at LBA %d did not read back", size, lba)
+		}
+	}
+	// Past the end: LBA OUT OF RANGE, not a short file write.
+	r, err := in.command(cdbRW(0x8a, 64<<20/blockSize, 1, false), 0, make([]byte, blockSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != statusCheckCondition || len(r.sense) < 14 || r.sense[12] != 0x21 {
+		t.Errorf("write past the end: status 0x%02x sense %x", r.status, r.sense)
+	}
+}
