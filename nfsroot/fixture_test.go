@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/distonet/distonet/internal/lab"
+	"github.com/distonet/distonet/nfsroot/oncrpc"
 )
 
 func TestMain(m *testing.M) {
@@ -159,11 +160,11 @@ func newImage(t testing.TB, issue string) *image {
 		}
 	}
 	for link, target := range map[string]string{
-		"lib64":              "lib",
-		"etc/escape-rel":     "../../outside-secret",
-		"etc/escape-abs":     im.outside,
-		"etc/escape-dotdot":  "../../../../../../../../../../" + im.outside[1:],
-		"etc/motd":           "issue",
+		"lib64":             "lib",
+		"etc/escape-rel":    "../../outside-secret",
+		"etc/escape-abs":    im.outside,
+		"etc/escape-dotdot": "../../../../../../../../../../" + im.outside[1:],
+		"etc/motd":          "issue",
 	} {
 		p := filepath.Join(im.root, link)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -264,3 +265,30 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+var netTCPAddr = net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 700}
+
+// seedCalls are well-formed calls of every procedure on the root handle.
+func seedCalls(root []byte) [][]byte {
+	fh := oncrpc.AppendOpaque(nil, root)
+	name := func(n string) []byte { return oncrpc.AppendString(append([]byte(nil), fh...), n) }
+	args := map[uint32][]byte{
+		0: nil, 1: fh, 3: name("etc"), 4: oncrpc.AppendUint32(append([]byte(nil), fh...), 0x3f), 5: fh,
+		6:  oncrpc.AppendUint32(oncrpc.AppendUint64(append([]byte(nil), fh...), 0), 4096),
+		16: oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendUint64(append([]byte(nil), fh...), 0), 0), 4096),
+		17: oncrpc.AppendUint32(oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendUint64(append([]byte(nil), fh...), 0), 0), 512), 4096),
+		18: fh, 19: fh, 20: fh, 12: name("etc"),
+	}
+	var out [][]byte
+	for proc, a := range args {
+		c := oncrpc.Call{XID: proc + 1, Prog: progNFS, Vers: 3, Proc: proc, Cred: oncrpc.SysCred("fuzz", 0, 0), Args: a}
+		b, _ := c.MarshalBinary()
+		out = append(out, b)
+	}
+	for proc, a := range map[uint32][]byte{1: oncrpc.AppendString(nil, exportPath), 5: nil, 3: oncrpc.AppendString(nil, "/x")} {
+		c := oncrpc.Call{XID: 100 + proc, Prog: progMount, Vers: 3, Proc: proc, Args: a}
+		b, _ := c.MarshalBinary()
+		out = append(out, b)
+	}
+	return out
+}

@@ -80,9 +80,7 @@ func TestOutsiderRefused(t *testing.T) {
 	root := inside.mustMount(exportPath)
 
 	outside := dialNFS(t, n.out, addr(srvOutIP, 2049), 0, 0)
-	_, _, err := outside.mount(exportPath)
-	var rep *oncrpc.Reply
-	_, rep, err = outside.call(progMount, 3, uint32(nfs.MountProcMount), oncrpc.AppendString(nil, exportPath))
+	_, rep, err := outside.call(progMount, 3, uint32(nfs.MountProcMount), oncrpc.AppendString(nil, exportPath))
 	if !errors.Is(err, oncrpc.ErrNotAccepted) || rep == nil || rep.Stat != oncrpc.ReplyDenied || rep.RejectStat != oncrpc.AuthError {
 		t.Fatalf("MOUNT from outside: %v, reply %+v; want MSG_DENIED AUTH_ERROR", err, rep)
 	}

@@ -180,6 +180,7 @@ func (s *Server) serveUDP() {
 			if closed {
 				return
 			}
+			s.logger().Warn("portmap udp read", "stage", "nfs", "err", err)
 			continue
 		}
 		local := fallback
@@ -192,6 +193,13 @@ func (s *Server) serveUDP() {
 			_, _ = s.udp.WriteTo(out, from)
 		}
 	}
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
