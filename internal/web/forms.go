@@ -3,6 +3,8 @@ package web
 import (
 	"errors"
 	"fmt"
+	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -95,6 +97,14 @@ func (f *nodeForm) check(images []ImageInfo, withIdentity bool) registry.Node {
 			f.fail("window", err)
 		}
 	}
+	if f.IP != "" && net.ParseIP(f.IP).To4() == nil {
+		f.fail("ip", fmt.Errorf("ip %q: want an IPv4 address", f.IP))
+	}
+	switch f.Role {
+	case "", "pool-head":
+	default:
+		f.fail("role", fmt.Errorf("role %q: want pool-head or nothing", f.Role))
+	}
 	size, err := parseSize(f.VolumeSize)
 	if err != nil {
 		f.fail("volume_size", err)
@@ -130,7 +140,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseFloat(u, 64)
-	if err != nil || n <= 0 || n*float64(mult) > 1<<62 {
+	if err != nil || math.IsNaN(n) || n <= 0 || n*float64(mult) > 1<<62 {
 		return 0, bad
 	}
 	size := int64(n * float64(mult))

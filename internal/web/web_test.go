@@ -1,0 +1,783 @@
+package web
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/distonet/distonet/internal/registry"
+)
+
+func TestUnauthenticatedRequestsAreRefused(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c := e.client()
+	tests := []struct {
+		method, path string
+		wantCode     int
+		wantLocation string
+	}{
+		{"GET", "/", http.StatusSeeOther, "/login?next=%2F"},
+		{"GET", "/discovered", http.StatusSeeOther, "/login?next=%2Fdiscovered"},
+		{"GET", "/nodes/n1", http.StatusSeeOther, "/login?next=%2Fnodes%2Fn1"},
+		{"GET", "/pool", http.StatusSeeOther, "/login?next=%2Fpool"},
+		{"GET", "/images", http.StatusSeeOther, "/login?next=%2Fimages"},
+		{"GET", "/nodes/bulk", http.StatusSeeOther, "/login?next=%2Fnodes%2Fbulk"},
+		{"GET", "/?fragment=1", http.StatusUnauthorized, ""},
+		{"GET", "/events", http.StatusUnauthorized, ""},
+		{"POST", "/nodes/new", http.StatusUnauthorized, ""},
+		{"POST", "/discovered/52:54:00:00:00:01/enroll", http.StatusUnauthorized, ""},
+		{"POST", "/nodes/n1/remove", http.StatusUnauthorized, ""},
+		{"POST", "/nodes/bulk", http.StatusUnauthorized, ""},
+		{"GET", "/api/nodes", http.StatusUnauthorized, ""},
+		{"DELETE", "/api/nodes/n1", http.StatusUnauthorized, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			r := e.do(c, tc.method, tc.path, url.Values{"name": {"n1"}})
+			if r.code != tc.wantCode || r.hdr.Get("Location") != tc.wantLocation {
+				t.Errorf("got %d Location %q, want %d %q", r.code, r.hdr.Get("Location"), tc.wantCode, tc.wantLocation)
+			}
+		})
+	}
+	// A forged or stale cookie is no better.
+	u, _ := url.Parse(e.srv.URL)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: "forged"}})
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusUnauthorized {
+		t.Errorf("forged session cookie: %d", r.code)
+	}
+	// Static assets are public (the login page needs them).
+	if r := e.do(c, "GET", "/static/style.css", nil); r.code != http.StatusOK {
+		t.Errorf("style.css: %d", r.code)
+	}
+}
+
+func TestPostWithoutCSRFTokenIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.AddNode(registry.Node{Name: "keep", MAC: "52:54:00:00:00:02", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	other, otherTok := e.login() // another session's valid token
+	_ = other
+	enroll := url.Values{"name": {"n1"}, "image": {"debian-12"}}
+	tests := []struct {
+		name, path string
+		form       url.Values
+	}{
+		{"enroll discovered", "/discovered/52:54:00:00:00:01/enroll", enroll},
+		{"enroll by MAC", "/nodes/new", url.Values{"mac": {"52:54:00:00:00:03"}, "name": {"n3"}, "image": {"debian-12"}}},
+		{"edit", "/nodes/keep", url.Values{"image": {"alpine-3.20"}}},
+		{"remove", "/nodes/keep/remove", url.Values{"confirm": {"keep"}}},
+		{"forget", "/discovered/52:54:00:00:00:01/forget", url.Values{}},
+		{"bulk", "/nodes/bulk", url.Values{"csv": {"mac,name,image\n52:54:00:00:00:04,n4,debian-12\n"}}},
+		{"logout", "/logout", url.Values{}},
+	}
+	for _, tc := range tests {
+		for _, variant := range []struct {
+			name string
+			tok  string
+		}{{"no token", ""}, {"wrong token", "x" + tok}, {"other session's token", otherTok}} {
+			t.Run(tc.name+"/"+variant.name, func(t *testing.T) {
+				f := url.Values{}
+				for k, v := range tc.form {
+					f[k] = v
+				}
+				if variant.tok != "" {
+					f.Set("csrf", variant.tok)
+				}
+				r := e.do(c, "POST", tc.path, f)
+				if r.code != http.StatusForbidden || !strings.Contains(r.body, "CSRF") {
+					t.Errorf("got %d, want 403 naming the CSRF token:\n%s", r.code, r.body)
+				}
+			})
+		}
+	}
+	// Nothing changed.
+	nodes, _ := e.store.Nodes()
+	if len(nodes) != 1 || nodes[0].Image != "debian-12" {
+		t.Errorf("refused requests changed the registry: %+v", nodes)
+	}
+	if d, _ := e.store.DiscoveredMACs(); len(d) != 1 {
+		t.Errorf("refused forget changed the registry: %+v", d)
+	}
+	// The session survived the refused logout and the right token works.
+	if r := e.do(c, "POST", "/nodes/keep", url.Values{"csrf": {tok}, "image": {"alpine-3.20"}, "donate": {"none"}}); r.code != http.StatusSeeOther {
+		t.Errorf("edit with the right token: %d\n%s", r.code, r.body)
+	}
+}
+
+func TestAPIAcceptsSessionWritesOnlyWithCSRFHeader(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if _, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	if r := e.do(c, "GET", "/api/nodes", nil); r.code != http.StatusOK || !strings.Contains(r.body, `"name": "n1"`) {
+		t.Errorf("API read with session: %d %s", r.code, r.body)
+	}
+	if r := e.do(c, "DELETE", "/api/nodes/n1", nil); r.code != http.StatusUnauthorized {
+		t.Errorf("API write with session, no CSRF header: %d, want 401", r.code)
+	}
+	if r := e.do(c, "DELETE", "/api/nodes/n1", nil, CSRFHeader, "wrong"); r.code != http.StatusUnauthorized {
+		t.Errorf("API write with a wrong CSRF header: %d, want 401", r.code)
+	}
+	if _, err := e.store.Node("n1"); err != nil {
+		t.Fatalf("refused API write removed the node: %v", err)
+	}
+	if r := e.do(c, "DELETE", "/api/nodes/n1", nil, CSRFHeader, tok); r.code != http.StatusOK {
+		t.Errorf("API write with session and CSRF header: %d %s", r.code, r.body)
+	}
+	if _, err := e.store.Node("n1"); err == nil {
+		t.Error("node not removed")
+	}
+}
+
+func TestLoginRateLimit(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c := e.client()
+	for i := 0; i < 5; i++ {
+		if r := e.tryLogin(c, "wrong"); r.code != http.StatusUnauthorized || !strings.Contains(r.body, "Wrong password") {
+			t.Fatalf("attempt %d: %d", i+1, r.code)
+		}
+	}
+	// The sixth attempt is refused before the password is even checked: the right one too.
+	r := e.tryLogin(c, testPassword)
+	if r.code != http.StatusTooManyRequests || !strings.Contains(r.body, "Too many failed attempts from 127.0.0.1") || r.hdr.Get("Retry-After") == "" {
+		t.Fatalf("sixth attempt: %d Retry-After %q\n%s", r.code, r.hdr.Get("Retry-After"), r.body)
+	}
+	// Another address is not affected (the limit is per client IP).
+	form := url.Values{"csrf": {e.web.loginToken("nonce-from-elsewhere")}, "password": {testPassword}}
+	req := httptest.NewRequest("POST", "/login", strings.NewReader(form.Encode()))
+	req.RemoteAddr = "192.0.2.7:40000"
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(&http.Cookie{Name: loginCookie, Value: "nonce-from-elsewhere"})
+	rec := httptest.NewRecorder()
+	e.web.ServeHTTP(rec, req)
+	if rec.Code != http.StatusSeeOther {
+		t.Errorf("login from another address: %d", rec.Code)
+	}
+	// A minute later the address may try again.
+	e.clock.Add(61 * time.Second)
+	if r := e.tryLogin(c, testPassword); r.code != http.StatusSeeOther {
+		t.Errorf("after the window: %d\n%s", r.code, r.body)
+	}
+}
+
+func TestLoginFormNeedsItsToken(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c := e.client()
+	e.csrfOf(c, "/login") // sets the nonce cookie
+	r := e.do(c, "POST", "/login", url.Values{"password": {testPassword}})
+	if r.code != http.StatusForbidden {
+		t.Errorf("login without the form token: %d", r.code)
+	}
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusUnauthorized {
+		t.Errorf("refused login still logged in: %d", r.code)
+	}
+}
+
+func TestSessionCookie(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[tlsOn], func(t *testing.T) {
+			e := newEnv(t)
+			e.setPassword()
+			form := url.Values{"csrf": {e.web.loginToken("n0nce-n0nce-n0nce")}, "password": {testPassword}}
+			req := httptest.NewRequest("POST", "/login", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.AddCookie(&http.Cookie{Name: loginCookie, Value: "n0nce-n0nce-n0nce"})
+			if tlsOn {
+				req.TLS = &tls.ConnectionState{}
+			}
+			rec := httptest.NewRecorder()
+			e.web.ServeHTTP(rec, req)
+			var sess *http.Cookie
+			for _, ck := range rec.Result().Cookies() {
+				if ck.Name == sessionCookie {
+					sess = ck
+				}
+			}
+			if sess == nil {
+				t.Fatalf("no session cookie: %d %v", rec.Code, rec.Result().Header)
+			}
+			if !sess.HttpOnly || sess.SameSite != http.SameSiteStrictMode || sess.Secure != tlsOn || len(sess.Value) < 40 {
+				t.Errorf("session cookie %+v: want HttpOnly, SameSite=Strict, Secure=%v, a long random id", sess, tlsOn)
+			}
+		})
+	}
+}
+
+func TestSessionExpires(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c, _ := e.login()
+	e.clock.Add(90 * time.Minute)
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusOK {
+		t.Fatalf("within the idle time: %d", r.code)
+	}
+	e.clock.Add(2*time.Hour + time.Minute)
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusUnauthorized {
+		t.Errorf("after the idle time: %d", r.code)
+	}
+	// Absolute lifetime: active all along, still out after 12 h.
+	c, _ = e.login()
+	for i := 0; i < 13; i++ {
+		e.clock.Add(time.Hour)
+		e.do(c, "GET", "/?fragment=1", nil)
+	}
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusUnauthorized {
+		t.Errorf("after the session lifetime: %d", r.code)
+	}
+}
+
+func TestLogoutEndsSession(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c, tok := e.login()
+	jar := c.Jar.Cookies(mustURL(t, e.srv.URL))
+	if r := e.do(c, "POST", "/logout", url.Values{"csrf": {tok}}); r.code != http.StatusSeeOther {
+		t.Fatalf("logout: %d", r.code)
+	}
+	// Replaying the old cookie does not work either: the session is gone server-side.
+	replay := e.client()
+	replay.Jar.SetCookies(mustURL(t, e.srv.URL), jar)
+	if r := e.do(replay, "GET", "/?fragment=1", nil); r.code != http.StatusUnauthorized {
+		t.Errorf("old session cookie after logout: %d", r.code)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+var errDiv = regexp.MustCompile(`<div class="err" role="alert">([^<]*)</div>`)
+
+// fieldErrors maps element ids to the error shown after the element and before the next
+// element with an id: the error beside that field.
+func fieldErrors(body string) map[string]string {
+	out := map[string]string{}
+	chunks := strings.Split(body, ` id="`)
+	for _, ch := range chunks[1:] {
+		id, rest, _ := strings.Cut(ch, `"`)
+		if m := errDiv.FindStringSubmatch(rest); m != nil {
+			out[id] = m[1]
+		}
+	}
+	return out
+}
+
+func TestScriptNameRejectedBesideField(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	const evil = `<script>alert(1)</script>`
+	r := e.do(c, "POST", "/discovered/52:54:00:00:00:01/enroll", url.Values{"csrf": {tok}, "name": {evil}, "image": {"debian-12"}, "donate": {"none"}})
+	if r.code != http.StatusUnprocessableEntity {
+		t.Fatalf("got %d, want 422", r.code)
+	}
+	if strings.Contains(r.body, evil) {
+		t.Fatalf("the name is echoed unescaped:\n%s", r.body)
+	}
+	errs := fieldErrors(r.body)
+	got := errs["m525400000001-name"]
+	want := `name &#34;&lt;script&gt;alert(1)&lt;/script&gt;&#34;: want a hostname label`
+	if !strings.HasPrefix(got, want) {
+		t.Errorf("error beside the name field = %q, want it to start with %q (all: %v)", got, want, errs)
+	}
+	if len(errs) != 1 {
+		t.Errorf("errors shown beside other fields too: %v", errs)
+	}
+	if !strings.Contains(r.body, `value="&lt;script&gt;alert(1)&lt;/script&gt;"`) {
+		t.Error("the typed name is not kept (escaped) in the field")
+	}
+	if nodes, _ := e.store.Nodes(); len(nodes) != 0 {
+		t.Errorf("enrolled: %+v", nodes)
+	}
+}
+
+func TestEnrollFieldErrors(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if _, err := e.store.AddNode(registry.Node{Name: "taken", MAC: "52:54:00:00:00:99", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	good := url.Values{"mac": {"52:54:00:00:00:01"}, "name": {"n1"}, "image": {"debian-12"}, "donate": {"aoe"}, "window": {"20:00-07:00"}, "volume_size": {"20G"}}
+	tests := []struct {
+		name string
+		set  map[string]string
+		want map[string]string // element id -> start of the error beside it
+	}{
+		{"bad mac", map[string]string{"mac": "52:54:00:01"}, map[string]string{"f-mac": "mac &#34;52:54:00:01&#34;: want an Ethernet address"}},
+		{"multicast mac", map[string]string{"mac": "01:00:5e:00:00:01"}, map[string]string{"f-mac": "mac &#34;01:00:5e:00:00:01&#34;: a multicast address"}},
+		{"upper-case name", map[string]string{"name": "N1"}, map[string]string{"f-name": "name &#34;N1&#34;: want a hostname label"}},
+		{"taken name", map[string]string{"name": "taken"}, map[string]string{"f-name": "node taken: name already enrolled"}},
+		{"taken mac", map[string]string{"mac": "52:54:00:00:00:99"}, map[string]string{"f-mac": "node n1: mac 52:54:00:00:00:99 already enrolled as taken"}},
+		{"unknown image", map[string]string{"image": "nope"}, map[string]string{"f-image": "image &#34;nope&#34;: not imported"}},
+		{"no image", map[string]string{"image": ""}, map[string]string{"f-image": "image: required"}},
+		{"bad donate", map[string]string{"donate": "nbd"}, map[string]string{"f-donate": "donate &#34;nbd&#34;: want none, aoe or iscsi"}},
+		{"bad window", map[string]string{"window": "20:00-24:00"}, map[string]string{"f-window": "window &#34;20:00-24:00&#34;: want HH:MM-HH:MM"}},
+		{"bad size", map[string]string{"volume_size": "lots"}, map[string]string{"f-volume_size": "volume size &#34;lots&#34;: want a size"}},
+		{"bad group and ip", map[string]string{"group": "Room 1", "ip": "10.0.0"}, map[string]string{"f-group": "group: name &#34;Room 1&#34;", "f-ip": "ip &#34;10.0.0&#34;: want an IPv4 address"}},
+		{"bad role", map[string]string{"role": "king"}, map[string]string{"f-role": "role &#34;king&#34;: want pool-head or nothing"}},
+		{"all at once", map[string]string{"name": "-", "window": "x", "volume_size": "-1"},
+			map[string]string{"f-name": "name", "f-window": "window", "f-volume_size": "volume size"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := url.Values{"csrf": {tok}}
+			for k, v := range good {
+				f[k] = v
+			}
+			for k, v := range tc.set {
+				f.Set(k, v)
+			}
+			r := e.do(c, "POST", "/nodes/new", f)
+			if r.code != http.StatusUnprocessableEntity {
+				t.Fatalf("got %d, want 422", r.code)
+			}
+			got := fieldErrors(r.body)
+			for id, prefix := range tc.want {
+				if !strings.HasPrefix(got[id], prefix) {
+					t.Errorf("beside %s: %q, want %q…", id, got[id], prefix)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("errors beside %d fields, want %d: %v", len(got), len(tc.want), got)
+			}
+		})
+	}
+	if nodes, _ := e.store.Nodes(); len(nodes) != 1 {
+		t.Errorf("invalid forms enrolled nodes: %d", len(nodes))
+	}
+	f := url.Values{"csrf": {tok}}
+	for k, v := range good {
+		f[k] = v
+	}
+	if r := e.do(c, "POST", "/nodes/new", f); r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/nodes/n1" {
+		t.Fatalf("valid form: %d %q\n%s", r.code, r.hdr.Get("Location"), r.body)
+	}
+	n, err := e.store.Node("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12", Donate: registry.Donate{Mode: "aoe", Window: "20:00-07:00"}, VolumeSize: 20 << 30}
+	got := registry.Node{Name: n.Name, MAC: n.MAC, Image: n.Image, Donate: n.Donate, VolumeSize: n.VolumeSize}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("enrolled node (-want +got):\n%s", d)
+	}
+	// The flash says so on the next page, once.
+	if r := e.do(c, "GET", "/nodes/n1", nil); !strings.Contains(r.body, "Enrolled n1 (52:54:00:00:00:01)") {
+		t.Error("no enrollment message on the node page")
+	}
+	if r := e.do(c, "GET", "/nodes/n1", nil); strings.Contains(r.body, "Enrolled n1") {
+		t.Error("enrollment message shown twice")
+	}
+}
+
+func TestVendorClassRenderedInert(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	const evil = `<script>alert(1)</script>`
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01", VendorClass: evil, Arch: `"><img src=x onerror=alert(2)>`}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := e.login()
+	for _, path := range []string{"/discovered", "/discovered?fragment=1"} {
+		r := e.do(c, "GET", path, nil)
+		if r.code != http.StatusOK {
+			t.Fatalf("%s: %d", path, r.code)
+		}
+		if strings.Contains(r.body, evil) || strings.Contains(r.body, "<img") {
+			t.Errorf("%s renders markup from a DHCP client:\n%s", path, r.body)
+		}
+		if !strings.Contains(r.body, "&lt;script&gt;alert(1)&lt;/script&gt;") || !strings.Contains(r.body, "&lt;img src=x onerror=alert(2)&gt;") {
+			t.Errorf("%s does not show the values as text", path)
+		}
+	}
+	r := e.do(c, "GET", "/discovered", nil)
+	if csp := r.hdr.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("CSP = %q", csp)
+	}
+}
+
+func TestEditNode(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if _, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	r := e.do(c, "POST", "/nodes/n1", url.Values{"csrf": {tok}, "image": {"debian-12"}, "donate": {"iscsi"}, "window": {"7-8"}})
+	if r.code != http.StatusUnprocessableEntity || !strings.HasPrefix(fieldErrors(r.body)["f-window"], "window &#34;7-8&#34;") {
+		t.Errorf("bad window: %d %v", r.code, fieldErrors(r.body))
+	}
+	r = e.do(c, "POST", "/nodes/n1", url.Values{"csrf": {tok}, "image": {"alpine-3.20"}, "group": {"lab"}, "donate": {"iscsi"}, "window": {"22:00-06:00"}, "ip": {"10.9.0.50"}, "role": {"pool-head"}})
+	if r.code != http.StatusSeeOther {
+		t.Fatalf("edit: %d\n%s", r.code, r.body)
+	}
+	n, _ := e.store.Node("n1")
+	if n.Image != "alpine-3.20" || n.Group != "lab" || n.Donate.Mode != "iscsi" || n.Donate.Window != "22:00-06:00" || n.IP != "10.9.0.50" || n.Role != "pool-head" || n.MAC != "52:54:00:00:00:01" {
+		t.Errorf("after edit: %+v", n.Redacted())
+	}
+	if r := e.do(c, "GET", "/nodes/nope", nil); r.code != http.StatusNotFound {
+		t.Errorf("unknown node page: %d", r.code)
+	}
+}
+
+func TestRemoveNodeNeedsConfirmation(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if _, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	page := e.do(c, "GET", "/nodes/n1/remove", nil)
+	if !strings.Contains(page.body, "deletes the node&#39;s iSCSI volume") && !strings.Contains(page.body, "deletes the node's iSCSI volume") {
+		t.Errorf("confirmation page does not say the volume is deleted:\n%s", page.body)
+	}
+	for _, confirm := range []string{"", "n", "N1"} {
+		r := e.do(c, "POST", "/nodes/n1/remove", url.Values{"csrf": {tok}, "confirm": {confirm}})
+		if r.code != http.StatusUnprocessableEntity || !strings.Contains(fieldErrors(r.body)["confirm"], "type the node") {
+			t.Errorf("confirm %q: %d %v", confirm, r.code, fieldErrors(r.body))
+		}
+	}
+	if _, err := e.store.Node("n1"); err != nil {
+		t.Fatal("removed without confirmation")
+	}
+	if r := e.do(c, "POST", "/nodes/n1/remove", url.Values{"csrf": {tok}, "confirm": {"n1"}}); r.code != http.StatusSeeOther {
+		t.Fatalf("confirmed removal: %d\n%s", r.code, r.body)
+	}
+	if _, err := e.store.Node("n1"); err == nil {
+		t.Error("node still there")
+	}
+	if d := cmp.Diff([]string{"n1"}, e.removed); d != "" {
+		t.Errorf("volumes removed (-want +got):\n%s", d)
+	}
+}
+
+func TestBulkEnrollment(t *testing.T) {
+	const header = "mac,name,group,image,donate,window\n"
+	tests := []struct {
+		name      string
+		csv       string
+		wantNodes []string
+		wantErrs  []string // substrings, in order, of the listed problems
+	}{
+		{"good", header + "52:54:00:00:10:01,pc01,room1,debian-12,aoe,20:00-07:00\n# a comment\n52-54-00-00-10-02, pc02 ,room1,alpine-3.20,,\n",
+			[]string{"pc01", "pc02"}, nil},
+		{"one bad line enrolls nothing", header + "52:54:00:00:10:01,pc01,room1,debian-12,aoe,\n52:54:00:00:10:02,PC02,room1,debian-12,aoe,25:00-01:00\n",
+			nil, []string{"<td>3</td><td>name</td>", "<td>3</td><td>window</td>"}},
+		{"duplicates in the file", header + "52:54:00:00:10:01,pc01,,debian-12,,\n52:54:00:00:10:01,pc01,,debian-12,,\n",
+			nil, []string{"pc01 is also on line 2", "52:54:00:00:10:01 is also on line 2"}},
+		{"already enrolled", header + "52:54:00:00:00:99,old,,debian-12,,\n",
+			nil, []string{"old is already enrolled", "already enrolled as old"}},
+		{"unknown column", "mac,name,image,colour\n52:54:00:00:10:01,pc01,debian-12,red\n", nil, []string{"unknown column &#34;colour&#34;"}},
+		{"missing column", "mac,name\n52:54:00:00:10:01,pc01\n", nil, []string{"missing column &#34;image&#34;"}},
+		{"ragged line", header + "52:54:00:00:10:01,pc01\n", nil, []string{"<td>2</td><td>—</td><td>2 fields, the header has 6"}},
+		{"empty", "", nil, []string{"empty file"}},
+		{"header only", header, nil, []string{"no node lines"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.setPassword()
+			if _, err := e.store.AddNode(registry.Node{Name: "old", MAC: "52:54:00:00:00:99", Image: "debian-12"}); err != nil {
+				t.Fatal(err)
+			}
+			c, tok := e.login()
+			r := e.do(c, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {tc.csv}})
+			nodes, _ := e.store.Nodes()
+			var names []string
+			for _, n := range nodes {
+				if n.Name != "old" {
+					names = append(names, n.Name)
+				}
+			}
+			if d := cmp.Diff(tc.wantNodes, names); d != "" {
+				t.Errorf("enrolled (-want +got):\n%s", d)
+			}
+			if tc.wantErrs == nil {
+				if r.code != http.StatusSeeOther {
+					t.Errorf("got %d, want 303:\n%s", r.code, r.body)
+				}
+				return
+			}
+			if r.code != http.StatusUnprocessableEntity || !strings.Contains(r.body, "Nothing was enrolled") {
+				t.Fatalf("got %d, want 422 saying nothing was enrolled:\n%s", r.code, r.body)
+			}
+			rest := r.body
+			for _, want := range tc.wantErrs {
+				i := strings.Index(rest, want)
+				if i < 0 {
+					t.Fatalf("problem %q not listed (in order) in:\n%s", want, r.body)
+				}
+				rest = rest[i+len(want):]
+			}
+		})
+	}
+}
+
+func TestBulkUploadMultipart(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c, tok := e.login()
+	var body strings.Builder
+	body.WriteString("--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n" + tok + "\r\n")
+	body.WriteString("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"room.csv\"\r\nContent-Type: text/csv\r\n\r\n")
+	body.WriteString("\xef\xbb\xbfmac,name,image\r\n52:54:00:00:10:01,pc01,debian-12\r\n\r\n--b--\r\n")
+	req, _ := http.NewRequest("POST", e.srv.URL+"/nodes/bulk", strings.NewReader(body.String()))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("upload: %d", resp.StatusCode)
+	}
+	if _, err := e.store.Node("pc01"); err != nil {
+		t.Errorf("uploaded file not enrolled: %v", err)
+	}
+}
+
+func TestForgetDiscovered(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	if r := e.do(c, "POST", "/discovered/52:54:00:00:00:01/forget", url.Values{"csrf": {tok}}); r.code != http.StatusSeeOther {
+		t.Fatalf("forget: %d", r.code)
+	}
+	if d, _ := e.store.DiscoveredMACs(); len(d) != 0 {
+		t.Errorf("still discovered: %+v", d)
+	}
+}
+
+func TestPagesRender(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	n, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12", Group: "room1", Donate: registry.Donate{Mode: "aoe", Window: "20:00-07:00"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC()
+	e.store.RecordStage("n1", registry.Stage{Stage: "dhcp", OK: true, Time: t0}, "10.9.0.101")
+	e.store.RecordStage("n1", registry.Stage{Stage: "nfs", OK: false, Message: "mount refused", Time: t0.Add(9 * time.Second)}, "")
+	e.store.PutDisk(registry.DonatedDisk{Node: "n1", Device: "/dev/sda", Transport: "aoe", Address: n.AoEAddress(), SizeBytes: 250 << 30, State: "online", LastSeen: t0})
+	c, _ := e.login()
+	tests := []struct {
+		path string
+		want []string
+	}{
+		{"/", []string{`data-node="n1"`, "52:54:00:00:00:01", `<span class="badge bad">failed</span>`, "10.9.0.101", "250.0 GiB", "mount refused"}},
+		{"/nodes/n1", []string{"iqn.2011-06.org.distonet:node.n1", "e1.0", "/dev/sda", "mount refused"}},
+		{"/pool", []string{"/dev/sda", "e1.0", "250.0 GiB", `<span class="badge ok">online</span>`}},
+		{"/images", []string{"debian-12", "6.1.0-28-amd64", "1.0 GiB"}},
+		{"/nodes/new", []string{`name="mac"`, `<option value="alpine-3.20"`}},
+		{"/nodes/bulk", []string{"mac,name,group,image,donate,window,volume_size"}},
+		{"/nope", []string{"There is no page at /nope"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			r := e.do(c, "GET", tc.path, nil)
+			if tc.path == "/nope" {
+				if r.code != http.StatusNotFound {
+					t.Errorf("code %d", r.code)
+				}
+			} else if r.code != http.StatusOK {
+				t.Fatalf("code %d\n%s", r.code, r.body)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.body, w) {
+					t.Errorf("page lacks %q", w)
+				}
+			}
+			for _, secret := range []string{n.Secrets.CHAPSecret, n.Secrets.BootToken, n.Secrets.AgentToken} {
+				if strings.Contains(r.body, secret) {
+					t.Errorf("page shows a secret")
+				}
+			}
+		})
+	}
+}
+
+func TestFirstRunSetup(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	if r := e.do(c, "GET", "/", nil); r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/setup" {
+		t.Fatalf("no password yet: %d %q, want /setup", r.code, r.hdr.Get("Location"))
+	}
+	tok, err := FirstRunToken(e.dir)
+	if err != nil || len(tok) < 20 {
+		t.Fatalf("FirstRunToken: %q %v", tok, err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(e.dir, SetupTokenFile))
+	if strings.Contains(string(raw), tok) {
+		t.Error("setup token stored in clear")
+	}
+	csrf := e.csrfOf(c, "/setup")
+	r := e.do(c, "POST", "/setup", url.Values{"csrf": {csrf}, "token": {"wrong"}, "password": {"short"}, "confirm": {"short"}})
+	errs := fieldErrors(r.body)
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(errs["token"], "Wrong setup token") || !strings.Contains(errs["password"], "at least 8") {
+		t.Errorf("bad setup: %d %v", r.code, errs)
+	}
+	r = e.do(c, "POST", "/setup", url.Values{"csrf": {csrf}, "token": {tok}, "password": {testPassword}, "confirm": {testPassword + "x"}})
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(fieldErrors(r.body)["confirm"], "differ") {
+		t.Errorf("mismatched confirmation: %d %v", r.code, fieldErrors(r.body))
+	}
+	r = e.do(c, "POST", "/setup", url.Values{"csrf": {csrf}, "token": {tok}, "password": {testPassword}, "confirm": {testPassword}})
+	if r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/" {
+		t.Fatalf("setup: %d %q\n%s", r.code, r.hdr.Get("Location"), r.body)
+	}
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusOK {
+		t.Errorf("not logged in after setup: %d", r.code)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, SetupTokenFile)); !os.IsNotExist(err) {
+		t.Errorf("setup token not deleted: %v", err)
+	}
+	st, _ := os.Stat(filepath.Join(e.dir, PasswordFile))
+	if st == nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("password file mode: %v", st)
+	}
+	// The token is single use and setup is closed once a password exists.
+	if r := e.do(e.client(), "GET", "/setup", nil); r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/login" {
+		t.Errorf("setup after password: %d %q", r.code, r.hdr.Get("Location"))
+	}
+	if again, err := FirstRunToken(e.dir); again != "" || err != nil {
+		t.Errorf("FirstRunToken with a password set: %q %v", again, err)
+	}
+	if e.tryLogin(e.client(), testPassword).code != http.StatusSeeOther {
+		t.Error("cannot log in with the password chosen at setup")
+	}
+}
+
+func TestSetPassword(t *testing.T) {
+	dir := t.TempDir()
+	for _, pw := range []string{"", "1234567", strings.Repeat("x", 73)} {
+		if err := SetPassword(dir, []byte(pw)); err == nil {
+			t.Errorf("password of %d bytes accepted", len(pw))
+		}
+	}
+	if err := SetPassword(dir, []byte("first password")); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetPassword(dir, []byte("second password")); err != nil {
+		t.Fatal(err)
+	}
+	if verifyPassword(dir, []byte("first password")) == nil || verifyPassword(dir, []byte("second password")) != nil {
+		t.Error("the new password does not replace the old one")
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, PasswordFile))
+	if !strings.HasPrefix(string(raw), "$2a$") || strings.Contains(string(raw), "second") {
+		t.Errorf("password file is not a bcrypt hash: %q", raw)
+	}
+}
+
+func TestEventsStreamChanges(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c, _ := e.login()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/events", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
+		t.Fatalf("events: %d %q", resp.StatusCode, ct)
+	}
+	rd := bufio.NewReader(resp.Body)
+	readUntil := func(want string) {
+		t.Helper()
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended before %q: %v", want, err)
+			}
+			if strings.TrimSpace(line) == want {
+				return
+			}
+		}
+	}
+	readUntil(": connected")
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	readUntil("event: change")
+	// Close ends the stream (the daemon's shutdown must not wait on open dashboards).
+	e.web.Close()
+	if _, err := io.ReadAll(rd); err != nil {
+		t.Fatalf("stream did not end cleanly after Close: %v", err)
+	}
+}
+
+func TestSafeNext(t *testing.T) {
+	for in, want := range map[string]string{"": "/", "/pool": "/pool", "//evil.example/": "/", "https://evil.example/": "/", "/\\evil": "/", "pool": "/"} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestTemplateOverrideFromStateDir(t *testing.T) {
+	e := newEnv(t, func(o *Options) {
+		dir := filepath.Join(o.StateDir, "templates", "web")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		page := `{{define "content"}}<p id="site">Campus appliance: {{.D.Heading}}</p>{{end}}`
+		if err := os.WriteFile(filepath.Join(dir, "message.html"), []byte(page), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	e.setPassword()
+	c, _ := e.login()
+	if r := e.do(c, "GET", "/nope", nil); r.code != http.StatusNotFound || !strings.Contains(r.body, `<p id="site">Campus appliance: Not found</p>`) {
+		t.Errorf("override not used: %d\n%s", r.code, r.body)
+	}
+}
+
+func TestBrokenTemplateOverrideFailsNew(t *testing.T) {
+	dir := t.TempDir()
+	st, err := registry.Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	os.MkdirAll(filepath.Join(dir, "templates", "web"), 0o755)
+	os.WriteFile(filepath.Join(dir, "templates", "web", "pool.html"), []byte(`{{define "content"}}{{.D.Oops`), 0o644)
+	if _, err := New(Options{Store: st, StateDir: dir}); err == nil || !strings.Contains(err.Error(), "pool") {
+		t.Errorf("New with a broken override: %v, want an error naming the page", err)
+	}
+}
