@@ -32,13 +32,12 @@ type conn struct {
 	sess *session
 
 	// Reader-goroutine state: write commands waiting for Data-Out.
-	pending  map[uint32]*task // by ITT
-	byTTT    map[uint32]*task
-	nextTTT  uint32
-	sem      chan struct{}
-	runMu    sync.Mutex
-	running  map[uint32]chan struct{} // executing commands by ITT, closed when answered
-	closeErr error
+	pending map[uint32]*task // by ITT
+	byTTT   map[uint32]*task
+	nextTTT uint32
+	sem     chan struct{}
+	runMu   sync.Mutex
+	running map[uint32]chan struct{} // executing commands by ITT, closed when answered
 }
 
 func newConn(s *Server, nc net.Conn) *conn {

@@ -30,7 +30,7 @@ func ValidIQN(s string) error {
 		return fmt.Errorf("iqn %q: length %d not in 1..223", s, len(s))
 	}
 	if !strings.HasPrefix(s, "iqn.") && !strings.HasPrefix(s, "eui.") && !strings.HasPrefix(s, "naa.") {
-		return fmt.Errorf("iqn %q: must start with iqn., eui. or naa.", s)
+		return fmt.Errorf("iqn %q: must start with iqn, eui or naa type", s)
 	}
 	for _, r := range s {
 		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == ':'

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,6 +204,12 @@ func runChild() int {
 		opts.Level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, opts))
+	if pf := os.Getenv("ISCSIT_PIDFILE"); pf != "" {
+		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	s, err := NewServer(Config{Addr: os.Getenv("ISCSIT_ADDR")}, log)
 	if err == nil {
 		err = s.AddTarget(spec)

@@ -70,7 +70,6 @@ type login struct {
 	chapID      byte
 	challenge   []byte
 	chapUser    string
-	mutual      *TargetSpec // whose mutual secret answers the initiator's challenge
 	declared    bool
 	statSN      uint32
 	pending     []byte

@@ -181,6 +181,11 @@ func (p *params) negotiate(in TextParams) TextParams {
 	// Adjustments the RFC requires after both sides spoke.
 	if p.firstBurst > p.maxBurst {
 		p.firstBurst = p.maxBurst
+		for i := range out {
+			if out[i].Key == "FirstBurstLength" {
+				out[i].Value = strconv.FormatUint(uint64(p.firstBurst), 10)
+			}
+		}
 	}
 	return out
 }

@@ -42,7 +42,11 @@ func TestMutualCHAP(t *testing.T) {
 		ok   bool
 	}{
 		{"one-way", base, true},
-		{"mutual", func() loginOpts { o := base; o.mutualUser, o.mutualPass = "appliance", "target-secret-456789"; return o }(), true},
+		{"mutual", func() loginOpts {
+			o := base
+			o.mutualUser, o.mutualPass = "appliance", "target-secret-456789"
+			return o
+		}(), true},
 		{"mutual, initiator expects another secret", func() loginOpts {
 			o := base
 			o.mutualUser, o.mutualPass = "appliance", "some-other-secret"
@@ -154,20 +158,25 @@ func TestMalformedLogins(t *testing.T) {
 		}
 		payloads = append(payloads, b)
 	}
+	errs := make(chan error, len(payloads))
 	for _, b := range payloads {
-		err := n.cliNS.Do(func() error {
-			c, err := net.DialTimeout("tcp", n.srvIP+":3260", 2*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-			_, _ = c.Write(b)
-			buf := make([]byte, 512)
-			_, _ = c.Read(buf)
-			return nil
-		})
-		if err != nil {
+		go func() {
+			errs <- n.cliNS.Do(func() error {
+				c, err := net.DialTimeout("tcp", n.srvIP+":3260", 2*time.Second)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+				_, _ = c.Write(b)
+				buf := make([]byte, 512)
+				_, _ = c.Read(buf)
+				return nil
+			})
+		}()
+	}
+	for range payloads {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -210,5 +219,42 @@ func TestDataIntegrity(t *testing.T) {
 	}
 	if r.status != statusCheckCondition || len(r.sense) < 14 || r.sense[12] != 0x21 {
 		t.Errorf("write past the end: status 0x%02x sense %x", r.status, r.sense)
+	}
+}
+
+// TestSendTargets checks discovery answers at the PDU level: a discovery session with CHAP
+// lists the targets of that CHAP user; a normal session lists only its own target.
+func TestSendTargets(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{PortalAddr: "10.53.99.1:3260"})
+	a, b := twoTargets(t, s)
+	cases := []struct {
+		name string
+		o    loginOpts
+		want []string
+	}{
+		{"discovery as a", loginOpts{initiator: initA, user: a.CHAPUser, secret: a.CHAPSecret, discovery: true}, []string{a.IQN}},
+		{"discovery as b", loginOpts{initiator: initB, user: b.CHAPUser, secret: b.CHAPSecret, discovery: true}, []string{b.IQN}},
+		{"discovery without CHAP", loginOpts{initiator: initB, discovery: true}, []string{b.IQN}},
+		{"discovery, unknown initiator", loginOpts{initiator: "iqn.2026-01.org.example:stranger", discovery: true}, nil},
+		{"normal session of a", loginOpts{initiator: initA, target: a.IQN, user: a.CHAPUser, secret: a.CHAPSecret}, []string{a.IQN}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, err := n.dial(t, tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := in.sendTargets()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("SendTargets = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if _, err := n.dial(t, loginOpts{initiator: initA, user: a.CHAPUser, secret: "wrong", discovery: true}); err == nil {
+		t.Error("discovery with a wrong CHAP secret accepted")
 	}
 }
