@@ -179,6 +179,19 @@ func (s *sessions) expired(v *session, now time.Time) bool {
 	return now.Sub(v.created) > s.ttl || now.Sub(v.seen) > s.idle
 }
 
+// alive reports whether the request's session still exists, without counting it as activity
+// (an open event stream must not keep an idle session alive).
+func (s *sessions) alive(r *http.Request) bool {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.byID[c.Value]
+	return ok && !s.expired(v, s.now())
+}
+
 // get returns the live session named by the request's cookie, refreshing its idle timer.
 func (s *sessions) get(r *http.Request) (string, *session, bool) {
 	c, err := r.Cookie(sessionCookie)
@@ -309,9 +322,9 @@ func (w *Web) validLoginToken(r *http.Request) bool {
 	return hmac.Equal([]byte(r.PostFormValue(csrfField)), []byte(w.loginToken(c.Value)))
 }
 
-func setCookie(wr http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
+func (w *Web) setCookie(wr http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
 	http.SetCookie(wr, &http.Cookie{
 		Name: name, Value: value, Path: "/", MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || w.opt.SecureCookies,
 	})
 }

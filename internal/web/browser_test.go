@@ -115,6 +115,7 @@ func TestBrowserEnrollment(t *testing.T) {
 	base := e.srv.URL
 
 	const mac, id = "52:54:00:12:34:56", "m525400123456"
+	mark := into(new(any), chromedp.Evaluate[any](`window.__mark = 42`))
 	row := `tr[data-mac="` + mac + `"]`
 
 	// Not logged in: the dashboard sends the browser to the login page.
@@ -152,6 +153,7 @@ func TestBrowserEnrollment(t *testing.T) {
 		chromedp.Navigate(base+"/discovered"),
 		chromedp.WaitVisible(chromedp.CSS(`#discovered`)),
 		chromedp.WaitVisible(chromedp.CSS(`#live-dot.on`)),
+		mark, // a reload would drop it
 	)
 	if err := e.store.SeeMAC(registry.Discovered{MAC: mac, Arch: "x86 BIOS", VendorClass: "PXEClient:Arch:00000:UNDI:002001"}); err != nil {
 		t.Fatal(err)
@@ -162,14 +164,18 @@ func TestBrowserEnrollment(t *testing.T) {
 		t.Fatal(err)
 	}
 	var vendor string
-	var xss bool
+	var xss, marked bool
 	run(t, ctx, "discovered MACs appear live",
 		chromedp.WaitVisible(chromedp.CSS(row)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-mac="52:54:00:66:66:66"] .vendor`)),
 		into(&vendor, chromedp.Text(chromedp.CSS(`tr[data-mac="52:54:00:66:66:66"] .vendor`))),
 		into(&xss, chromedp.Evaluate[bool](`window.__xss !== undefined || document.querySelector('#discovered img, #discovered script') !== null`)),
+		into(&marked, chromedp.Evaluate[bool](`window.__mark === 42`)),
 		screenshot(t, shots, "03-discovered"),
 	)
+	if !marked {
+		t.Error("the discovered page reloaded instead of updating its table in place")
+	}
 	if vendor != hostile || xss {
 		t.Errorf("hostile vendor class: text %q, injected = %v; want it shown verbatim and inert", vendor, xss)
 	}
@@ -193,6 +199,21 @@ func TestBrowserEnrollment(t *testing.T) {
 	}
 	if nodes, _ := e.store.Nodes(); len(nodes) != 0 {
 		t.Fatalf("invalid form enrolled %+v", nodes)
+	}
+
+	// Another machine boots while the admin fixes the form: the form and its errors stay,
+	// and a notice offers the reload.
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:77:77:77"}); err != nil {
+		t.Fatal(err)
+	}
+	var stillErr string
+	run(t, ctx, "live update does not wipe a form being fixed",
+		chromedp.WaitVisible(chromedp.CSS(`.flash.stale`)),
+		into(&kept, chromedp.Value(chromedp.CSS(`#`+id+`-name`))),
+		into(&stillErr, chromedp.Text(chromedp.CSS(row+` td:nth-child(4) .err`))),
+	)
+	if kept != "Room1_PC07" || stillErr != nameErr {
+		t.Errorf("after a live event: name %q, error %q", kept, stillErr)
 	}
 
 	// Corrected, it enrolls and the node page says so.
@@ -224,6 +245,7 @@ func TestBrowserEnrollment(t *testing.T) {
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="room1-pc07"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#live-dot.on`)),
+		mark,
 	)
 	t0 := time.Now().UTC()
 	for i, st := range []string{"dhcp", "bootfile", "kernel", "nfs", "iscsi", "overlay", "ready"} {
@@ -240,8 +262,12 @@ func TestBrowserEnrollment(t *testing.T) {
 	run(t, ctx, "boot appears live",
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="room1-pc07"] .badge.ok`)),
 		into(&state, chromedp.Text(chromedp.CSS(`tr[data-node="room1-pc07"] td:nth-child(3)`))),
+		into(&marked, chromedp.Evaluate[bool](`window.__mark === 42`)),
 		screenshot(t, shots, "06-dashboard-booted"),
 	)
+	if !marked {
+		t.Error("the dashboard reloaded instead of updating its table in place")
+	}
 	if strings.TrimSpace(state) != "ready" {
 		t.Errorf("dashboard state = %q, want ready", state)
 	}

@@ -37,7 +37,7 @@ func (w *Web) events(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 		case <-w.done:
 			return
 		case <-tick.C:
-			if _, _, ok := w.sessions.get(r); !ok {
+			if !w.sessions.alive(r) {
 				return // logged out or expired: stop feeding this browser
 			}
 			fmt.Fprint(wr, ": ping\n\n")

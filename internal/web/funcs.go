@@ -3,6 +3,7 @@ package web
 import (
 	"fmt"
 	"html/template"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +19,9 @@ func (w *Web) funcs() template.FuncMap {
 		"macid":  macID,
 		"failed": stageFailed,
 		"badge":  badgeClass,
+		"hasImage": func(imgs []ImageInfo, name string) bool {
+			return slices.ContainsFunc(imgs, func(i ImageInfo) bool { return i.Name == name })
+		},
 		"plural": func(n int, word string) string {
 			if n == 1 {
 				return "1 " + word

@@ -32,7 +32,7 @@ func (w *Web) renderLogin(wr http.ResponseWriter, r *http.Request, status int, n
 	if c, err := r.Cookie(loginCookie); err == nil && len(c.Value) >= 16 && len(c.Value) <= 64 {
 		nonce = c.Value
 	}
-	setCookie(wr, r, loginCookie, nonce, 3600)
+	w.setCookie(wr, r, loginCookie, nonce, 3600)
 	p := w.newPage(nil, title, "", d)
 	p.CSRF = w.loginToken(nonce)
 	w.render(wr, r, status, name, p)
@@ -74,13 +74,13 @@ func (w *Web) startSession(wr http.ResponseWriter, r *http.Request) {
 		w.sessions.delete(old.Value) // never keep a pre-login id (session fixation)
 	}
 	id, _ := w.sessions.create()
-	setCookie(wr, r, sessionCookie, id, int(w.opt.SessionTTL.Seconds()))
-	setCookie(wr, r, loginCookie, "", -1)
+	w.setCookie(wr, r, sessionCookie, id, int(w.opt.SessionTTL.Seconds()))
+	w.setCookie(wr, r, loginCookie, "", -1)
 }
 
 func (w *Web) logout(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	w.sessions.delete(c.id)
-	setCookie(wr, r, sessionCookie, "", -1)
+	w.setCookie(wr, r, sessionCookie, "", -1)
 	w.log.Info("web: admin logged out", "ip", clientIP(r))
 	http.Redirect(wr, r, "/login", http.StatusSeeOther)
 }

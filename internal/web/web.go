@@ -60,6 +60,9 @@ type Options struct {
 	LoginWindow   time.Duration
 	// MaxUpload bounds a bulk-enrollment CSV file (default 1 MiB).
 	MaxUpload int64
+	// SecureCookies marks cookies Secure even on plain HTTP requests (the UI behind a
+	// TLS-terminating proxy); they are always Secure on a TLS connection.
+	SecureCookies bool
 }
 
 // Web is the UI's HTTP handler.
@@ -266,6 +269,7 @@ type page struct {
 	CSRF     string
 	Flash    string
 	LoggedIn bool
+	Waiting  int // discovered MACs, shown in the menu
 	Now      time.Time
 	D        any // the page's own data
 }
@@ -275,6 +279,9 @@ func (w *Web) newPage(c *reqCtx, title, nav string, d any) page {
 	if c != nil {
 		p.CSRF, p.LoggedIn = c.sess.csrf, true
 		p.Flash = w.sessions.takeFlash(c.sess)
+		if d, err := w.opt.Store.DiscoveredMACs(); err == nil {
+			p.Waiting = len(d)
+		}
 	}
 	return p
 }

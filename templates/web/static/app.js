@@ -10,7 +10,12 @@
     return;
   }
 
+  // The page a region belongs to (after a POST the address bar may show the form's action).
+  function pageOf(el) { return el.dataset.live.split("?")[0]; }
+
   function editing(el) {
+    // A form shown with its errors stays until the admin acts on it.
+    if (el.querySelector("[aria-invalid=true]")) { return true; }
     if (el.contains(document.activeElement) && document.activeElement.matches("input,select,textarea")) { return true; }
     for (const f of el.querySelectorAll("input[type=text],textarea")) {
       if (f.value !== f.defaultValue) { return true; }
@@ -27,7 +32,7 @@
     n.className = "flash stale";
     n.textContent = "New information is available. ";
     const a = document.createElement("a");
-    a.href = location.pathname;
+    a.href = pageOf(el);
     a.textContent = "Reload (your unsaved input here is lost)";
     n.appendChild(a);
     el.parentNode.insertBefore(n, el);
@@ -40,7 +45,7 @@
       if (editing(el)) { notice(el); continue; }
       fetch(el.dataset.live, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (r) {
-          if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return null; }
+          if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(pageOf(el)); return null; }
           return r.ok ? r.text() : null;
         })
         .then(function (html) { if (html !== null && !editing(el)) { el.innerHTML = html; el.dataset.version = String(Number(el.dataset.version || 0) + 1); } })
