@@ -25,7 +25,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	distonet = filepath.Join(dir, "distonet")
-	if out, err := exec.Command("go", "build", "-o", distonet, ".").CombinedOutput(); err != nil {
+	// Static, as `make build` makes it: the same binary goes into node initramfs images.
+	build := exec.Command("go", "build", "-o", distonet, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}

@@ -7,12 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/distonet/distonet/images/nodeinit"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
 func main() {
+	// Inside a node's initramfs the same binary is PID 1 (the node init), modprobe for the
+	// kernel, and the iSCSI relogin watcher; Dispatch does not return in those roles.
+	if nodeinit.Dispatch() {
+		return
+	}
 	if err := newRootCommand().Execute(); err != nil {
 		var exit exitError
 		if errors.As(err, &exit) {

@@ -32,6 +32,9 @@ The other commands manage its registry; they work whether or not the daemon runs
 		newVersionCommand(),
 		newServeCommand(g),
 		newNodeCommand(g),
+		newImageCommand(g),
+		newUnitCommand(g),
+		newAdminCommand(g),
 	)
 	return root
 }

@@ -26,7 +26,7 @@ NFS root, iSCSI overlay volumes and the pool inventory. SIGINT or SIGTERM stops 
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return appliance.Run(ctx, cfg, newLogger(cfg.LogLevel), version)
+			return appliance.Run(ctx, cfg, newLogger(cfg.LogLevel), version, appliance.Options{Images: appliance.NewStoreCatalog(cfg.StateDir)})
 		},
 	}
 }

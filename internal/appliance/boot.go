@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"text/template"
@@ -19,15 +20,18 @@ import (
 // ImageVersion is one published version of an image, as the boot path needs it.
 type ImageVersion struct {
 	Name    string
-	Version string
-	Kernel  string // absolute paths on the appliance
+	Version string // as shown to people, e.g. v3
+	Number  uint64 // the same as a number; NFS handles carry it
+	Kernel  string // absolute paths on the appliance, under ImagesDir
 	Initrd  string
 	Rootfs  string
 }
 
-// Catalog finds the current version of an image.
+// Catalog is the image store as the boot path sees it.
 type Catalog interface {
+	Names() []string
 	Current(name string) (ImageVersion, error)
+	Get(name string, version uint64) (ImageVersion, error)
 }
 
 // Window tells whether a node should boot diskless now (inside its donation window, or it
@@ -114,32 +118,31 @@ func (b *bootScripts) BootScript(mac net.HardwareAddr, r *http.Request) (string,
 	if b.onStage != nil {
 		b.onStage(n.Name, registry.Stage{Stage: bootconfig.StageBootFile, OK: true, Message: "iPXE script"})
 	}
+	kernel, err := b.filePath(img.Kernel)
+	if err != nil {
+		return "", err
+	}
+	initrd, err := b.filePath(img.Initrd)
+	if err != nil {
+		return "", err
+	}
 	return b.render("ipxe/node.ipxe", map[string]any{
 		"Node": n.Name, "MAC": mac.String(), "Image": img.Name, "Version": img.Version, "Server": base,
 		"ServerIP":  b.cfg.ServerIP().String(),
-		"KernelURL": fmt.Sprintf("%s/boot/%s/vmlinuz", base, mac), "InitrdURL": fmt.Sprintf("%s/boot/%s/initramfs.img", base, mac),
-		"KernelPath": fmt.Sprintf("boot/%s/vmlinuz", mac), "InitrdPath": fmt.Sprintf("boot/%s/initramfs.img", mac),
+		"KernelURL": base + "/" + kernel, "InitrdURL": base + "/" + initrd,
+		"KernelPath": kernel, "InitrdPath": initrd,
 		"Cmdline": strings.Join(strings.Fields(cmdline), " "), "ScriptURL": scriptURL,
 	})
 }
 
-// BootFile maps /boot/<mac>/<file> to the node's current image file.
-func (b *bootScripts) BootFile(mac net.HardwareAddr, file string) (node, path string, err error) {
-	n, ok := b.store.NodeByMAC(mac.String())
-	if !ok {
-		return "", "", fmt.Errorf("mac %s: %w", mac, registry.ErrNotFound)
+// filePath is a boot file's path as HTTP (/files/...) and TFTP serve it: relative to the
+// images directory, which both serve read-only.
+func (b *bootScripts) filePath(abs string) (string, error) {
+	rel, err := filepath.Rel(ImagesDir(b.cfg.StateDir), abs)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return "", fmt.Errorf("boot file %s is outside %s", abs, ImagesDir(b.cfg.StateDir))
 	}
-	img, err := b.images.Current(n.Image)
-	if err != nil {
-		return n.Name, "", fmt.Errorf("node %s: image %s: %w", n.Name, n.Image, err)
-	}
-	switch file {
-	case "vmlinuz":
-		return n.Name, img.Kernel, nil
-	case "initramfs.img":
-		return n.Name, img.Initrd, nil
-	}
-	return n.Name, "", fmt.Errorf("boot file %q: want vmlinuz or initramfs.img: %w", file, registry.ErrNotFound)
+	return "files/" + filepath.ToSlash(rel), nil
 }
 
 // BootConfig renders the document the node init fetches with its boot token.
