@@ -21,9 +21,15 @@ type fileBacking struct {
 	fd int
 }
 
-// openBacking opens a file or block device read-write and returns its size in bytes.
+// openBacking opens a file or block device read-write and returns its size in bytes. A
+// block device is opened O_EXCL, so nothing can mount it or assemble it locally while it is
+// exported (and the open fails if something already holds it).
 func openBacking(path string) (*fileBacking, int64, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	flags := os.O_RDWR
+	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
+		flags |= unix.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
 		return nil, 0, fmt.Errorf("open device %s: %w", path, err)
 	}
