@@ -214,7 +214,6 @@ func startDistonet(t *testing.T, ns *lab.Netns, ifname string) func() {
 			t.Fatal(err)
 		}
 		pprof.StartCPUProfile(f)
-		defer func() {}()
 		t.Cleanup(func() { pprof.StopCPUProfile(); f.Close() })
 	}
 	return func() {

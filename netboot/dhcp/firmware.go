@@ -86,7 +86,8 @@ func (s *Server) bootFor(ci ClientInfo) (bootInfo, bool) {
 }
 
 // addBootOptions writes the boot information into a reply, with the answers
-// that end the firmware's waits (SkipProxyDHCPWait):
+// that end the firmware's waits (SkipProxyDHCPWait; without it a server-mode
+// reply carries only file, siaddr and option 66, as a stock server's would):
 //
 //   - iPXE (src/net/udp/dhcp.c, dhcp_discovery_rx): after the first DHCPOFFER
 //     with an address, iPXE keeps collecting offers until it has a ProxyDHCP
@@ -115,13 +116,13 @@ func (s *Server) addBootOptions(reply *dhcpv4.DHCPv4, req *dhcpv4.DHCPv4, b boot
 	}
 	switch {
 	case b.httpClient:
+		// UEFI HTTP boot ignores offers without it (UEFI spec 2.x, 24.7).
 		reply.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
-	case b.pxeClient || proxy:
+	case b.pxeClient && (s.cfg.SkipProxyDHCPWait || proxy):
+		// Required in a proxy offer; in server mode it is one of the wait cuts.
 		reply.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
-		if s.cfg.SkipProxyDHCPWait || proxy {
-			v, _ := EncapsulatedOptions{{Code: pxeDiscoveryControl, Data: []byte{pxeDiscoveryBootFile}}}.MarshalBinary()
-			reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(optVendorSpecific), v))
-		}
+		v, _ := EncapsulatedOptions{{Code: pxeDiscoveryControl, Data: []byte{pxeDiscoveryBootFile}}}.MarshalBinary()
+		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(optVendorSpecific), v))
 	}
 	if uuid := req.GetOneOption(dhcpv4.GenericOptionCode(optClientUUID)); uuid != nil {
 		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(optClientUUID), uuid))

@@ -22,11 +22,10 @@ type leaseLog struct {
 	lock *os.File
 
 	// Guarded by the lease table's mutex.
-	pending  []byte
-	batch    *commit
-	records  int // records in the current file
-	compact  bool
-	failures int
+	pending []byte
+	batch   *commit
+	records int // records in the current file
+	compact bool
 }
 
 // commit is one group of records made durable together.

@@ -454,17 +454,6 @@ func (t *leaseTable) list() []Lease {
 	return out
 }
 
-// lookup returns the entry for ip, for tests and logs.
-func (t *leaseTable) lookup(ip net.IP) (Lease, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	l := t.byIP[ipToU32(ip)]
-	if l == nil || l.offered {
-		return Lease{}, false
-	}
-	return Lease{IP: u32ToIP(l.ip), MAC: l.hw, ClientID: l.clientID, Hostname: l.hostname, State: l.state, Expiry: l.expiry}, true
-}
-
 func (t *leaseTable) String() string {
 	return fmt.Sprintf("leaseTable(%d entries)", len(t.byIP))
 }

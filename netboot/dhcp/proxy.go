@@ -15,6 +15,7 @@ import (
 func (s *Server) handleProxy(conn *net.UDPConn, port int, src *net.UDPAddr, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, now time.Time) {
 	ci := classify(req, now)
 	pxe, http := pxeClient(ci.VendorClass)
+	// Only a PXE ROM, or iPXE presenting itself as one, takes proxy offers.
 	if !pxe && !http {
 		return
 	}

@@ -155,8 +155,8 @@ func TestProxyWaitSwitchOff(t *testing.T) {
 	offer, _ := exchange(t, tn.cli, tn.cliIf, net.HardwareAddr{2, 0x67, 1, 1, 1, 1},
 		vendor("PXEClient:Arch:00000:UNDI:002001"), ipxeUserCl, ipxeFeatures)
 	v := viewOf(offer)
-	if v.NoProxyWait != nil || v.PXEControl != nil {
-		t.Errorf("switch off: got 175.176=%v 43.6=%v, want neither", v.NoProxyWait, v.PXEControl)
+	if v.NoProxyWait != nil || v.PXEControl != nil || v.VendorClass != "" {
+		t.Errorf("switch off: got 175.176=%v 43.6=%v 60=%q, want none (a stock server's offer)", v.NoProxyWait, v.PXEControl, v.VendorClass)
 	}
 	if v.File == "" {
 		t.Errorf("switch off must not remove the boot file")
