@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -325,7 +324,10 @@ func buildGuestInitrd(t *testing.T, dir, modDir string) string {
 		t.Fatal(err)
 	}
 	// This package's test binary, static, is the guest's pool head.
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the guest binary is built with go: %v", err)
+	}
 	build := exec.Command(gobin, "test", "-c", "-o", filepath.Join(root, "pool.test"), ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
