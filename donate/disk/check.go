@@ -51,6 +51,10 @@ type Policy struct {
 	AllowRemovable bool
 	// MinSize in bytes; 0 means DefaultMinSize, negative means no minimum.
 	MinSize int64
+	// AcceptSignatures lists signature types that do not count, e.g. "linux_raid_member"
+	// on a disk this node donated before (the pool head's own superblock, which must survive
+	// so the member re-adds with its write-intent bitmap instead of a full resync).
+	AcceptSignatures []string
 	// System locates /sys, /proc and /dev (tests use a fake tree).
 	System System
 }
@@ -144,6 +148,7 @@ func CheckDonatable(path string, policy Policy) error {
 	if err != nil {
 		return fmt.Errorf("check %s: %w", path, err)
 	}
+	sigs = slices.DeleteFunc(sigs, func(s Signature) bool { return slices.Contains(policy.AcceptSignatures, s.Type) })
 	if len(sigs) > 0 {
 		if policy.Wipe && policy.named(path, sigs) {
 			return nil
@@ -274,14 +279,24 @@ type Candidate struct {
 	Err  error
 }
 
-// Candidates checks every named device, then every whole disk (not loop devices), under policy.
+// Candidates checks the devices the policy names (LABEL= resolved through FindByLabel) or,
+// when it names none, every whole disk except loop devices. A classroom PC's policy names its
+// spare partition, so nothing else of that machine is ever considered.
 func Candidates(policy Policy) ([]Candidate, error) {
 	var out []Candidate
 	for _, d := range policy.Devices {
-		if strings.HasPrefix(d, "LABEL=") {
-			continue
+		if label, ok := strings.CutPrefix(d, "LABEL="); ok {
+			p, err := FindByLabel(policy.System, label)
+			if err != nil {
+				out = append(out, Candidate{Path: d, Err: err})
+				continue
+			}
+			d = p
 		}
 		out = append(out, Candidate{Path: d, Err: CheckDonatable(d, policy)})
+	}
+	if len(policy.Devices) > 0 {
+		return out, nil
 	}
 	disks, err := policy.System.Disks()
 	if err != nil {
@@ -291,12 +306,37 @@ func Candidates(policy Policy) ([]Candidate, error) {
 		if strings.HasPrefix(d.Name, "loop") {
 			continue
 		}
-		if slices.ContainsFunc(out, func(c Candidate) bool { return c.Path == d.Path }) {
-			continue
-		}
 		out = append(out, Candidate{Disk: d, Path: d.Path, Err: CheckDonatable(d.Path, policy)})
 	}
 	return out, nil
+}
+
+// FindByLabel returns the disk or partition whose filesystem label (or GPT partition name
+// on its disk, for a partition) is label.
+func FindByLabel(sys System, label string) (string, error) {
+	disks, err := sys.Disks()
+	if err != nil {
+		return "", err
+	}
+	for _, d := range disks {
+		paths := []string{d.Path}
+		for _, p := range d.Partitions {
+			paths = append(paths, p.Path)
+		}
+		for _, p := range paths {
+			f, err := os.Open(p)
+			if err != nil {
+				continue
+			}
+			size, _ := f.Seek(0, 2)
+			sigs, _ := Detect(f, size)
+			f.Close()
+			if slices.ContainsFunc(sigs, func(s Signature) bool { return !s.IsPartitionTable() && s.Label == label }) {
+				return p, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no disk or partition labelled %q", label)
 }
 
 // Choose returns the device to donate: the first donatable device the policy names, else the
@@ -306,9 +346,11 @@ func Choose(policy Policy) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for _, c := range cands {
-		if c.Err == nil && slices.Contains(policy.Devices, c.Path) {
-			return c.Path, nil
+	if len(policy.Devices) > 0 {
+		for _, c := range cands {
+			if c.Err == nil {
+				return c.Path, nil
+			}
 		}
 	}
 	best := -1
