@@ -18,14 +18,14 @@ import (
 
 // startChild runs the server as a separate process (this test binary in child mode) inside
 // the server namespace, under strace counting fdatasync calls, and returns its PID.
-func (n *testNet) startChild(t *testing.T, spec TargetSpec, straceLog string) int {
+func (n *testNet) startChild(t *testing.T, spec TargetSpec, straceLog string) (int, *exec.Cmd) {
 	t.Helper()
 	pidfile := filepath.Join(t.TempDir(), "pid")
 	args := []string{"-f", "-qq", "-e", "trace=fdatasync", "-o", straceLog, "env",
 		childEnv + "=1", "ISCSIT_PIDFILE=" + pidfile, "ISCSIT_ADDR=" + n.srvIP + ":3260",
 		"ISCSIT_IQN=" + spec.IQN, "ISCSIT_FILE=" + spec.LUNs[0],
 		"ISCSIT_USER=" + spec.CHAPUser, "ISCSIT_SECRET=" + spec.CHAPSecret, os.Args[0]}
-	n.srvNS.Start("strace", args...)
+	cmd := n.srvNS.Start("strace", args...)
 	for range 200 {
 		b, err := os.ReadFile(pidfile)
 		if err == nil && len(b) > 0 {
@@ -38,13 +38,13 @@ func (n *testNet) startChild(t *testing.T, spec TargetSpec, straceLog string) in
 				}
 				return err
 			}); err == nil {
-				return pid
+				return pid, cmd
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("child server did not start")
-	return 0
+	return 0, nil
 }
 
 // block makes the content of a test block: its LBA and a generation, repeated.
@@ -68,7 +68,7 @@ func TestCrashSafety(t *testing.T) {
 	spec := TargetSpec{IQN: IQNForNode("crash"), LUNs: []string{newVolume(t, 256<<20)}, CHAPUser: "crash", CHAPSecret: "crash-secret-012345"}
 	o := loginOpts{initiator: initA, target: spec.IQN, user: spec.CHAPUser, secret: spec.CHAPSecret}
 	straceLog := filepath.Join(t.TempDir(), "strace.log")
-	pid := n.startChild(t, spec, straceLog)
+	pid, tracer := n.startChild(t, spec, straceLog)
 	in, err := n.dial(t, o)
 	if err != nil {
 		t.Fatal(err)
@@ -119,12 +119,13 @@ func TestCrashSafety(t *testing.T) {
 	if len(acked) < killAfter-1 {
 		t.Fatalf("only %d acknowledgements before the kill at %d", len(acked), killAfter)
 	}
-	// Wait for the process to be gone before restarting on the same address.
-	for range 100 {
-		if syscall.Kill(pid, 0) != nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	// strace exits (and flushes its log) once its tracee is gone.
+	waited := make(chan error, 1)
+	go func() { waited <- tracer.Wait() }()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("strace did not exit after the server was killed")
 	}
 	n.startChild(t, spec, straceLog+".2")
 	in2, err := n.dial(t, o)
