@@ -58,6 +58,17 @@ func TestE2EFirmwareWaits(t *testing.T) {
 		{"distonet, RA, no DHCP cuts", func(t *testing.T, ns *lab.Netns, br string, mac net.HardwareAddr) {
 			startE2EServer(t, ns, br, false, true)
 		}},
+		{"dnsmasq + distonet proxy + RA", func(t *testing.T, ns *lab.Netns, br string, mac net.HardwareAddr) {
+			// dnsmasq owns the addresses (no boot options at all); the proxy
+			// answers on a second address of the same bridge.
+			dir := t.TempDir()
+			ns.MustExec("ip", "addr", "add", "10.67.250.2/24", "dev", br)
+			ns.Start("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
+				"--interface="+br, "--bind-interfaces", "--listen-address=10.67.250.2", "--no-ping",
+				"--dhcp-range=10.67.250.100,10.67.250.150,1h", "--dhcp-leasefile="+filepath.Join(dir, "leases"),
+				"--pid-file="+filepath.Join(dir, "pid"))
+			startE2EProxy(t, ns, br)
+		}},
 		{"distonet defaults (cuts + RA)", func(t *testing.T, ns *lab.Netns, br string, mac net.HardwareAddr) {
 			startE2EServer(t, ns, br, true, true)
 		}},
@@ -106,6 +117,25 @@ func startE2EServer(t *testing.T, ns *lab.Netns, br string, cuts, sendRA bool) {
 		t.Cleanup(func() { cancel(); s.Close() })
 		<-s.Ready()
 	}
+}
+
+func startE2EProxy(t *testing.T, ns *lab.Netns, br string) {
+	cfg := dhcp.DefaultConfig()
+	cfg.Mode = dhcp.ModeProxy
+	cfg.Interface = br
+	cfg.ServerIP = net.ParseIP("10.67.250.1")
+	_, cfg.Subnet, _ = net.ParseCIDR("10.67.250.0/24")
+	cfg.BootHTTPBase = "http://10.67.250.1"
+	tn := &testNet{srv: ns}
+	tn.start(t, cfg, nil)
+	s, err := ra.New(ra.Config{Interface: br})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go ns.Do(func() error { return s.Serve(ctx) })
+	t.Cleanup(func() { cancel(); s.Close() })
+	<-s.Ready()
 }
 
 // bootOnce powers on a QEMU guest on a bridge where setup runs the DHCP side

@@ -44,6 +44,17 @@ func newMetrics(reg prometheus.Registerer, t *leaseTable) (*metrics, error) {
 	return m, nil
 }
 
+// unregister removes the collectors, so a new Server can register its own
+// (the daemon restarts DHCP on a configuration change).
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases} {
+		reg.Unregister(c)
+	}
+}
+
 // Reasons counted in errors_total.
 const (
 	errMalformed    = "malformed"

@@ -206,6 +206,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.raw.close()
 	}
 	s.closeLog()
+	s.m.unregister(s.cfg.Metrics)
 	return nil
 }
 

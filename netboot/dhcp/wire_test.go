@@ -2,6 +2,8 @@ package dhcp
 
 import (
 	"bytes"
+	"context"
+	"os"
 	"net"
 	"net/netip"
 	"strings"
@@ -283,5 +285,64 @@ func TestClassify(t *testing.T) {
 	want := ClientInfo{MAC: req.ClientHWAddr, Arch: ArchARM64, HasArch: true, VendorClass: "PXEClient:Arch:00011:UNDI:003000", UserClass: "iPXE", IPXE: true, Time: time.Unix(0, 0)}
 	if d := cmp.Diff(want, ci); d != "" {
 		t.Errorf("classify (-want +got):\n%s", d)
+	}
+}
+
+// The writer compacts a long log into a snapshot (rename over the old file)
+// and keeps appending after it; the file then replays to the live table.
+func TestLeaseLogCompaction(t *testing.T) {
+	_, subnet, _ := net.ParseCIDR("10.0.0.0/24")
+	cfg := Config{Interface: "test0", ServerIP: net.ParseIP("10.0.0.1").To4(), Subnet: subnet, RangeStart: net.ParseIP("10.0.0.10").To4(), RangeEnd: net.ParseIP("10.0.0.20").To4()}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/leases.log"
+	l, data, err := openLeaseLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := newLeaseTable(&cfg)
+	tb.log = l
+	tb.load(data)
+	tb.compactEvery = 20
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tb.runWriter(ctx); close(done) }()
+	now := time.Unix(1000, 0)
+	hw := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	k := clientKey(nil, hw)
+	// One client renewing 200 times: 200 records for one address.
+	for i := 0; i < 200; i++ {
+		c, err := tb.bind(k, hw, nil, net.ParseIP("10.0.0.10"), nil, "", time.Hour, now.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wait(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-done
+	l.close()
+	data, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(data, []byte{'\n'}); n > 60 {
+		t.Errorf("log has %d lines after 200 renewals of one lease; compaction did not run", n)
+	}
+	// A second server must not open a log that is in use.
+	l2, _, err := openLeaseLog(path)
+	if err != nil {
+		t.Fatalf("reopen after close: %v", err)
+	}
+	if _, _, err := openLeaseLog(path); err == nil {
+		t.Error("second open of a locked lease log succeeded")
+	}
+	l2.close()
+	replayed := newLeaseTable(&cfg)
+	replayed.load(data)
+	if d := cmp.Diff(tb.list(), replayed.list()); d != "" {
+		t.Errorf("compacted log replays differently (-live +replayed):\n%s", d)
 	}
 }
