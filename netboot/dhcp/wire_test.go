@@ -3,9 +3,9 @@ package dhcp
 import (
 	"bytes"
 	"context"
-	"os"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
