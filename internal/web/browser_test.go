@@ -340,3 +340,40 @@ func TestBrowserEnrollment(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
 	)
 }
+
+func TestBrowserFirstRunSetup(t *testing.T) {
+	e := newEnv(t)
+	tok, err := FirstRunToken(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t)
+	shots := artifacts(t)
+	var loc, tokenErr string
+	run(t, ctx, "no password: setup page",
+		chromedp.Navigate(e.srv.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#setup-form`)),
+		into(&loc, chromedp.Location()),
+		chromedp.SendKeys(chromedp.CSS(`#token`), "not-the-token"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), testPassword),
+		chromedp.SendKeys(chromedp.CSS(`#confirm`), testPassword),
+		chromedp.Submit(chromedp.CSS(`#setup-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#setup-form .err`)),
+		into(&tokenErr, chromedp.Text(chromedp.CSS(`#setup-form .err`))),
+		screenshot(t, shots, "00-setup-wrong-token"),
+	)
+	if !strings.HasSuffix(loc, "/setup") || !strings.Contains(tokenErr, "Wrong setup token") {
+		t.Errorf("at %s, error %q", loc, tokenErr)
+	}
+	run(t, ctx, "setup with the printed link",
+		chromedp.Navigate(e.srv.URL+"/setup?token="+tok),
+		chromedp.WaitVisible(chromedp.CSS(`#setup-form`)),
+		chromedp.SendKeys(chromedp.CSS(`#password`), testPassword),
+		chromedp.SendKeys(chromedp.CSS(`#confirm`), testPassword),
+		chromedp.Submit(chromedp.CSS(`#setup-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#nodes`)),
+	)
+	if err := verifyPassword(e.dir, []byte(testPassword)); err != nil {
+		t.Errorf("password not set: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ const heartbeat = 25 * time.Second
 // rendered like any page.
 func (w *Web) events(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	rc := http.NewResponseController(wr)
+	_ = rc.SetWriteDeadline(time.Time{}) // a server-wide WriteTimeout must not cut the stream
 	ch, stop := w.opt.Store.Watch()
 	defer stop()
 	h := wr.Header()

@@ -88,7 +88,7 @@ func (w *Web) logout(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 type setupData struct {
 	Errors map[string]string
 	Error  string
-	Next   string
+	Token  string // prefilled from /setup?token=… (the link the daemon prints)
 }
 
 func (w *Web) setupPage(wr http.ResponseWriter, r *http.Request) {
@@ -96,7 +96,7 @@ func (w *Web) setupPage(wr http.ResponseWriter, r *http.Request) {
 		http.Redirect(wr, r, "/login", http.StatusSeeOther)
 		return
 	}
-	w.renderLogin(wr, r, http.StatusOK, "setup", "First-run setup", setupData{})
+	w.renderLogin(wr, r, http.StatusOK, "setup", "First-run setup", setupData{Token: r.URL.Query().Get("token")})
 }
 
 func (w *Web) setup(wr http.ResponseWriter, r *http.Request) {
@@ -113,7 +113,7 @@ func (w *Web) setup(wr http.ResponseWriter, r *http.Request) {
 		w.renderLogin(wr, r, http.StatusTooManyRequests, "setup", "First-run setup", d)
 		return
 	}
-	d := setupData{Errors: map[string]string{}}
+	d := setupData{Errors: map[string]string{}, Token: r.PostFormValue("token")}
 	if !w.validLoginToken(r) {
 		d.Error = "The form expired (or cookies are off): try again."
 		w.renderLogin(wr, r, http.StatusForbidden, "setup", "First-run setup", d)

@@ -645,6 +645,9 @@ func TestFirstRunSetup(t *testing.T) {
 		t.Error("setup token stored in clear")
 	}
 	csrf := e.csrfOf(c, "/setup")
+	if r := e.do(c, "GET", "/setup?token="+tok, nil); !strings.Contains(r.body, `value="`+tok+`"`) {
+		t.Error("/setup?token=… does not prefill the token (the daemon prints that link)")
+	}
 	r := e.do(c, "POST", "/setup", url.Values{"csrf": {csrf}, "token": {"wrong"}, "password": {"short"}, "confirm": {"short"}})
 	errs := fieldErrors(r.body)
 	if r.code != http.StatusUnprocessableEntity || !strings.Contains(errs["token"], "Wrong setup token") || !strings.Contains(errs["password"], "at least 8") {
