@@ -1,7 +1,6 @@
 package head
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -17,54 +16,32 @@ import (
 	"time"
 
 	"github.com/distonet/distonet/donate/pool"
+	"github.com/distonet/distonet/donate/pool/poolvm"
 	"golang.org/x/sys/unix"
 )
 
 // guestMain is the pool head inside the QEMU guest: the real Head and Server over the
 // kernel's aoe initiator and md, a registry kept in memory, and a clock it moves by hand.
-// It talks to the host test on /dev/ttyS1 (NEED kill|start <shelf> -> DONE) and prints
-// RESULT ok or RESULT <error>.
 func guestMain() int {
-	ctl, err := os.OpenFile("/dev/ttyS1", os.O_RDWR|unix.O_NOCTTY, 0)
+	ctl, err := poolvm.OpenControl()
 	if err != nil {
-		fmt.Println("guest: control port:", err)
+		fmt.Println(err)
 		return 1
 	}
-	if tio, err := unix.IoctlGetTermios(int(ctl.Fd()), unix.TCGETS); err == nil {
-		// Raw: no echo of the host's answers, no line editing.
-		tio.Iflag &^= unix.ICRNL | unix.IXON | unix.INLCR | unix.IGNCR
-		tio.Oflag &^= unix.OPOST
-		tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-		tio.Cc[unix.VMIN], tio.Cc[unix.VTIME] = 1, 0
-		_ = unix.IoctlSetTermios(int(ctl.Fd()), unix.TCSETS, tio)
-	}
-	g := &guest{ctl: ctl, in: bufio.NewReader(ctl)}
-	if err := g.scenario(); err != nil {
-		g.say("RESULT " + strings.ReplaceAll(err.Error(), "\n", " | "))
+	g := &guest{ctl: ctl}
+	err = g.scenario()
+	ctl.Result(err)
+	if err != nil {
 		return 1
 	}
-	g.say("RESULT ok")
 	return 0
 }
 
-type guest struct {
-	ctl *os.File
-	in  *bufio.Reader
-}
+type guest struct{ ctl *poolvm.Control }
 
-func (g *guest) say(line string) {
-	fmt.Println(line)
-	_, _ = g.ctl.WriteString(line + "\n")
-}
+func (g *guest) say(line string) { g.ctl.Say(line) }
 
-func (g *guest) need(verb string, shelf int) error {
-	g.say(fmt.Sprintf("NEED %s %d", verb, shelf))
-	line, err := g.in.ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "DONE" {
-		return fmt.Errorf("host did not do %s %d: %q %v", verb, shelf, line, err)
-	}
-	return nil
-}
+func (g *guest) need(verb string, shelf int) error { return g.ctl.Need(verb, shelf) }
 
 // recordingRunner runs for real and keeps every argv.
 type recordingRunner struct {
