@@ -377,3 +377,85 @@ func TestBrowserFirstRunSetup(t *testing.T) {
 		t.Errorf("password not set: %v", err)
 	}
 }
+
+// TestBrowserDashboardDense fills the registry like the founding test bench (48 nodes in a
+// cluster and two classrooms, in every state) and checks the dashboard stays readable and
+// filterable.
+func TestBrowserDashboardDense(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	t0 := time.Now().UTC().Add(-10 * time.Minute)
+	wantReadyRoom2 := 0
+	for i := 0; i < 48; i++ {
+		group := []string{"cluster", "room1", "room2"}[i/16]
+		n := registry.Node{Name: fmt.Sprintf("%s-%02d", group, i%16), MAC: fmt.Sprintf("52:54:00:00:%02x:%02x", i/16, i%16), Image: "debian-12", Group: group}
+		switch {
+		case group == "cluster":
+			n.Donate = registry.Donate{Mode: "aoe"}
+		case i%3 == 0:
+			n.Donate = registry.Donate{Mode: "iscsi", Window: "20:00-07:00"}
+		}
+		added, err := e.store.AddNode(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stages := []string{"dhcp", "bootfile", "kernel", "nfs", "iscsi", "overlay", "ready", "donated"}
+		switch i % 4 {
+		case 0: // never booted
+			continue
+		case 1: // booting
+			stages = stages[:3+i%3]
+		case 2: // failed at NFS
+			stages = stages[:4]
+		}
+		for j, st := range stages {
+			ok, msg := true, ""
+			if i%4 == 2 && st == "nfs" {
+				ok, msg = false, "mount 10.9.0.1:/images/debian-12: connection refused"
+			}
+			if err := e.store.RecordStage(n.Name, registry.Stage{Stage: st, OK: ok, Message: msg, Time: t0.Add(time.Duration(i)*time.Second + time.Duration(j*3)*time.Second)}, fmt.Sprintf("10.9.0.%d", 100+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%4 == 3 && group == "room2" {
+			wantReadyRoom2++
+		}
+		if n.Donate.Mode != "" && i%4 == 3 {
+			addr := added.AoEAddress()
+			if n.Donate.Mode == "iscsi" {
+				addr = added.DonateIQN()
+			}
+			state := []string{"online", "online", "offline", "withdrawing"}[(i/4)%4]
+			if err := e.store.PutDisk(registry.DonatedDisk{Node: n.Name, Group: group, Device: "/dev/sda", Transport: n.Donate.Mode, Address: addr,
+				SizeBytes: int64(146+i) << 30, State: state, Window: n.Donate.Window, LastSeen: t0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := 0; i < 5; i++ {
+		e.store.SeeMAC(registry.Discovered{MAC: fmt.Sprintf("52:54:00:99:00:%02x", i), Arch: "x86 BIOS"})
+	}
+	ctx := browser(t)
+	shots := artifacts(t)
+	var visible int
+	run(t, ctx, "dense dashboard",
+		chromedp.Navigate(e.srv.URL+"/login"),
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		chromedp.SendKeys(chromedp.CSS(`#password`), testPassword),
+		chromedp.Submit(chromedp.CSS(`#login-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#nodes`)),
+		screenshot(t, shots, "20-dashboard-48-nodes"),
+		chromedp.SendKeys(chromedp.CSS(`#filter`), "room2 ready"),
+		into(&visible, chromedp.Evaluate[int](`Array.from(document.querySelectorAll('#nodes tbody tr')).filter(r => !r.hidden).length`)),
+		screenshot(t, shots, "21-dashboard-filtered"),
+		chromedp.Navigate(e.srv.URL+"/pool"),
+		chromedp.WaitVisible(chromedp.CSS(`#disks`)),
+		screenshot(t, shots, "22-pool-mixed"),
+		chromedp.Navigate(e.srv.URL+"/nodes/room1-02"),
+		chromedp.WaitVisible(chromedp.CSS(`#boots`)),
+		screenshot(t, shots, "23-node-failed-boot"),
+	)
+	if visible != wantReadyRoom2 {
+		t.Errorf("filter 'room2 ready' shows %d rows, want %d", visible, wantReadyRoom2)
+	}
+}

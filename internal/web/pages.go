@@ -117,9 +117,10 @@ func (w *Web) dashboard(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	d.Nodes = rows
 	d.Counts = map[string]int{}
 	for _, n := range rows {
-		d.Counts[n.State]++
 		if n.Failed {
-			d.Counts["failed"]++
+			d.Counts["failed"]++ // instead of "booting": it will not get further by itself
+		} else {
+			d.Counts[n.State]++
 		}
 	}
 	disc, err := w.opt.Store.DiscoveredMACs()
@@ -292,6 +293,7 @@ type nodeData struct {
 	Free   bool
 	Target string
 	AoE    string
+	Failed bool // the last boot reported a failed stage
 	Err    string
 }
 
@@ -312,6 +314,9 @@ func (w *Web) renderNode(wr http.ResponseWriter, r *http.Request, c *reqCtx, sta
 	d := nodeData{View: api.ViewOf(n, tl, w.portal(), false), Node: n, Target: n.TargetIQN(), Free: w.opt.Images == nil}
 	if n.Donate.Mode == "aoe" {
 		d.AoE = n.AoEAddress()
+	}
+	if b, ok := tl.LastBoot(); ok {
+		d.Failed = slices.ContainsFunc(b.Stages, stageFailed)
 	}
 	d.Boots = slices.Clone(tl.Boots)
 	slices.Reverse(d.Boots) // newest first

@@ -2,6 +2,22 @@
 // server renders) after each "change" event on /events. A region holding a form the admin is
 // editing is not replaced under their fingers: a notice offers a reload instead.
 "use strict";
+
+// Table filter: an input with data-filter="SELECTOR" hides the rows matching SELECTOR whose
+// text does not contain every word typed. Re-applied after each live refresh.
+function applyFilters() {
+  for (const f of document.querySelectorAll("input[data-filter]")) {
+    const words = f.value.toLowerCase().split(/\s+/).filter(Boolean);
+    for (const row of document.querySelectorAll(f.dataset.filter)) {
+      const text = row.textContent.toLowerCase();
+      row.hidden = !words.every(function (w) { return text.includes(w); });
+    }
+  }
+}
+document.addEventListener("input", function (ev) {
+  if (ev.target.matches("input[data-filter]")) { applyFilters(); }
+});
+
 (function () {
   const regions = Array.from(document.querySelectorAll("[data-live]"));
   const dot = document.getElementById("live-dot");
@@ -48,7 +64,7 @@
           if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(pageOf(el)); return null; }
           return r.ok ? r.text() : null;
         })
-        .then(function (html) { if (html !== null && !editing(el)) { el.innerHTML = html; el.dataset.version = String(Number(el.dataset.version || 0) + 1); } })
+        .then(function (html) { if (html !== null && !editing(el)) { el.innerHTML = html; applyFilters(); el.dataset.version = String(Number(el.dataset.version || 0) + 1); } })
         .catch(function () { /* the next event retries */ });
     }
   }
