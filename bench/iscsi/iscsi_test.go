@@ -225,4 +225,3 @@ func conformance(t *testing.T, ns *lab.Netns, url, family string) string {
 	t.Errorf("no iscsi-test-cu summary for %s: %s", family, out)
 	return "?"
 }
-
