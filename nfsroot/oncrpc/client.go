@@ -49,7 +49,8 @@ func (c *Client) Close() error { return c.conn.Close() }
 var ErrNotAccepted = errors.New("rpc call not accepted")
 
 // Call sends one call and returns the results of a successful reply. Any other reply is an
-// error wrapping ErrNotAccepted; the full reply is still returned for inspection.
+// error wrapping ErrNotAccepted; the full reply is still returned for inspection. The
+// results alias the client's receive buffer: they are valid until the next call.
 func (c *Client) Call(prog, vers, proc uint32, args []byte) ([]byte, *Reply, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -103,10 +104,7 @@ func (c *Client) Call(prog, vers, proc uint32, args []byte) ([]byte, *Reply, err
 		if rep.Stat != ReplyAccepted || rep.AcceptStat != Success {
 			return nil, &rep, fmt.Errorf("%w: stat %d accept %d reject %d auth %d", ErrNotAccepted, rep.Stat, rep.AcceptStat, rep.RejectStat, rep.AuthStat)
 		}
-		// Results alias the receive buffer, which the next call reuses.
-		out := append([]byte(nil), rep.Results...)
-		rep.Results = out
-		return out, &rep, nil
+		return rep.Results, &rep, nil
 	}
 }
 

@@ -1,0 +1,354 @@
+// Package nfsrootbench measures nfsroot against nfs-ganesha 4.3 (FSAL_VFS) on the same
+// machine, same data and same clients, in network namespaces, and prints ratios:
+//
+//	go test ./bench/nfsroot -run '^$' -bench . -benchtime 3x
+//
+// Scenarios: a 256 MiB sequential read with libnfs (nfs-cp), `nfs-ls -R` of a tree of
+// 20,000 files, and a boot working set (every file under bin, sbin, lib of a rootfs made
+// of this host's binaries and libraries, sized like a Debian minbase) read by 1 and by 32
+// concurrent clients, each on its own TCP connection.
+package nfsrootbench
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/distonet/distonet/internal/lab"
+	"github.com/distonet/distonet/nfsroot"
+)
+
+func TestMain(m *testing.M) {
+	_ = lab.Sweep()
+	os.Exit(m.Run())
+}
+
+const (
+	exportPath = "/images/bench"
+	oursIP     = "10.42.0.1"
+	ganeshaIP  = "10.42.1.1"
+	bigSize    = 256 << 20
+)
+
+type exports struct{ exp nfsroot.Export }
+
+func (e exports) Export(p string) (nfsroot.Export, bool) { return e.exp, p == e.exp.Path }
+func (e exports) Version(p string, v uint64) (nfsroot.Export, bool) {
+	return e.exp, p == e.exp.Path && v == e.exp.Version
+}
+func (e exports) List() []nfsroot.Export { return []nfsroot.Export{e.exp} }
+
+// copyBudget copies regular files of src (not recursing) into dst, in name order, skipping
+// files over 8 MiB, until budget bytes are copied.
+func copyBudget(b *testing.B, src, dst string, budget int64) (files int, bytes int64) {
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || info.Size() > 8<<20 || bytes+info.Size() > budget {
+			continue
+		}
+		in, err := os.Open(filepath.Join(src, e.Name()))
+		if err != nil {
+			continue
+		}
+		out, err := os.OpenFile(filepath.Join(dst, e.Name()), os.O_CREATE|os.O_WRONLY, info.Mode().Perm())
+		if err != nil {
+			in.Close()
+			b.Fatal(err)
+		}
+		n, err := io.Copy(out, in)
+		in.Close()
+		out.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		files, bytes = files+1, bytes+n
+	}
+	return files, bytes
+}
+
+// buildRootfs lays out the data every scenario reads.
+func buildRootfs(b *testing.B, root string) {
+	f, err := os.Create(filepath.Join(root, "big.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.Reader, bigSize); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	for d := range 200 {
+		dir := filepath.Join(root, "tree", fmt.Sprintf("d%03d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for i := range 100 {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", i)), []byte("x"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var files int
+	var bytes int64
+	for _, part := range []struct {
+		src, dst string
+		budget   int64
+	}{
+		{"/usr/bin", "bin", 40 << 20},
+		{"/usr/sbin", "sbin", 8 << 20},
+		{"/usr/lib/x86_64-linux-gnu", "lib", 40 << 20},
+	} {
+		f, n := copyBudget(b, part.src, filepath.Join(root, part.dst), part.budget)
+		files, bytes = files+f, bytes+n
+	}
+	fmt.Printf("boot working set: %d files, %.1f MiB under bin, sbin, lib\n", files, float64(bytes)/(1<<20))
+}
+
+const ganeshaConf = `NFS_CORE_PARAM {
+	Protocols = 3;
+	NFS_Port = 2049;
+	MNT_Port = 20048;
+	Enable_NLM = false;
+	Enable_RQUOTA = false;
+	Mount_Path_Pseudo = true;
+}
+NFSV4 { Graceless = true; }
+LOG { Default_Log_Level = WARN; }
+EXPORT {
+	Export_Id = 1;
+	Path = %s;
+	Pseudo = %s;
+	Access_Type = RO;
+	Squash = No_Root_Squash;
+	SecType = sys;
+	Protocols = 3;
+	Transports = TCP, UDP;
+	FSAL { Name = VFS; }
+}
+`
+
+// ganesha starts rpcbind and nfs-ganesha in the namespace, with a private /run so they
+// do not meet any other rpcbind on the host.
+func startGanesha(b *testing.B, ns *lab.Netns, dir, root string) {
+	conf := filepath.Join(dir, "ganesha.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(ganeshaConf, root, exportPath)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	script := fmt.Sprintf(`set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/ganesha /var/lib/nfs/ganesha
+rpcbind -w -f &
+i=0; while [ ! -S /run/rpcbind.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+exec ganesha.nfsd -F -f %s -L %s -p /run/ganesha/ganesha.pid`,
+		conf, filepath.Join(dir, "ganesha.log"))
+	// Not ns.Start: its Pdeathsig ties the process to the OS thread that started it, and
+	// the threads ns.Do locks are destroyed when their goroutine ends, so ganesha died
+	// at random as soon as a client dialled from inside a namespace.
+	cmd := ns.Command(context.Background(), "unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+}
+
+type env struct {
+	cli     *lab.Netns
+	servers []server
+}
+
+type server struct {
+	name, ip  string
+	mountAddr string
+}
+
+func (s server) url(p string) string { return "nfs://" + s.ip + exportPath + p }
+
+func setup(b *testing.B) *env {
+	lab.Require(b, "nfs-ls", "nfs-cp", "ganesha.nfsd", "rpcbind", "unshare")
+	dir, err := os.MkdirTemp("/var/tmp", "nfsroot-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	root := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	buildRootfs(b, root)
+
+	ours, gan, cli := lab.NewNetns(b), lab.NewNetns(b), lab.NewNetns(b)
+	lab.Veth(b, ours, oursIP+"/24", cli, "10.42.0.2/24")
+	lab.Veth(b, gan, ganeshaIP+"/24", cli, "10.42.1.2/24")
+
+	_, allowed, _ := net.ParseCIDR("10.42.0.0/16")
+	srv, err := nfsroot.NewServer(nfsroot.Config{Portmap: ":111", AllowedNets: []*net.IPNet{allowed}},
+		exports{nfsroot.Export{Path: exportPath, Root: root, Version: 1}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ours.Do(srv.Listen); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+
+	startGanesha(b, gan, dir, root)
+	e := &env{cli: cli}
+	for _, s := range []server{{name: "distonet", ip: oursIP}, {name: "ganesha", ip: ganeshaIP}} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, err := cli.Exec("nfs-ls", s.url(""))
+			if err == nil && strings.Contains(out, "big.bin") {
+				break
+			}
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(filepath.Join(dir, "ganesha.log"))
+				b.Fatalf("%s never served the export: %v %s\nganesha.log:\n%s", s.name, err, out, log)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		port, err := mountPort(cli, s.ip)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.mountAddr = net.JoinHostPort(s.ip, fmt.Sprint(port))
+		e.servers = append(e.servers, s)
+	}
+	return e
+}
+
+// results keeps each scenario's time per operation per server, for the ratios.
+type results struct {
+	mu sync.Mutex
+	d  map[string]map[string]time.Duration
+}
+
+func (r *results) put(scenario, server string, perOp time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.d[scenario] == nil {
+		r.d[scenario] = map[string]time.Duration{}
+	}
+	r.d[scenario][server] = perOp
+}
+
+func (r *results) print() {
+	var names []string
+	for s := range r.d {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	fmt.Println("scenario                      distonet      ganesha   speed ratio (ganesha time / distonet time)")
+	for _, s := range names {
+		ours, gan := r.d[s]["distonet"], r.d[s]["ganesha"]
+		if ours == 0 || gan == 0 {
+			continue
+		}
+		fmt.Printf("%-28s %10.1fms %10.1fms   %.2fx\n", s, ours.Seconds()*1000, gan.Seconds()*1000, gan.Seconds()/ours.Seconds())
+	}
+}
+
+func BenchmarkNFSRoot(b *testing.B) {
+	e := setup(b)
+	res := &results{d: map[string]map[string]time.Duration{}}
+	defer res.print()
+	run := func(scenario string, bytes int64, op func(b *testing.B, s server)) {
+		for _, s := range e.servers {
+			b.Run(scenario+"/"+s.name, func(b *testing.B) {
+				op(b, s) // warm the page cache and the server's caches
+				if bytes > 0 {
+					b.SetBytes(bytes)
+				}
+				b.ResetTimer()
+				start := time.Now()
+				for range b.N {
+					op(b, s)
+				}
+				res.put(scenario, s.name, time.Since(start)/time.Duration(b.N))
+			})
+		}
+	}
+	run("seqread-256MiB", bigSize, func(b *testing.B, s server) {
+		e.cli.MustExec("sh", "-c", "nfs-cat "+s.url("/big.bin")+" > /dev/null")
+	})
+	run("ls-R-20000-files", 0, func(b *testing.B, s server) {
+		out := e.cli.MustExec("nfs-ls", "-R", s.url("/tree"))
+		if n := strings.Count(out, "\n"); n < 20000 {
+			b.Fatalf("nfs-ls -R listed %d lines", n)
+		}
+	})
+	for _, clients := range []int{1, 32} {
+		var setBytes int64
+		run(fmt.Sprintf("bootset-%dclients", clients), 0, func(b *testing.B, s server) {
+			root, err := mount(e.cli, s.mountAddr, exportPath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, clients)
+			var mu sync.Mutex
+			var total int64
+			for range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := dialBoot(e.cli, net.JoinHostPort(s.ip, "2049"))
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer c.rpc.Close()
+					var n int64
+					for _, dir := range []string{"bin", "sbin", "lib"} {
+						fh, err := c.lookup(root, dir)
+						if err != nil {
+							errs <- err
+							return
+						}
+						_, bytes, err := c.readTree(fh)
+						if err != nil {
+							errs <- err
+							return
+						}
+						n += bytes
+					}
+					mu.Lock()
+					total += n
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+			if setBytes == 0 {
+				setBytes = total
+			}
+			b.SetBytes(total)
+		})
+	}
+}
