@@ -241,4 +241,3 @@ func fetchAll(cli *lab.Netns, base string) (int64, error) {
 	}
 	return total, nil
 }
-

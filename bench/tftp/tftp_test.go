@@ -296,4 +296,3 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 		}
 	}
 }
-
