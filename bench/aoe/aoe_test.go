@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -27,8 +29,42 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(targetEnv) != "" {
+		serveTarget()
+		return
+	}
 	_ = lab.Sweep()
 	os.Exit(m.Run())
+}
+
+// targetEnv makes the test binary serve our target as its own process, so that both targets
+// are separate processes and their CPU time can be read from /proc the same way.
+const targetEnv = "DISTONET_BENCH_AOE_TARGET"
+
+func serveTarget() {
+	var ifname, file string
+	var shelf, slot int
+	if _, err := fmt.Sscan(os.Getenv(targetEnv), &ifname, &file, &shelf, &slot); err != nil {
+		fmt.Fprintln(os.Stderr, "bad", targetEnv, err)
+		os.Exit(2)
+	}
+	tg, err := aoe.NewTarget(aoe.TargetConfig{Interface: ifname, Shelf: uint16(shelf), Slot: uint8(slot), Device: file}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if p := os.Getenv("DISTONET_BENCH_AOE_CPUPROFILE"); p != "" { // to see where the target's CPU goes
+		f, err := os.Create(p)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := tg.Serve(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }
 
 const (
@@ -40,7 +76,10 @@ const (
 	chunk       = 4 << 20 // bytes per ReadAt/WriteAt call: many frames, 16 in flight
 )
 
-type result struct{ readMBs, writeMBs float64 }
+type result struct {
+	readMBs, writeMBs float64
+	readCPU, writeCPU float64 // target CPU milliseconds per MB moved
+}
 
 func TestCompareWithVblade(t *testing.T) {
 	if os.Getenv("DISTONET_BENCH") != "1" {
@@ -66,7 +105,7 @@ func TestCompareWithVblade(t *testing.T) {
 				}
 				r := run(t, mtu, file, p.args)
 				all[key] = append(all[key], r)
-				t.Logf("round %d %s: read %.1f MB/s, write %.1f MB/s", round+1, key, r.readMBs, r.writeMBs)
+				t.Logf("round %d %s: read %.1f MB/s (%.2f cpu-ms/MB), write %.1f MB/s (%.2f cpu-ms/MB)", round+1, key, r.readMBs, r.readCPU, r.writeMBs, r.writeCPU)
 			}
 		}
 	}
@@ -76,17 +115,18 @@ func TestCompareWithVblade(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "MTU\ttarget\tread MB/s\twrite MB/s\tread vs vblade\twrite vs vblade -s\t")
+	fmt.Fprintln(w, "MTU\ttarget\tread MB/s\twrite MB/s\tread vs vblade\twrite vs vblade -s\tread cpu-ms/MB\twrite cpu-ms/MB\t")
 	for _, mtu := range []int{1500, 9000} {
 		v, vs := res[fmt.Sprintf("%d/vblade", mtu)], res[fmt.Sprintf("%d/vblade -s", mtu)]
 		for _, p := range peers {
 			r := res[fmt.Sprintf("%d/%s", mtu, p.name)]
-			fmt.Fprintf(w, "%d\t%s\t%.1f\t%.1f\t%.2fx\t%.2fx\t\n", mtu, p.name, r.readMBs, r.writeMBs, r.readMBs/v.readMBs, r.writeMBs/vs.writeMBs)
+			fmt.Fprintf(w, "%d\t%s\t%.1f\t%.1f\t%.2fx\t%.2fx\t%.2f\t%.2f\t\n", mtu, p.name, r.readMBs, r.writeMBs, r.readMBs/v.readMBs, r.writeMBs/vs.writeMBs, r.readCPU, r.writeCPU)
 		}
 	}
 	w.Flush()
 	fmt.Printf("\nAoE sequential throughput, same initiator (16 tags), same file, same run, median of %d\n%s", rounds, buf.String())
 	fmt.Println("goals: read >= 1.00x vblade, write >= 1.50x vblade -s (durable against O_SYNC)")
+	fmt.Println("cpu-ms/MB is the target process's own CPU time per MB: steadier than MB/s on shared cores")
 }
 
 // run measures one target: vblade with args, or ours when args is nil.
@@ -97,26 +137,18 @@ func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
 	ns2.SetMTU(tIf, mtu)
 	tMAC := ns2.HardwareAddr(tIf)
 	const shelf, slot = 10, 1
+	var pid int
+	var stop func()
 	if vbladeArgs != nil {
-		stop := startPeer(t, ns2, "vblade", append(vbladeArgs, fmt.Sprint(shelf), fmt.Sprint(slot), tIf, file)...)
-		defer stop()
+		pid, stop = startPeer(t, ns2, nil, "vblade", append(vbladeArgs, fmt.Sprint(shelf), fmt.Sprint(slot), tIf, file)...)
 	} else {
-		var tg *aoe.Target
-		if err := ns2.Do(func() (err error) {
-			tg, err = aoe.NewTarget(aoe.TargetConfig{Interface: tIf, Shelf: shelf, Slot: slot, Device: file}, slog.New(slog.DiscardHandler))
-			return
-		}); err != nil {
+		self, err := os.Executable()
+		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- tg.Serve(ctx) }()
-		defer func() {
-			cancel()
-			<-done
-			tg.Close()
-		}()
+		pid, stop = startPeer(t, ns2, []string{fmt.Sprintf("%s=%s %s %d %d", targetEnv, tIf, file, shelf, slot)}, self)
 	}
+	defer stop()
 	var c *aoe.Client
 	var err error
 	for range 50 { // the peer needs a moment to open its socket
@@ -136,7 +168,8 @@ func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
 	if _, err := rand.Read(data); err != nil {
 		t.Fatal(err)
 	}
-	measure := func(budget int, op func([]byte, int64) (int, error)) float64 {
+	measure := func(budget int, op func([]byte, int64) (int, error)) (mbs, cpuPerMB float64) {
+		cpu0 := cpuMillis(t, pid)
 		start := time.Now()
 		var done int
 		for done < budget && time.Since(start) < timeCap {
@@ -145,22 +178,28 @@ func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
 			}
 			done += chunk
 		}
-		return float64(done) / 1e6 / time.Since(start).Seconds()
+		mb := float64(done) / 1e6
+		return mb / time.Since(start).Seconds(), (cpuMillis(t, pid) - cpu0) / mb
 	}
 	var r result
-	r.writeMBs = measure(writeBudget, c.WriteAt)
-	r.readMBs = measure(readBudget, c.ReadAt)
+	r.writeMBs, r.writeCPU = measure(writeBudget, c.WriteAt)
+	r.readMBs, r.readCPU = measure(readBudget, c.ReadAt)
 	return r
 }
 
 func median(rs []result) result {
-	r, w := make([]float64, len(rs)), make([]float64, len(rs))
-	for i, x := range rs {
-		r[i], w[i] = x.readMBs, x.writeMBs
+	med := func(get func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, x := range rs {
+			v[i] = get(x)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
 	}
-	slices.Sort(r)
-	slices.Sort(w)
-	return result{readMBs: r[len(r)/2], writeMBs: w[len(w)/2]}
+	return result{
+		readMBs: med(func(r result) float64 { return r.readMBs }), writeMBs: med(func(r result) float64 { return r.writeMBs }),
+		readCPU: med(func(r result) float64 { return r.readCPU }), writeCPU: med(func(r result) float64 { return r.writeCPU }),
+	}
 }
 
 // diskFile is the one backing file every run uses, fully written once so that fdatasync
@@ -181,10 +220,25 @@ func diskFile(t *testing.T) string {
 	return file
 }
 
+// cpuMillis is the user+system CPU time of a process, from /proc/<pid>/stat.
+func cpuMillis(t *testing.T, pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	var utime, stime float64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return (utime + stime) * 1000 / 100 // USER_HZ is 100 on Linux
+}
+
 // startPeer runs a peer in ns, killed by the returned stop (lab.Netns.Start's Pdeathsig fires
-// when the forking OS thread exits, which lab.Netns.Do threads do).
-func startPeer(t *testing.T, ns *lab.Netns, name string, args ...string) func() {
+// when the forking OS thread exits, which lab.Netns.Do threads do). `ip netns exec` execs the
+// peer, so the pid is the peer's own.
+func startPeer(t *testing.T, ns *lab.Netns, env []string, name string, args ...string) (int, func()) {
 	c := ns.Command(context.Background(), name, args...)
+	c.Env = append(os.Environ(), env...)
 	var out strings.Builder
 	var mu sync.Mutex
 	c.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
@@ -196,12 +250,19 @@ func startPeer(t *testing.T, ns *lab.Netns, name string, args ...string) func() 
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
-			_ = c.Wait()
+			_ = syscall.Kill(c.Process.Pid, syscall.SIGTERM)
+			exited := make(chan struct{})
+			go func() { _ = c.Wait(); close(exited) }()
+			select {
+			case <-exited:
+			case <-time.After(2 * time.Second):
+				_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+				<-exited
+			}
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return c.Process.Pid, stop
 }
 
 type writerFunc func([]byte) (int, error)

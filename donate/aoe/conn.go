@@ -38,6 +38,9 @@ func listen(ifname string) (*packet.Conn, *net.Interface, error) {
 			serr = fmt.Errorf("PACKET_IGNORE_OUTGOING: %w", e)
 			return
 		}
+		// Frames go straight to the driver: AoE has its own flow control (tags, bufcnt), a
+		// qdisc only adds work per frame. Best effort: old kernels lack the option.
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
 		// The *FORCE variants pass rmem_max/wmem_max as root; fall back quietly otherwise.
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer) != nil {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)

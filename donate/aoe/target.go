@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mdlayher/packet"
 )
@@ -215,6 +216,10 @@ func (t *Target) Serve(ctx context.Context) error {
 		return fmt.Errorf("aoe target: %w", err)
 	}
 	rx, tx := newBatchIO(rc), newBatchIO(rc)
+	if err := setBlocking(rc, 100*time.Millisecond); err != nil {
+		return fmt.Errorf("aoe target: %w", err)
+	}
+	rx.blocking = true
 	if !t.cfg.Unsafe {
 		t.wg.Add(1)
 		go t.commitLoop(newBatchIO(rc))
@@ -231,6 +236,14 @@ func (t *Target) Serve(ctx context.Context) error {
 			bufs[i] = frames[i].b
 		}
 		n, err := rx.recv(bufs, lens)
+		if errors.Is(err, errRecvTimeout) {
+			select {
+			case <-t.done:
+				err = net.ErrClosed
+			default:
+				continue
+			}
+		}
 		if err != nil {
 			for _, f := range frames {
 				t.bufs.Put(f)
@@ -259,10 +272,11 @@ func (t *Target) sendFrames(tx *batchIO, fs []*frame) {
 	if len(fs) == 0 {
 		return
 	}
-	bufs := make([][]byte, len(fs))
-	for i, f := range fs {
-		bufs[i] = f.b[:f.n]
+	bufs := tx.bufs[:0]
+	for _, f := range fs {
+		bufs = append(bufs, f.b[:f.n])
 	}
+	tx.bufs = bufs[:0]
 	if err := tx.send(bufs); err != nil {
 		select {
 		case <-t.done:
