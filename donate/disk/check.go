@@ -41,7 +41,8 @@ const DefaultMinSize = 1 << 30
 
 // Policy is what the node's donation policy says about disks.
 type Policy struct {
-	// Devices the policy names: paths (/dev/sdb, /dev/disk/by-id/...) or LABEL=<fs label>.
+	// Devices the policy names: paths (/dev/sdb, /dev/disk/by-id/...) or LABEL=<name>, a GPT
+	// partition name (a classroom PC's "DISTONET" partition) or a filesystem label.
 	// Only a named device may be donated despite signatures, and only with Wipe.
 	Devices []string
 	// Wipe allows a named device carrying a partition table or filesystem to be donated
@@ -76,6 +77,9 @@ func (p Policy) named(path string, sigs []Signature) bool {
 	for _, d := range p.Devices {
 		if label, ok := strings.CutPrefix(d, "LABEL="); ok {
 			if slices.ContainsFunc(sigs, func(s Signature) bool { return !s.IsPartitionTable() && s.Label == label && label != "" }) {
+				return true
+			}
+			if found, err := FindByLabel(p.System, label); err == nil && found == path {
 				return true
 			}
 			continue
@@ -311,12 +315,26 @@ func Candidates(policy Policy) ([]Candidate, error) {
 	return out, nil
 }
 
-// FindByLabel returns the disk or partition whose filesystem label (or GPT partition name
-// on its disk, for a partition) is label.
+// FindByLabel returns the partition whose GPT partition name is label or, failing that, the
+// disk or partition whose filesystem label is label.
 func FindByLabel(sys System, label string) (string, error) {
 	disks, err := sys.Disks()
 	if err != nil {
 		return "", err
+	}
+	for _, d := range disks {
+		f, err := os.Open(d.Path)
+		if err != nil {
+			continue
+		}
+		size, _ := f.Seek(0, 2)
+		names, _ := GPTPartitionNames(f, size)
+		f.Close()
+		for _, p := range d.Partitions {
+			if p.Number > 0 && names[p.Number] == label {
+				return p.Path, nil
+			}
+		}
 	}
 	for _, d := range disks {
 		paths := []string{d.Path}

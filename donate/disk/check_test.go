@@ -174,10 +174,10 @@ func fakeSys(t *testing.T, mountinfo string, disks ...fakeDisk) System {
 		write(filepath.Join(dir, "removable"), rem)
 		write(filepath.Join(dir, "ro"), "0")
 		write(filepath.Join(dir, "queue", "rotational"), "1")
-		for _, p := range d.partitions {
+		for i, p := range d.partitions {
 			pdir := filepath.Join(dir, p.name)
 			node(pdir, p)
-			write(filepath.Join(pdir, "partition"), "1")
+			write(filepath.Join(pdir, "partition"), fmt.Sprint(i+1))
 		}
 	}
 	write(s.proc("self", "mountinfo"), mountinfo)
@@ -197,7 +197,7 @@ func TestDisksAndBootDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Disk{
-		{Name: "sda", Path: "/dev/sda", Major: 8, Minor: 0, Size: 512000, Rotational: true, Partitions: []Partition{{Name: "sda1", Path: "/dev/sda1", Major: 8, Minor: 1, Size: 460800}}},
+		{Name: "sda", Path: "/dev/sda", Major: 8, Minor: 0, Size: 512000, Rotational: true, Partitions: []Partition{{Number: 1, Name: "sda1", Path: "/dev/sda1", Major: 8, Minor: 1, Size: 460800}}},
 		{Name: "sdb", Path: "/dev/sdb", Major: 8, Minor: 16, Size: 2048000, Rotational: true, Holders: []string{"md127"}},
 		{Name: "sdc", Path: "/dev/sdc", Major: 8, Minor: 32, Size: 1024000, Rotational: true, Removable: true},
 	}
@@ -229,5 +229,32 @@ func TestDisksAndBootDisk(t *testing.T) {
 				t.Fatalf("checkBlock = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestClassroomPartitionByLabel: a dual-boot PC's policy names its GPT partition "DISTONET";
+// only that partition is chosen, never the disk or the Windows partition.
+func TestClassroomPartitionByLabel(t *testing.T) {
+	sys := fakeSys(t, "1 0 0:20 / / rw - nfs 10.0.0.1:/images/x ro\n",
+		fakeDisk{name: "sda", dev: "8:0", sectors: imgSize / 512, partitions: []fakeDisk{
+			{name: "sda1", dev: "8:1", sectors: 2048}, {name: "sda2", dev: "8:2", sectors: 2048}}},
+	)
+	devRoot := t.TempDir()
+	sys.DevRoot = devRoot
+	ntfs := img(map[int64][]byte{3: []byte("NTFS    "), 510: {0x55, 0xaa}})
+	for name, b := range map[string][]byte{"sda": gptImage("windows", "DISTONET"), "sda1": ntfs[:1<<20], "sda2": make([]byte, 1<<20)} {
+		if err := os.WriteFile(filepath.Join(devRoot, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Choose(Policy{Devices: []string{"LABEL=DISTONET"}, MinSize: -1, System: sys})
+	if err != nil || got != filepath.Join(devRoot, "sda2") {
+		t.Fatalf("Choose = %q, %v; want the DISTONET partition %s", got, err, filepath.Join(devRoot, "sda2"))
+	}
+	if _, err := Choose(Policy{Devices: []string{"LABEL=windows"}, MinSize: -1, System: sys}); !errors.Is(err, ErrSignature) {
+		t.Fatalf("the NTFS partition was not refused: %v", err)
+	}
+	if _, err := Choose(Policy{Devices: []string{"LABEL=nothing"}, MinSize: -1, System: sys}); err == nil {
+		t.Fatal("an unknown label was chosen")
 	}
 }

@@ -234,16 +234,31 @@ func (d *detector) gpt() (*Signature, error) {
 	return nil, nil
 }
 
-// GPTNames returns the partition names in a GPT header's entry array (best effort).
+// gptEntry is one used GPT partition entry: Index is its slot in the entry array, which
+// Linux numbers from 1 (slot 0 is sda1).
+type gptEntry struct {
+	Index int
+	Name  string
+}
+
 func gptNames(d *detector, h []byte, sectorSize int64) []string {
+	var names []string
+	for _, e := range gptEntries(d, h, sectorSize) {
+		names = append(names, e.Name)
+	}
+	return names
+}
+
+// gptEntries reads the used entries of a GPT header's entry array (best effort).
+func gptEntries(d *detector, h []byte, sectorSize int64) []gptEntry {
 	lba := int64(binary.LittleEndian.Uint64(h[72:]))
 	count := int64(binary.LittleEndian.Uint32(h[80:]))
 	esize := int64(binary.LittleEndian.Uint32(h[84:]))
-	if esize < 128 || esize > 4096 || count > 1024 || lba <= 0 {
+	if esize < 128 || esize > 4096 || count > 1024 || lba <= 0 || lba > d.size/sectorSize {
 		return nil
 	}
 	arr, _ := d.read(lba*sectorSize, int(count*esize))
-	var names []string
+	var out []gptEntry
 	for i := int64(0); arr != nil && i < count; i++ {
 		e := arr[i*esize : (i+1)*esize]
 		if bytes.Equal(e[0:16], make([]byte, 16)) {
@@ -256,9 +271,29 @@ func gptNames(d *detector, h []byte, sectorSize int64) []string {
 		if k := indexZero(u); k >= 0 {
 			u = u[:k]
 		}
-		names = append(names, string(utf16.Decode(u)))
+		out = append(out, gptEntry{Index: int(i), Name: string(utf16.Decode(u))})
 	}
-	return names
+	return out
+}
+
+// GPTPartitionNames maps partition numbers (1-based, as in sda1) to their GPT names.
+func GPTPartitionNames(r io.ReaderAt, size int64) (map[int]string, error) {
+	d := detector{r: r, size: size}
+	for _, ss := range []int64{512, 4096} {
+		h, err := d.read(ss, 92)
+		if err != nil {
+			return nil, err
+		}
+		if h == nil || string(h[0:8]) != "EFI PART" {
+			continue
+		}
+		out := map[int]string{}
+		for _, e := range gptEntries(&d, h, ss) {
+			out[e.Index+1] = e.Name
+		}
+		return out, nil
+	}
+	return nil, nil
 }
 
 func indexZero(u []uint16) int {

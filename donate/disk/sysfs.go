@@ -47,6 +47,7 @@ type Disk struct {
 
 // Partition is one partition of a Disk.
 type Partition struct {
+	Number       int // as in sda<Number>
 	Name         string
 	Path         string
 	Major, Minor uint32
@@ -113,6 +114,9 @@ func (s System) disk(name string) (Disk, error) {
 			return Disk{}, err
 		}
 		p.Size = ps * 512
+		if n, err := readInt(filepath.Join(pdir, "partition")); err == nil {
+			p.Number = int(n)
+		}
 		p.Holders = listDir(filepath.Join(pdir, "holders"))
 		d.Partitions = append(d.Partitions, p)
 	}
