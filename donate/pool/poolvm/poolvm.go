@@ -37,6 +37,8 @@ type Config struct {
 	MemoryMB           int   // default 768
 	// Timeout bounds the whole guest run (default 30 min).
 	Timeout time.Duration
+	// OnLine, when set, sees every other line the guest sends (e.g. its measurements).
+	OnLine func(line string)
 }
 
 // Modules are loaded in the guest in this order (dependencies first, from modules.dep);
@@ -166,6 +168,9 @@ func Run(t lab.T, cfg Config) string {
 			result = strings.TrimPrefix(line, "RESULT ")
 		case line != "":
 			t.Logf("guest: %s", line)
+			if cfg.OnLine != nil {
+				cfg.OnLine(line)
+			}
 		}
 	}
 	if result == "" {
