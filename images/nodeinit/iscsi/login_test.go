@@ -24,12 +24,45 @@ type tgtStack struct {
 	ns     *lab.Netns
 	portal string
 	target string
+	dial   chan chan dialResult
+}
+
+type dialResult struct {
+	c   net.Conn
+	err error
+}
+
+// nsDialer keeps one OS thread inside the namespace for the whole test and dials from it.
+// lab.Netns.Do ends its thread when fn returns, and a daemon forked from that thread would
+// get its parent-death SIGKILL; this thread ends only at cleanup.
+func nsDialer(t *testing.T, ns *lab.Netns, addr string) chan chan dialResult {
+	reqs := make(chan chan dialResult)
+	done := make(chan struct{})
+	started := make(chan struct{})
+	go func() {
+		_ = ns.Do(func() error {
+			close(started)
+			for {
+				select {
+				case r := <-reqs:
+					c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+					r <- dialResult{c, err}
+				case <-done:
+					return nil
+				}
+			}
+		})
+	}()
+	<-started
+	t.Cleanup(func() { close(done) })
+	return reqs
 }
 
 func startTgt(t *testing.T, user, secret string) *tgtStack {
 	t.Helper()
 	lab.Require(t, "tgtd", "tgtadm")
 	ns := lab.NewNetns(t)
+	dial := nsDialer(t, ns, "127.0.0.1:3260")
 	ctl := fmt.Sprint(os.Getpid()%1000 + 100)
 	ns.Start("tgtd", "-f", "-C", ctl, "--iscsi", "portal=127.0.0.1:3260")
 	adm := func(args ...string) {
@@ -53,7 +86,7 @@ func startTgt(t *testing.T, user, secret string) *tgtStack {
 	if err := os.Truncate(img, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	s := &tgtStack{ns: ns, portal: "127.0.0.1:3260", target: "iqn.2026-01.net.distonet.test:node1"}
+	s := &tgtStack{ns: ns, portal: "127.0.0.1:3260", target: "iqn.2026-01.net.distonet.test:node1", dial: dial}
 	adm("--op", "new", "--mode", "target", "--tid", "1", "-T", s.target)
 	adm("--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", img)
 	adm("--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
@@ -64,44 +97,18 @@ func startTgt(t *testing.T, user, secret string) *tgtStack {
 	return s
 }
 
-// login logs in over TCP. tgt sometimes resets a connection that reinstates a session (same
-// ISID) whose previous connection just closed without a logout; the node init retries such
-// transport errors, and so does this helper, a bounded number of times.
-func (s *tgtStack) login(t *testing.T, tgt Target) (p Params, err error) {
+func (s *tgtStack) login(t *testing.T, tgt Target) (Params, error) {
 	t.Helper()
-	for try := 0; try < 4; try++ {
-		p, err = s.loginOnce(t, tgt)
-		var le *LoginError
-		if err == nil || errors.As(err, &le) {
-			return p, err
-		}
-		t.Logf("login try %d: %v", try, err)
-		time.Sleep(200 * time.Millisecond)
+	r := make(chan dialResult)
+	s.dial <- r
+	res := <-r
+	if res.err != nil {
+		t.Fatal(res.err)
 	}
-	return p, err
-}
-
-func (s *tgtStack) loginOnce(t *testing.T, tgt Target) (Params, error) {
-	t.Helper()
-	var p Params
-	var lerr error
-	err := s.ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", s.portal, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		// Keep the connection until the test ends: tgt has crashed here when sessions were
-		// torn down by a close right after login, and the node never does that.
-		t.Cleanup(func() { c.Close() })
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		p, lerr = Login(ctx, TCPTransport{Conn: c}, tgt, 0)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, lerr
+	t.Cleanup(func() { res.c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return Login(ctx, TCPTransport{Conn: res.c}, tgt, 0)
 }
 
 // TestLoginTgt logs in to tgt, the reference target, with and without the right secret.
@@ -120,8 +127,6 @@ func TestLoginTgt(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			// One tgtd per case: tgt 1.0.85 was seen here to die on a login that follows a
-			// refused one on the same daemon.
 			s := startTgt(t, user, secret)
 			tgt := Target{Portal: s.portal, Name: s.target, LUN: 1, Initiator: "iqn.2026-01.net.distonet:node1"}
 			tgt.CHAPUser, tgt.CHAPSecret = tc.user, tc.secret
@@ -158,8 +163,7 @@ func TestLoginWrongTarget(t *testing.T) {
 	}
 }
 
-// TestLoginOpenTarget logs in without CHAP. It runs its own tgtd: tgt 1.0.85 was seen here
-// to die on a login that follows a refused login to an unknown target.
+// TestLoginOpenTarget logs in without CHAP.
 func TestLoginOpenTarget(t *testing.T) {
 	s := startTgt(t, "", "")
 	p, err := s.login(t, Target{Portal: s.portal, Name: s.target, Initiator: "iqn.2026-01.net.distonet:node1"})

@@ -1,0 +1,139 @@
+package nodeinit
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/distonet/distonet/images/initramfs"
+)
+
+// ModulesDir is the module tree of the running kernel.
+func ModulesDir() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "/lib/modules"
+	}
+	return filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
+}
+
+// ModuleLoader loads modules with their dependencies from one module tree.
+type ModuleLoader struct {
+	Dir  string
+	deps *initramfs.ModuleDeps
+}
+
+// NewModuleLoader reads dir/modules.dep.
+func NewModuleLoader(dir string) (*ModuleLoader, error) {
+	f, err := os.Open(filepath.Join(dir, "modules.dep"))
+	if err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
+	defer f.Close()
+	md, err := initramfs.ParseModulesDep(f)
+	if err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
+	return &ModuleLoader{Dir: dir, deps: md}, nil
+}
+
+// Load loads the named modules and their dependencies in order. It returns how many
+// it loaded and an error naming each module that failed (others still load).
+func (l *ModuleLoader) Load(names []string) (int, error) {
+	paths, missing := l.deps.Closure(names)
+	var errs []error
+	n := 0
+	for _, p := range paths {
+		err := finitModule(filepath.Join(l.Dir, p))
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, unix.EEXIST):
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", initramfs.ModuleName(p), err))
+		}
+	}
+	_ = missing // not in this tree: built in, or a NIC this kernel lacks
+	return n, errors.Join(errs...)
+}
+
+func finitModule(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.FinitModule(int(f.Fd()), "", 0)
+}
+
+// LoadList reads the initramfs's list of modules to load at boot.
+func LoadList(dir string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, initramfs.LoadList))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(b)), nil
+}
+
+// resolveAlias maps a modprobe argument (module name or alias such as crypto-crc32c or
+// fs-overlay) to module names using modules.alias.
+func resolveAlias(dir, name string) []string {
+	f, err := os.Open(filepath.Join(dir, "modules.alias"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 || fs[0] != "alias" {
+			continue
+		}
+		if ok, _ := path.Match(fs[1], name); ok {
+			out = append(out, fs[2])
+		}
+	}
+	return out
+}
+
+// Modprobe is the /sbin/modprobe the kernel's request_module() runs inside the initramfs
+// ("modprobe -q -- NAME"). It returns the process exit status.
+func Modprobe(args []string) int {
+	var names []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		names = append(names, a)
+	}
+	if len(names) == 0 {
+		return 1
+	}
+	dir := ModulesDir()
+	l, err := NewModuleLoader(dir)
+	if err != nil {
+		return 1
+	}
+	status := 0
+	for _, n := range names {
+		if _, ok := l.deps.Path(n); !ok {
+			alias := resolveAlias(dir, n)
+			if len(alias) == 0 {
+				status = 1
+				continue
+			}
+			n = alias[0]
+		}
+		if _, err := l.Load([]string{n}); err != nil {
+			status = 1
+		}
+	}
+	return status
+}
