@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,6 +77,8 @@ type leaseTable struct {
 	logger         *slog.Logger
 	kick           chan struct{}
 	compactEvery   int
+	// Group-commit counters: records written and syncs that made them durable.
+	written, syncs atomic.Uint64
 }
 
 func newLeaseTable(cfg *Config) *leaseTable {
@@ -209,6 +212,8 @@ func (t *leaseTable) runWriter(ctx context.Context) {
 			t.mu.Unlock()
 			if len(buf) > 0 {
 				err = t.log.write(buf)
+				t.written.Add(uint64(bytes.Count(buf, []byte{'\n'})))
+				t.syncs.Add(1)
 			}
 			spare = buf
 		}

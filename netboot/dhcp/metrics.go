@@ -13,6 +13,8 @@ type metrics struct {
 	replies  *prometheus.CounterVec // by message type
 	errors   *prometheus.CounterVec // by reason
 	leases   prometheus.GaugeFunc
+	records  prometheus.CounterFunc
+	syncs    prometheus.CounterFunc
 }
 
 func newMetrics(reg prometheus.Registerer, t *leaseTable) (*metrics, error) {
@@ -33,9 +35,17 @@ func newMetrics(reg prometheus.Registerer, t *leaseTable) (*metrics, error) {
 			Namespace: "distonet", Subsystem: "dhcp", Name: "leases_in_use",
 			Help: "Addresses bound to a client and not expired.",
 		}, func() float64 { return float64(t.active(time.Now())) }),
+		records: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "lease_log_records_total",
+			Help: "Lease records appended to the lease log.",
+		}, func() float64 { return float64(t.written.Load()) }),
+		syncs: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "lease_log_syncs_total",
+			Help: "fdatasync calls on the lease log; records/syncs is the group-commit batch size.",
+		}, func() float64 { return float64(t.syncs.Load()) }),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases} {
+		for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases, m.records, m.syncs} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -50,7 +60,7 @@ func (m *metrics) unregister(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases} {
+	for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases, m.records, m.syncs} {
 		reg.Unregister(c)
 	}
 }

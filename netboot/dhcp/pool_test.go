@@ -14,6 +14,7 @@ import (
 	"github.com/distonet/distonet/netboot/dhcp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // 50 udhcpc clients starting together, each on its own macvlan port (its own
@@ -139,4 +140,104 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A fixed address inside the range, reserved for an enrolled node that has not
+// booted yet, is never offered to anyone else, even when asked for; the node
+// gets it when it comes.
+func TestReservedAddressNeverHandedToAnother(t *testing.T) {
+	tn := newTestNet(t)
+	cfg := tn.config(t)
+	cfg.RangeStart, cfg.RangeEnd = net.ParseIP(tn.prefix+"100"), net.ParseIP(tn.prefix+"102")
+	nodes := newFakeNodes()
+	reserved := net.ParseIP(tn.prefix + "101").To4()
+	owner := net.HardwareAddr{2, 0x67, 0xee, 0, 0, 9}
+	nodes.add(owner, dhcp.Host{Name: "node-r", IP: reserved})
+	tn.start(t, cfg, nodes)
+
+	for i := byte(1); i <= 2; i++ {
+		hw := net.HardwareAddr{2, 0x67, 0xee, 0, 0, i}
+		err := tn.cli.Do(func() error {
+			c, err := nclient4.New(tn.cliIf, nclient4.WithHWAddr(hw), nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(2))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			offer, err := c.DiscoverOffer(context.Background(), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(reserved)))
+			if err != nil {
+				return err
+			}
+			if offer.YourIPAddr.Equal(reserved) {
+				t.Errorf("client %v offered %v, reserved for %v", hw, reserved, owner)
+			}
+			_, err = c.RequestFromOffer(context.Background(), offer)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The range is now full for strangers: a third gets no offer at all.
+	err := tn.cli.Do(func() error {
+		c, err := nclient4.New(tn.cliIf, nclient4.WithHWAddr(net.HardwareAddr{2, 0x67, 0xee, 0, 0, 3}),
+			nclient4.WithTimeout(time.Second), nclient4.WithRetry(1))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		offer, err := c.DiscoverOffer(context.Background())
+		if err == nil {
+			t.Errorf("third stranger offered %v", offer.YourIPAddr)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ack := exchange(t, tn.cli, tn.cliIf, owner)
+	if !ack.YourIPAddr.Equal(reserved) || ack.HostName() != "node-r" {
+		t.Errorf("owner got %v named %q, want %v named node-r", ack.YourIPAddr, ack.HostName(), reserved)
+	}
+}
+
+// The Prometheus collectors count requests by type and leases in use.
+func TestMetrics(t *testing.T) {
+	tn := newTestNet(t)
+	cfg := tn.config(t)
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = reg
+	tn.start(t, cfg, nil)
+	for i := byte(1); i <= 3; i++ {
+		exchange(t, tn.cli, tn.cliIf, net.HardwareAddr{2, 0x67, 0xab, 0, 0, i})
+	}
+	mf, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range mf {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[name] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[name] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	for name, min := range map[string]float64{
+		"distonet_dhcp_requests_total/DISCOVER": 3, "distonet_dhcp_requests_total/REQUEST": 3,
+		"distonet_dhcp_replies_total/OFFER": 3, "distonet_dhcp_replies_total/ACK": 3,
+	} {
+		if got[name] < min {
+			t.Errorf("%s = %v, want >= %v (all: %v)", name, got[name], min, got)
+		}
+	}
+	if got["distonet_dhcp_leases_in_use"] != 3 {
+		t.Errorf("leases_in_use = %v, want 3", got["distonet_dhcp_leases_in_use"])
+	}
 }

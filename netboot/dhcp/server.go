@@ -115,6 +115,12 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Leases returns the persisted leases (server mode).
 func (s *Server) Leases() []Lease { return s.table.list() }
 
+// LeaseLogStats reports lease records written and the fdatasync calls that
+// made them durable (group commit: many records per sync under load).
+func (s *Server) LeaseLogStats() (records, syncs uint64) {
+	return s.table.written.Load(), s.table.syncs.Load()
+}
+
 // Serve probes the link (server mode), opens the sockets on the configured
 // interface and answers until ctx is done or Close is called. All sockets are
 // opened by the calling goroutine before any other starts, so a caller that
