@@ -25,7 +25,22 @@ func (n *testNet) startChild(t *testing.T, spec TargetSpec, straceLog string) (i
 		childEnv + "=1", "ISCSIT_PIDFILE=" + pidfile, "ISCSIT_ADDR=" + n.srvIP + ":3260",
 		"ISCSIT_IQN=" + spec.IQN, "ISCSIT_FILE=" + spec.LUNs[0],
 		"ISCSIT_USER=" + spec.CHAPUser, "ISCSIT_SECRET=" + spec.CHAPSecret, os.Args[0]}
-	cmd := n.srvNS.Start("strace", args...)
+	// Not lab's Start: its Pdeathsig fires when the OS thread that forked the child exits,
+	// and the lab's namespace threads do exit; strace would die before flushing its log.
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.srvNS.Name(), "strace"}, args...)...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("child server output:\n%s", out.String())
+		}
+	})
 	for range 200 {
 		b, err := os.ReadFile(pidfile)
 		if err == nil && len(b) > 0 {
@@ -145,13 +160,13 @@ func TestCrashSafety(t *testing.T) {
 			t.Errorf("LBA %d: acknowledged generation %d did not read back", lba, gen)
 		}
 	}
-	out, err := exec.Command("grep", "-c", "fdatasync(", straceLog).Output()
+	log, err := os.ReadFile(straceLog)
 	if err != nil {
 		t.Fatalf("strace log: %v", err)
 	}
-	calls, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	calls := strings.Count(string(log), "fdatasync(")
 	if calls < len(acked) {
-		t.Errorf("%d fdatasync calls for %d acknowledged durable writes", calls, len(acked))
+		t.Errorf("%d fdatasync calls for %d acknowledged durable writes; strace log:\n%.2000s", calls, len(acked), log)
 	}
 	t.Logf("%d fdatasync calls for %d acknowledged writes", calls, len(acked))
 }
