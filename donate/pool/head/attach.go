@@ -21,6 +21,12 @@ type Attacher interface {
 	Detach(ctx context.Context, d pool.Disk) error
 }
 
+// Pather is implemented by attachers that know where a disk appears without attaching it,
+// so the head recognises a planned member md holds even when it did not attach it this pass.
+type Pather interface {
+	Path(d pool.Disk) string
+}
+
 // ErrNotFound is returned when a disk does not show up in time: its donor is not exporting.
 var ErrNotFound = errors.New("disk not found on the network")
 
@@ -71,6 +77,12 @@ func (a *AoE) Attach(ctx context.Context, d pool.Disk) (string, error) {
 		return "", fmt.Errorf("aoe disk %s of node %s: discover: %w", d.Address, d.Node, err)
 	}
 	return waitFor(ctx, dev, wait, poll, exists, fmt.Sprintf("aoe disk %s of node %s", d.Address, d.Node))
+}
+
+// Path implements Pather.
+func (a *AoE) Path(d pool.Disk) string {
+	dir, _, _, _ := a.defaults()
+	return filepath.Join(dir, d.Address)
 }
 
 // Detach implements Attacher. The device must no longer be in an md array.
@@ -162,6 +174,9 @@ func (s *ISCSI) Detach(ctx context.Context, d pool.Disk) error {
 	return nil
 }
 
+// Path implements Pather.
+func (s *ISCSI) Path(d pool.Disk) string { return s.devPath(d) }
+
 func (s *ISCSI) devPath(d pool.Disk) string {
 	dir := s.ByPath
 	if dir == "" {
@@ -181,6 +196,9 @@ func (s Static) Attach(_ context.Context, d pool.Disk) (string, error) {
 	}
 	return "", fmt.Errorf("disk %s of node %s: %w", d.ID(), d.Node, ErrNotFound)
 }
+
+// Path implements Pather.
+func (s Static) Path(d pool.Disk) string { return s[d.ID()] }
 
 // Detach implements Attacher.
 func (s Static) Detach(context.Context, pool.Disk) error { return nil }

@@ -116,7 +116,7 @@ func (h *Head) attacher(d pool.Disk) (Attacher, error) {
 }
 
 // planned lists an array's disks: members in slot order, then spares.
-func planned(a pool.Array) (disks []pool.Disk, roles []string, slots []int) {
+func plannedDisks(a pool.Array) (disks []pool.Disk, roles []string, slots []int) {
 	for i, d := range a.Members {
 		if d.Address != "" {
 			disks, roles, slots = append(disks, d), append(roles, "member"), append(slots, i)
@@ -132,7 +132,7 @@ func planned(a pool.Array) (disks []pool.Disk, roles []string, slots []int) {
 // paths by disk ID. A disk that does not show up is left out (the array may run without it).
 func (h *Head) attach(ctx context.Context, a pool.Array, present func(pool.Disk) bool) map[string]string {
 	devs := map[string]string{}
-	disks, _, _ := planned(a)
+	disks, _, _ := plannedDisks(a)
 	for _, d := range disks {
 		if present != nil && !present(d) {
 			continue
@@ -235,7 +235,7 @@ func (h *Head) failed(a pool.Array, err error) pool.ArrayStatus {
 }
 
 func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[string]string) (pool.ArrayStatus, bool, error) {
-	disks, _, _ := planned(a)
+	disks, _, _ := plannedDisks(a)
 	type sb struct {
 		has  bool
 		mine bool
@@ -332,7 +332,8 @@ func (h *Head) rejoin(ctx context.Context, a pool.Array, devs map[string]string)
 	if !running {
 		return fmt.Errorf("array %s: not running after assembly", a.Name)
 	}
-	disks, _, _ := planned(a)
+	disks, _, _ := plannedDisks(a)
+	changed := false
 	for _, disk := range disks {
 		dev, ok := devs[disk.ID()]
 		if !ok {
@@ -345,6 +346,7 @@ func (h *Head) rejoin(ctx context.Context, a pool.Array, devs map[string]string)
 			if _, err := h.mdadm(ctx, h.Device(a.Name), "--remove", dev); err != nil {
 				return fmt.Errorf("array %s: remove faulty %s: %w", a.Name, dev, err)
 			}
+			changed = true
 		}
 		e, has, err := h.examine(ctx, dev)
 		if err != nil {
@@ -357,6 +359,7 @@ func (h *Head) rejoin(ctx context.Context, a pool.Array, devs map[string]string)
 		}
 		if has {
 			if _, err := h.mdadm(ctx, h.Device(a.Name), "--re-add", dev); err == nil {
+				changed = true
 				h.log.Info("pool member re-added", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "re-add")
 				continue
 			} else if !strings.Contains(stderrOf(err), "not possible") {
@@ -367,7 +370,83 @@ func (h *Head) rejoin(ctx context.Context, a pool.Array, devs map[string]string)
 		if _, err := h.mdadm(ctx, h.Device(a.Name), "--add", dev); err != nil {
 			return fmt.Errorf("array %s: add %s: %w", a.Name, dev, err)
 		}
+		changed = true
 		h.log.Info("pool member added", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "add")
+	}
+	if changed {
+		if d, running, err = h.detail(ctx, a.Name); err != nil || !running {
+			return err
+		}
+	}
+	return h.replaceUnplanned(ctx, a, d, devs)
+}
+
+// replaceUnplanned handles members md still uses that the plan no longer holds (a retired
+// donor whose slot the planner gave to another disk, now a spare here): each is hot-replaced
+// (--replace --with), so redundancy never drops during the copy; md fails it when the copy is
+// done and the next pass removes it. Without a spare in place it stays: better an unplanned
+// member than a degraded array.
+func (h *Head) replaceUnplanned(ctx context.Context, a pool.Array, d Detail, devs map[string]string) error {
+	// Every path a planned disk may show under: attached now, attached before, or where its
+	// attacher says it appears.
+	planned := map[string]bool{}
+	mark := func(dev string) {
+		if dev == "" {
+			return
+		}
+		planned[dev] = true
+		if real, err := filepath.EvalSymlinks(dev); err == nil {
+			planned[real] = true
+		}
+	}
+	disks, _, _ := plannedDisks(a)
+	for _, disk := range disks {
+		mark(devs[disk.ID()])
+		h.mu.Lock()
+		mark(h.devs[disk.ID()])
+		h.mu.Unlock()
+		if at, err := h.attacher(disk); err == nil {
+			if p, ok := at.(Pather); ok {
+				mark(p.Path(disk))
+			}
+		}
+	}
+	attached := map[string]bool{}
+	for _, dev := range devs {
+		attached[dev] = true
+	}
+	var spares []string
+	replacing := false
+	for _, m := range d.Members {
+		if m.Device != "" && attached[m.Device] && m.RaidDevice < 0 && hasWord(m.State, "spare") && !hasWord(m.State, "rebuilding") {
+			spares = append(spares, m.Device)
+		}
+		replacing = replacing || hasWord(m.State, "replacement")
+	}
+	for _, m := range d.Members {
+		if m.Device == "" || planned[m.Device] {
+			continue
+		}
+		if hasWord(m.State, "faulty") {
+			if _, err := h.mdadm(ctx, h.Device(a.Name), "--remove", m.Device); err != nil {
+				return fmt.Errorf("array %s: remove replaced %s: %w", a.Name, m.Device, err)
+			}
+			h.log.Info("pool unplanned member removed", "array", a.Name, "device", m.Device, "stage", "replace")
+			continue
+		}
+		if m.RaidDevice < 0 || replacing || hasWord(m.State, "rebuilding") {
+			continue // an unplanned spare is harmless; one replacement at a time
+		}
+		if len(spares) == 0 {
+			h.log.Warn("pool member no longer planned; kept until a spare is in place", "array", a.Name, "device", m.Device, "stage", "replace")
+			continue
+		}
+		if _, err := h.mdadm(ctx, h.Device(a.Name), "--replace", m.Device, "--with", spares[0]); err != nil {
+			return fmt.Errorf("array %s: replace %s with %s: %w", a.Name, m.Device, spares[0], err)
+		}
+		h.log.Info("pool member being replaced", "array", a.Name, "device", m.Device, "with", spares[0], "stage", "replace")
+		spares = spares[1:]
+		replacing = true
 	}
 	return nil
 }
@@ -517,7 +596,7 @@ func (h *Head) Stop(ctx context.Context, a pool.Array) error {
 		h.log.Info("pool array stopped", "array", a.Name, "stage", "stop")
 	}
 	var errs []error
-	disks, _, _ := planned(a)
+	disks, _, _ := plannedDisks(a)
 	for _, d := range disks {
 		if err := h.detach(ctx, d); err != nil {
 			errs = append(errs, err)
@@ -540,7 +619,7 @@ func (h *Head) Status(ctx context.Context, a pool.Array) (pool.ArrayStatus, erro
 		devs[k] = v
 	}
 	h.mu.Unlock()
-	disks, roles, slots := planned(a)
+	disks, roles, slots := plannedDisks(a)
 	for i, disk := range disks {
 		ms := pool.MemberStatus{Disk: disk.ID(), Node: disk.Node, Device: devs[disk.ID()], Role: roles[i], Slot: slots[i], State: "detached"}
 		if running && ms.Device != "" {

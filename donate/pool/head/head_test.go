@@ -71,6 +71,8 @@ func (r *recAttacher) Attach(_ context.Context, d pool.Disk) (string, error) {
 	return "", ErrNotFound
 }
 
+func (r *recAttacher) Path(d pool.Disk) string { return r.devs[d.ID()] }
+
 func (r *recAttacher) Detach(_ context.Context, d pool.Disk) error {
 	r.detached = append(r.detached, d.ID())
 	return nil
@@ -513,5 +515,89 @@ func TestStatusDuringRebuild(t *testing.T) {
 	}
 	if st.Members[0].State != "rebuilding" || st.Members[1].State != "in_sync" {
 		t.Errorf("members %+v", st.Members)
+	}
+}
+
+func TestUpHotReplacesUnplannedMemberWithSpare(t *testing.T) {
+	// e2 (vdb) was retired; the planner gave its slot to e5 (vde), already a spare in md.
+	a := data0(fixtureUUID)
+	a.Members[1], a.Spares = aoeDisk(5), nil
+	script := map[string][]reply{
+		mdadmDet: {ok(string(fixture(t, "detail-spare.txt")))},
+		"mdadm /dev/md/data0 --replace /dev/vdb --with /dev/vde": {ok("")},
+		"blkid -p -o value -s TYPE /dev/md/data0":                {ok("ext4\n")},
+	}
+	r := newRig(t, devMap(1, 3, 4, 5), script)
+	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
+	if _, err := r.head.Up(context.Background(), a, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range r.run.calls {
+		if strings.HasPrefix(c, "mdadm /dev/md/data0 ") {
+			got = append(got, c)
+		}
+	}
+	if diff := cmp.Diff([]string{"mdadm /dev/md/data0 --replace /dev/vdb --with /dev/vde"}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestUpKeepsUnplannedMemberWithoutSpare(t *testing.T) {
+	// e1 (vda) is no longer planned and nothing replaces it: md keeps it, nothing is failed.
+	a := data0(fixtureUUID)
+	a.Members[0], a.Spares = pool.Disk{}, nil
+	script := map[string][]reply{
+		mdadmDet: {ok(string(fixture(t, "detail-clean.txt")))},
+		"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+	}
+	r := newRig(t, devMap(2, 3, 4), script)
+	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
+	if _, err := r.head.Up(context.Background(), a, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.run.calls {
+		if strings.HasPrefix(c, "mdadm /dev/md/data0 ") {
+			t.Errorf("touched a member without a spare in place: %q", c)
+		}
+	}
+}
+
+func TestUpRemovesReplacedMember(t *testing.T) {
+	// After the copy md marks the replaced member faulty: it is removed.
+	a := data0("9e9f35f0:00d2e1ab:c0cf185d:203f8bfa")
+	a.Members[0], a.Spares = pool.Disk{}, nil
+	script := map[string][]reply{
+		mdadmDet:                                  {ok(strings.ReplaceAll(string(fixture(t, "b-detail-faulty.txt")), "pool-always-0", "data0"))},
+		"mdadm /dev/md/data0 --remove /dev/vda":   {ok("")},
+		"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+	}
+	r := newRig(t, devMap(2, 3, 4), script)
+	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
+	if _, err := r.head.Up(context.Background(), a, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(r.run.calls, "\n"), "mdadm /dev/md/data0 --remove /dev/vda") {
+		t.Errorf("faulty unplanned member not removed: %q", r.run.calls)
+	}
+}
+
+func TestUpNeverReplacesAPlannedMemberItDidNotAttach(t *testing.T) {
+	// e2 (vdb) is planned but reported offline this pass: md still holds it, and the spare
+	// e5 (vde) is there. It must not be mistaken for an unplanned member.
+	script := map[string][]reply{
+		mdadmDet: {ok(string(fixture(t, "detail-spare.txt")))},
+		"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+	}
+	r := newRig(t, devMap(1, 2, 3, 4, 5), script)
+	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
+	online := func(d pool.Disk) bool { return d.Address != "e2.0" }
+	if _, err := r.head.Up(context.Background(), data0(fixtureUUID), online); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.run.calls {
+		if strings.HasPrefix(c, "mdadm /dev/md/data0 ") {
+			t.Errorf("touched a planned member: %q", c)
+		}
 	}
 }

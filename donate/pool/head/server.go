@@ -197,7 +197,7 @@ func (s *Server) reconcileArray(ctx context.Context, a pool.Array, state map[str
 		return err
 	}
 	// Members whose agents are leaving or gone: fail them now rather than on I/O timeouts.
-	disks, _, _ := planned(a)
+	disks, _, _ := plannedDisks(a)
 	for _, d := range disks {
 		switch state[d.ID()] {
 		case pool.StateOnline:
