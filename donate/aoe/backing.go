@@ -67,7 +67,28 @@ func deviceSize(f *os.File) (int64, error) {
 	return int64(size), nil
 }
 
-func (b *fileBacking) ReadAt(p []byte, off int64) (int, error)  { return unix.Pread(b.fd, p, off) }
+func (b *fileBacking) ReadAt(p []byte, off int64) (int, error) { return unix.Pread(b.fd, p, off) }
+func (b *fileBacking) ReadvAt(iovs [][]byte, off int64) (int, error) {
+	return unix.Preadv(b.fd, iovs, off)
+}
+
+// readv reads consecutive bytes at off into the buffers, in one preadv when the backing can.
+func readv(dev backing, iovs [][]byte, off int64) (int, error) {
+	if v, ok := dev.(interface {
+		ReadvAt([][]byte, int64) (int, error)
+	}); ok && len(iovs) > 1 {
+		return v.ReadvAt(iovs, off)
+	}
+	total := 0
+	for _, b := range iovs {
+		n, err := dev.ReadAt(b, off+int64(total))
+		total += n
+		if err != nil || n != len(b) {
+			return total, err
+		}
+	}
+	return total, nil
+}
 func (b *fileBacking) WriteAt(p []byte, off int64) (int, error) { return unix.Pwrite(b.fd, p, off) }
 func (b *fileBacking) Sync() error                              { return unix.Fdatasync(b.fd) }
 func (b *fileBacking) Close() error                             { return b.f.Close() }

@@ -71,7 +71,7 @@ func TestWritesAreDurableBeforeAck(t *testing.T) {
 				if syncs >= writes {
 					t.Logf("no group commit happened: %d syncs for %d writes", syncs, writes)
 				}
-				t.Logf("group commit: %d writes, %d fdatasync", writes, syncs)
+				t.Logf("group commit: %d writes, %d fdatasync; %+v", writes, syncs, tg.Stats())
 				return
 			}
 			if covered == writes {
