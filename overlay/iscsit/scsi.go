@@ -541,7 +541,7 @@ func naturalLen(cdb, d []byte) (uint32, bool) {
 	return 0, false
 }
 
-const maxCompareAndWriteBlocks = 64
+const maxCompareAndWriteBlocks = 255
 
 // orWrite implements ORWRITE(16): gotgt's writes the data without OR-ing it.
 func (c *conn) orWrite(t *task, lu *lunit) result {
