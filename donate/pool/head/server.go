@@ -34,6 +34,10 @@ type ServerConfig struct {
 	// Location is the time zone windows are written in (default time.Local).
 	Location *time.Location
 	Now      func() time.Time // default time.Now
+	// AssembleGrace is how long after a window opens (or the server starts, for always-on
+	// arrays) it waits for every member before assembling degraded (default 5 min): donors
+	// boot over a few minutes, and each late one would cost a resync.
+	AssembleGrace time.Duration
 	// KeepOnExit leaves arrays running when Serve returns (default: stop them cleanly).
 	KeepOnExit bool
 	Name       string // this head's name in reports (default: none)
@@ -47,6 +51,7 @@ type Server struct {
 	log  *slog.Logger
 	mu   sync.Mutex
 	up   map[string]pool.Array // arrays this server brought up
+	born time.Time             // first reconcile, the always-on arrays' "opening"
 	done chan struct{}
 	once sync.Once
 }
@@ -61,6 +66,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.StopBefore <= 0 {
 		cfg.StopBefore = 10 * time.Minute
+	}
+	if cfg.AssembleGrace <= 0 {
+		cfg.AssembleGrace = 5 * time.Minute
 	}
 	if cfg.Location == nil {
 		cfg.Location = time.Local
@@ -159,6 +167,11 @@ func (s *Server) Reconcile(ctx context.Context) error {
 		state[m.ID()] = m.State
 	}
 	now := s.cfg.Now()
+	s.mu.Lock()
+	if s.born.IsZero() {
+		s.born = now
+	}
+	s.mu.Unlock()
 	var errs []error
 	for _, a := range l.Arrays {
 		if err := s.reconcileArray(ctx, a, state, now); err != nil {
@@ -213,6 +226,16 @@ func (s *Server) reconcileArray(ctx context.Context, a pool.Array, state map[str
 		}
 	}
 	present := func(d pool.Disk) bool { return state[d.ID()] == pool.StateOnline }
+	if !isUp {
+		if wait, msg := s.graceLeft(a, present, now); wait {
+			if _, running, err := h.detail(ctx, a.Name); err != nil || !running {
+				if err == nil {
+					s.report(ctx, h.waiting(a, msg))
+				}
+				return err
+			}
+		}
+	}
 	st, err := h.Up(ctx, a, present)
 	if st.State != pool.ArrayWaiting && st.State != pool.ArrayFailed {
 		s.mu.Lock()
@@ -229,4 +252,34 @@ func (s *Server) report(ctx context.Context, st pool.ArrayStatus) {
 	if err := s.cfg.Registry.Report(ctx, st); err != nil {
 		s.log.Warn("pool status report", "array", st.Name, "stage", "report", "err", err)
 	}
+}
+
+// graceLeft says whether to hold off assembling a with members missing: within
+// AssembleGrace of its window's opening (or of the server's start).
+func (s *Server) graceLeft(a pool.Array, present func(pool.Disk) bool, now time.Time) (bool, string) {
+	missing := 0
+	for _, d := range a.Members {
+		if d.Address != "" && !present(d) {
+			missing++
+		}
+	}
+	if missing == 0 {
+		return false, ""
+	}
+	s.mu.Lock()
+	opened := s.born
+	s.mu.Unlock()
+	if a.Window != "" {
+		if w, err := pool.ParseWindow(a.Window); err == nil {
+			if open, closes := w.Open(now.In(s.cfg.Location)); open {
+				if o := closes.Add(-w.Duration()); o.After(opened) {
+					opened = o
+				}
+			}
+		}
+	}
+	if left := opened.Add(s.cfg.AssembleGrace).Sub(now); left > 0 {
+		return true, fmt.Sprintf("%d member(s) not online yet; waiting up to %v more before assembling degraded", missing, left.Round(time.Second))
+	}
+	return false, ""
 }

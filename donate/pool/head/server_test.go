@@ -211,3 +211,48 @@ func TestServeStopsArraysOnExit(t *testing.T) {
 		t.Errorf("last command %q, want the array stopped", last)
 	}
 }
+
+func TestServerWaitsForLateDonorsBeforeAssemblingDegraded(t *testing.T) {
+	a := data0(fixtureUUID)
+	a.Spares = nil
+	a.Window = "22:00-06:00"
+	reg := &fakeRegistry{layout: pool.Layout{Arrays: []pool.Array{a}}, members: inventoryOf(a)}
+	reg.setState("e4.0", pool.StateOffline)
+	assemble := "mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vda /dev/vdb /dev/vdc"
+	script := map[string][]reply{mdadmDet: {fail(1, noArray)}, assemble: {ok("")}}
+	for _, d := range []string{"a", "b", "c"} {
+		script["mdadm --examine --export /dev/vd"+d] = []reply{ok(examineOut(fixtureUUID, "data0"))}
+	}
+	r := newRig(t, devMap(1, 2, 3), script)
+	r.head.cfg.Filesystem = ""
+	now := time.Date(2026, 11, 26, 21, 0, 0, 0, time.UTC)
+	s, err := NewServer(ServerConfig{Head: r.head, Registry: reg, Location: time.UTC, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Reconcile(ctx); err != nil { // 21:00: closed
+		t.Fatal(err)
+	}
+	now = time.Date(2026, 11, 26, 22, 2, 0, 0, time.UTC)
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := reg.last(); st.State != pool.ArrayWaiting || !strings.Contains(st.Message, "waiting up to 3m0s more") {
+		t.Errorf("22:02 report %+v", st)
+	}
+	if strings.Contains(strings.Join(r.run.calls, "\n"), "--assemble") {
+		t.Errorf("assembled degraded within the grace: %q", r.run.calls)
+	}
+	now = time.Date(2026, 11, 26, 22, 6, 0, 0, time.UTC)
+	// The fixture's degraded array holds vdc, vdd and vde: vda and vdb get re-added.
+	r.run.script[mdadmDet] = []reply{fail(1, noArray), ok(string(fixture(t, "detail-degraded.txt")))}
+	r.run.script["mdadm /dev/md/data0 --re-add /dev/vda"] = []reply{ok("")}
+	r.run.script["mdadm /dev/md/data0 --re-add /dev/vdb"] = []reply{ok("")}
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(r.run.calls, "\n"), assemble) {
+		t.Errorf("not assembled after the grace: %q", r.run.calls)
+	}
+}
