@@ -31,6 +31,9 @@ type Policy struct {
 	Slot        int      `json:"slot,omitempty"`
 	AllowMACs   []string `json:"allow_macs,omitempty"`
 	ISCSITarget string   `json:"iscsi_target,omitempty"`
+	// AfterWindow is what the node does once it withdrew at the window's close: "poweroff",
+	// "reboot" (to its local OS) or "" (stay up, diskless).
+	AfterWindow string `json:"after_window,omitempty"`
 }
 
 // State is where the agent's donation stands.
@@ -99,8 +102,11 @@ type Config struct {
 	ReleasePoll       time.Duration    // heartbeat period while withdrawing; default 1s
 	ReleaseTimeout    time.Duration    // stop anyway after this long without a release; default 2m
 	MinSize           int64            // disk.Policy.MinSize
-	System            disk.System
-	Logger            *slog.Logger
+	// Power runs Policy.AfterWindow ("poweroff" or "reboot") after a withdrawal caused by the
+	// window closing. nil: the agent only logs it (the node init provides the real action).
+	Power  func(action string) error
+	System disk.System
+	Logger *slog.Logger
 }
 
 // Agent runs the donation loop.
@@ -187,6 +193,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		case st == StateOnline && !want:
 			a.log.Info("withdrawing", "reason", why)
 			a.withdraw(ctx)
+			if closed := known && a.windowClosed(policy); closed && policy.AfterWindow != "" {
+				a.log.Info("window closed: power action", "action", policy.AfterWindow)
+				if a.cfg.Power != nil {
+					if err := a.cfg.Power(policy.AfterWindow); err != nil {
+						a.log.Warn("power action failed", "action", policy.AfterWindow, "err", err)
+					}
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -223,6 +237,13 @@ func (a *Agent) wanted(known bool, p Policy, asked bool) (bool, string) {
 		return false, "outside the donation window " + p.Window
 	}
 	return true, ""
+}
+
+// windowClosed reports whether the policy's window is closed now (not merely withdrawn for
+// another reason).
+func (a *Agent) windowClosed(p Policy) bool {
+	w, err := window.Parse(p.Window)
+	return err == nil && !w.Contains(a.cfg.Now().In(a.cfg.Location))
 }
 
 // sleep is the time to the next heartbeat, shortened to wake right at a window edge.

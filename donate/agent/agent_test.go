@@ -149,13 +149,15 @@ func TestAgentDonatesInsideWindow(t *testing.T) {
 	if err := os.Truncate(dev, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	app := &fakeAppliance{policy: Policy{Mode: "aoe", Device: dev, Window: "20:00-07:00", Shelf: 4, Slot: 2, AllowMACs: []string{headMAC.String()}}}
+	app := &fakeAppliance{policy: Policy{Mode: "aoe", Device: dev, Window: "20:00-07:00", Shelf: 4, Slot: 2, AllowMACs: []string{headMAC.String()}, AfterWindow: "reboot"}}
+	power := make(chan string, 1)
 	clk := &clock{now: at(19, 0, 26)}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	a, err := New(Config{
 		Appliance: app, AoE: recordingExporter{AoEExporter{Interface: nodeIf, StateDir: t.TempDir(), Logger: log}, app},
 		Now: clk.Now, Location: time.UTC, HeartbeatInterval: 20 * time.Millisecond, ReleasePoll: 10 * time.Millisecond,
 		ReleaseTimeout: 5 * time.Second, MinSize: -1, StateDir: t.TempDir(), Logger: log,
+		Power: func(action string) error { power <- action; return nil },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +224,14 @@ func TestAgentDonatesInsideWindow(t *testing.T) {
 	}
 	if _, err := c.ReadAt(got[:512], 0); !errors.Is(err, aoe.ErrTimeout) {
 		t.Fatalf("read after withdrawal: %v, want no answer", err)
+	}
+	select {
+	case action := <-power:
+		if action != "reboot" {
+			t.Fatalf("power action %q, want reboot", action)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no power action after the window closed")
 	}
 }
 

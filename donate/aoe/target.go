@@ -71,7 +71,10 @@ type Target struct {
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
-	serving atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+	serving   atomic.Bool
 
 	frames, dropped, reads, writes, syncs, ataErrors, batches atomic.Uint64
 
@@ -307,14 +310,16 @@ func (t *Target) sendFrames(tx *batchIO, fs []*frame) {
 	}
 }
 
-// Close stops Serve, waits for pending responses and closes the device and socket.
+// Close stops Serve, waits for pending responses and closes the device and socket. It may be
+// called more than once.
 func (t *Target) Close() error {
 	t.shutdown()
 	t.wg.Wait()
-	// Flush what was written in unsafe mode; in durable mode this is a no-op in effect.
-	serr := t.dev.Sync()
-	derr := t.dev.Close()
-	return errors.Join(serr, derr)
+	t.closeOnce.Do(func() {
+		// Flush what was written in unsafe mode; in durable mode nothing is left to flush.
+		t.closeErr = errors.Join(t.dev.Sync(), t.dev.Close())
+	})
+	return t.closeErr
 }
 
 func (t *Target) shutdown() {
