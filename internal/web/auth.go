@@ -37,6 +37,9 @@ const (
 	maxPassword = 72 // bcrypt ignores bytes beyond 72: refuse rather than silently truncate
 )
 
+// bcryptCost is bcrypt's default; tests lower it to keep dozens of logins fast.
+var bcryptCost = bcrypt.DefaultCost
+
 // SetPassword stores the admin password's bcrypt hash in state_dir/admin.passwd (mode 0600,
 // replaced atomically) and invalidates any pending first-run token. `distonet admin passwd`
 // calls it.
@@ -44,7 +47,7 @@ func SetPassword(stateDir string, pw []byte) error {
 	if err := checkPassword(pw); err != nil {
 		return err
 	}
-	hash, err := bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword(pw, bcryptCost)
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}

@@ -7,17 +7,25 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/registry"
 )
 
 const testPassword = "correct horse battery"
+
+func TestMain(m *testing.M) {
+	bcryptCost = bcrypt.MinCost // the cost is bcrypt's business; the tests check the flows
+	os.Exit(m.Run())
+}
 
 // clock is a settable time source for expiry and rate-limit tests.
 type clock struct {

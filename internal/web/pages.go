@@ -2,6 +2,7 @@ package web
 
 import (
 	"cmp"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -506,6 +507,29 @@ func (w *Web) bulkEnroll(src io.Reader) (added []string, errs []LineError) {
 		added = append(added, n.Name)
 	}
 	return added, nil
+}
+
+// exportCSV writes the enrolled nodes in the bulk-enrollment format, so a file exported
+// from one appliance enrolls the same nodes on another.
+func (w *Web) exportCSV(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	nodes, err := w.opt.Store.Nodes()
+	if err != nil {
+		w.message(wr, r, c, http.StatusInternalServerError, "Error", err.Error())
+		return
+	}
+	wr.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	wr.Header().Set("Content-Disposition", `attachment; filename="distonet-nodes.csv"`)
+	wr.Header().Set("Cache-Control", "no-store")
+	cw := csv.NewWriter(wr)
+	_ = cw.Write(BulkColumns)
+	for _, n := range nodes {
+		size := ""
+		if n.VolumeSize > 0 {
+			size = formatSize(n.VolumeSize)
+		}
+		_ = cw.Write([]string{n.MAC, n.Name, n.Group, n.Image, n.Donate.Mode, n.Donate.Window, size})
+	}
+	cw.Flush()
 }
 
 type imageRow struct {

@@ -76,7 +76,8 @@ type Web struct {
 	pages    map[string]*template.Template
 	static   http.Handler
 	mux      *http.ServeMux
-	setupMu  sync.Mutex // one first-run setup at a time
+	handler  http.Handler // mux behind the cross-origin check
+	setupMu  sync.Mutex   // one first-run setup at a time
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close: ends event streams
@@ -168,6 +169,7 @@ func (w *Web) routes() {
 	m.HandleFunc("GET /nodes/new", w.authed(w.newNodePage))
 	m.HandleFunc("POST /nodes/new", w.authed(w.newNode))
 	m.HandleFunc("GET /nodes/bulk", w.authed(w.bulkPage))
+	m.HandleFunc("GET /nodes/export.csv", w.authed(w.exportCSV))
 	m.HandleFunc("POST /nodes/bulk", w.authed(w.bulk))
 	m.HandleFunc("GET /nodes/{name}", w.authed(w.nodePage))
 	m.HandleFunc("POST /nodes/{name}", w.authed(w.editNode))
@@ -183,6 +185,14 @@ func (w *Web) routes() {
 		w.message(wr, r, c, http.StatusNotFound, "Not found", "There is no page at "+r.URL.Path+".")
 	}))
 	w.mux = m
+	// Defence in depth beside the tokens: a browser's cross-site POST (Sec-Fetch-Site or an
+	// Origin that is not this host) is refused before any handler runs.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(wr http.ResponseWriter, r *http.Request) {
+		w.log.Warn("web: cross-origin request refused", "path", r.URL.Path, "ip", clientIP(r), "origin", r.Header.Get("Origin"))
+		http.Error(wr, "403 forbidden: cross-origin request", http.StatusForbidden)
+	}))
+	w.handler = cop.Handler(m)
 }
 
 // ServeHTTP serves every route with the UI's security headers.
@@ -196,7 +206,7 @@ func (w *Web) ServeHTTP(wr http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Body != nil {
 		r.Body = http.MaxBytesReader(wr, r.Body, w.opt.MaxUpload+64<<10)
 	}
-	w.mux.ServeHTTP(wr, r)
+	w.handler.ServeHTTP(wr, r)
 }
 
 // Session reports whether r comes from a logged-in browser; for anything but GET/HEAD it also

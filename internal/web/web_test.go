@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/distonet/distonet/internal/registry"
 )
@@ -700,8 +701,8 @@ func TestSetPassword(t *testing.T) {
 		t.Error("the new password does not replace the old one")
 	}
 	raw, _ := os.ReadFile(filepath.Join(dir, PasswordFile))
-	if !strings.HasPrefix(string(raw), "$2a$") || strings.Contains(string(raw), "second") {
-		t.Errorf("password file is not a bcrypt hash: %q", raw)
+	if cost, err := bcrypt.Cost([]byte(strings.TrimSpace(string(raw)))); err != nil || cost != bcryptCost || strings.Contains(string(raw), "second") {
+		t.Errorf("password file is not a bcrypt hash of cost %d: %q (%v)", bcryptCost, raw, err)
 	}
 }
 
@@ -782,5 +783,61 @@ func TestBrokenTemplateOverrideFailsNew(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "templates", "web", "pool.html"), []byte(`{{define "content"}}{{.D.Oops`), 0o644)
 	if _, err := New(Options{Store: st, StateDir: dir}); err == nil || !strings.Contains(err.Error(), "pool") {
 		t.Errorf("New with a broken override: %v, want an error naming the page", err)
+	}
+}
+
+func TestExportCSVReimports(t *testing.T) {
+	src := newEnv(t)
+	src.setPassword()
+	for _, n := range []registry.Node{
+		{Name: "pc01", MAC: "52:54:00:00:10:01", Image: "debian-12", Group: "room1", Donate: registry.Donate{Mode: "aoe", Window: "20:00-07:00"}, VolumeSize: 20 << 30},
+		{Name: "pc02", MAC: "52:54:00:00:10:02", Image: "alpine-3.20"},
+	} {
+		if _, err := src.store.AddNode(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := src.login()
+	r := src.do(c, "GET", "/nodes/export.csv", nil)
+	if r.code != http.StatusOK || !strings.HasPrefix(r.hdr.Get("Content-Type"), "text/csv") {
+		t.Fatalf("export: %d %q", r.code, r.hdr.Get("Content-Type"))
+	}
+	dst := newEnv(t)
+	dst.setPassword()
+	c2, tok := dst.login()
+	if r := dst.do(c2, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {r.body}}); r.code != http.StatusSeeOther {
+		t.Fatalf("re-import: %d\n%s", r.code, r.body)
+	}
+	strip := func(st *registry.Store) []registry.Node {
+		ns, _ := st.Nodes()
+		for i := range ns {
+			ns[i] = registry.Node{Name: ns[i].Name, MAC: ns[i].MAC, Image: ns[i].Image, Group: ns[i].Group, Donate: ns[i].Donate, VolumeSize: ns[i].VolumeSize}
+		}
+		return ns
+	}
+	if d := cmp.Diff(strip(src.store), strip(dst.store)); d != "" {
+		t.Errorf("re-imported nodes (-exported +imported):\n%s", d)
+	}
+}
+
+func TestCrossSiteBrowserPostRefused(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	// Even with a valid session and token (say, leaked), a cross-site browser POST is refused.
+	form := url.Values{"csrf": {tok}}
+	for _, h := range [][]string{{"Sec-Fetch-Site", "cross-site"}, {"Origin", "http://evil.example"}} {
+		if r := e.do(c, "POST", "/discovered/52:54:00:00:00:01/forget", form, h...); r.code != http.StatusForbidden {
+			t.Errorf("%s: %s → %d, want 403", h[0], h[1], r.code)
+		}
+	}
+	if d, _ := e.store.DiscoveredMACs(); len(d) != 1 {
+		t.Fatal("cross-site POST changed the registry")
+	}
+	if r := e.do(c, "POST", "/discovered/52:54:00:00:00:01/forget", form, "Sec-Fetch-Site", "same-origin"); r.code != http.StatusSeeOther {
+		t.Errorf("same-origin POST: %d", r.code)
 	}
 }
