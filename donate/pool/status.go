@@ -27,6 +27,8 @@ type ArrayStatus struct {
 	Degraded    bool    `json:"degraded"`
 	SyncAction  string  `json:"sync_action,omitempty"` // resync | recovery | check | reshape
 	SyncPercent float64 `json:"sync_percent,omitempty"`
+	SyncSpeed   string  `json:"sync_speed,omitempty"`  // md's estimate, e.g. 1152K/sec
+	SyncFinish  string  `json:"sync_finish,omitempty"` // md's estimate, e.g. 0.8min
 	RaidDevices int     `json:"raid_devices"`
 	Active      int     `json:"active_devices"`
 	Spares      int     `json:"spare_devices"`

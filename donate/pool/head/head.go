@@ -51,6 +51,7 @@ type Config struct {
 	MountRoot  string // default /srv/distonet/pool
 	Mounts     string // the mount table read to know what is mounted; default /proc/self/mounts
 	DevMD      string // default /dev/md
+	Mdstat     string // default /proc/mdstat: finer sync progress than mdadm --detail
 	Exporter   Exporter
 	Logger     *slog.Logger
 }
@@ -87,6 +88,7 @@ func New(cfg Config) *Head {
 	def(&cfg.MountRoot, "/srv/distonet/pool")
 	def(&cfg.Mounts, "/proc/self/mounts")
 	def(&cfg.DevMD, "/dev/md")
+	def(&cfg.Mdstat, "/proc/mdstat")
 	if cfg.Filesystem == "none" {
 		cfg.Filesystem = ""
 	}
@@ -646,6 +648,7 @@ func (h *Head) Status(ctx context.Context, a pool.Array) (pool.ArrayStatus, erro
 		st.SyncAction = d.SyncAction
 		st.SyncPercent = float64(d.SyncPercent)
 	}
+	h.refineSync(&st, a.Name)
 	if hasWord(d.State, "FAILED") {
 		st.State = pool.ArrayFailed
 		st.Message = "more members lost than RAID6 survives"
@@ -670,4 +673,27 @@ func memberState(m DetailMember) string {
 		return "in_sync"
 	}
 	return strings.Join(m.State, " ")
+}
+
+// refineSync takes the sync progress from /proc/mdstat, which has a tenth of a percent, the
+// speed and md's estimate of the time left.
+func (h *Head) refineSync(st *pool.ArrayStatus, array string) {
+	link, err := os.Readlink(h.Device(array))
+	if err != nil {
+		return
+	}
+	b, err := os.ReadFile(h.cfg.Mdstat)
+	if err != nil {
+		return
+	}
+	ms, err := ParseMdstat(b)
+	if err != nil {
+		return
+	}
+	m, ok := ms.Array(filepath.Base(link))
+	if !ok || m.Action == "" {
+		return
+	}
+	st.State = pool.ArraySyncing
+	st.SyncAction, st.SyncPercent, st.SyncSpeed, st.SyncFinish = m.Action, m.Progress, m.Speed, m.Finish
 }

@@ -601,3 +601,27 @@ func TestUpNeverReplacesAPlannedMemberItDidNotAttach(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusTakesSyncProgressFromMdstat(t *testing.T) {
+	dir := t.TempDir()
+	devmd := filepath.Join(dir, "md")
+	if err := os.MkdirAll(devmd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../md127", filepath.Join(devmd, "data0")); err != nil {
+		t.Fatal(err)
+	}
+	mdstat := filepath.Join(dir, "mdstat")
+	if err := os.WriteFile(mdstat, fixture(t, "mdstat-resync.txt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := &fakeRunner{script: map[string][]reply{"mdadm --detail " + filepath.Join(devmd, "data0"): {ok(string(fixture(t, "detail-resync.txt")))}}}
+	h := New(Config{Runner: run, DevMD: devmd, Mdstat: mdstat, Filesystem: "none", Attachers: map[string]Attacher{}})
+	st, err := h.Status(context.Background(), data0(fixtureUUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != pool.ArraySyncing || st.SyncAction != "resync" || st.SyncPercent != 4.8 || st.SyncSpeed != "1152K/sec" || st.SyncFinish != "0.8min" {
+		t.Errorf("status %+v", st)
+	}
+}
