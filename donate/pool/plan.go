@@ -207,6 +207,7 @@ func (p *planner) keep(prev Layout) {
 			a.Spares = append(a.Spares, diskOf(p.eligible[d.ID()]))
 			p.used[d.ID()] = true
 		}
+		p.warnDomains(a)
 		p.names[a.Name] = true
 		p.out.Arrays = append(p.out.Arrays, a)
 	}
@@ -494,4 +495,39 @@ func (a Array) present() int {
 		}
 	}
 	return n
+}
+
+// warnDomains reports a kept array whose members now break a failure-domain rule (a node
+// moved rooms, two disks now name the same node): the planner never moves members to fix
+// it, the admin decides.
+func (p *planner) warnDomains(a Array) {
+	nodes, groups := map[string]int{}, map[string]int{}
+	for _, d := range a.Members {
+		if d.Address == "" {
+			continue
+		}
+		nodes[d.Node]++
+		if d.Group != "" {
+			groups[d.Group]++
+		}
+	}
+	for _, n := range sortedKeys(nodes) {
+		if nodes[n] > 1 {
+			p.reason(Reason{Class: className(a.Window), Array: a.Name, Text: fmt.Sprintf("node %s now holds %d members: losing it costs that many (members are never moved; retire one to have it replaced)", n, nodes[n])})
+		}
+	}
+	for _, g := range sortedKeys(groups) {
+		if groups[g] > p.opts.MaxPerGroup {
+			p.reason(Reason{Class: className(a.Window), Array: a.Name, Text: fmt.Sprintf("group %s now holds %d members, more than %d (members are never moved; retire one to have it replaced)", g, groups[g], p.opts.MaxPerGroup)})
+		}
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -484,3 +484,16 @@ func TestUsableBytes(t *testing.T) {
 		t.Errorf("UsableBytes = %d, want 400", got)
 	}
 }
+
+func TestPlanWarnsWhenAKeptArrayBreaksADomainRule(t *testing.T) {
+	inv := []Member{aoe(1, "A", gb), aoe(2, "A", gb), aoe(3, "B", gb), aoe(4, "B", gb)}
+	prev, _ := Plan(Layout{}, inv, Options{})
+	inv[2].Group = "A" // pc3 was moved into room A
+	got, reasons := Plan(prev, inv, Options{})
+	if diff := cmp.Diff(memberIDs(prev.Arrays[0].Members), memberIDs(got.Arrays[0].Members)); diff != "" {
+		t.Errorf("members moved (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(reasonText(reasons), "group A now holds 3 members, more than 2") {
+		t.Errorf("reasons:\n%s", reasonText(reasons))
+	}
+}
