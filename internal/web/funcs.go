@@ -12,10 +12,11 @@ import (
 
 func (w *Web) funcs() template.FuncMap {
 	return template.FuncMap{
-		"bytes":  humanBytes,
-		"dur":    humanDuration,
-		"ago":    func(t time.Time) string { return humanAgo(w.now().Sub(t)) },
-		"stamp":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+		"bytes": humanBytes,
+		"dur":   humanDuration,
+		"ago":   func(t time.Time) string { return humanAgo(w.now().Sub(t)) },
+		// The appliance's local time: donation windows are local times too.
+		"stamp":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05 MST") },
 		"macid":  macID,
 		"failed": stageFailed,
 		"badge":  badgeClass,

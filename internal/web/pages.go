@@ -532,6 +532,29 @@ func (w *Web) exportCSV(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	cw.Flush()
 }
 
+// discoveredCSV writes the discovered MACs as a bulk-enrollment file with the other columns
+// empty: fill names and images in a spreadsheet, then upload it on the bulk page.
+func (w *Web) discoveredCSV(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	disc, err := w.opt.Store.DiscoveredMACs()
+	if err != nil {
+		w.message(wr, r, c, http.StatusInternalServerError, "Error", err.Error())
+		return
+	}
+	// Power-on order (to the second the registry keeps), then by MAC.
+	slices.SortFunc(disc, func(a, b registry.Discovered) int {
+		return cmp.Or(a.FirstSeen.Compare(b.FirstSeen), cmp.Compare(a.MAC, b.MAC))
+	})
+	wr.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	wr.Header().Set("Content-Disposition", `attachment; filename="distonet-discovered.csv"`)
+	wr.Header().Set("Cache-Control", "no-store")
+	cw := csv.NewWriter(wr)
+	_ = cw.Write(BulkColumns)
+	for _, d := range disc {
+		_ = cw.Write([]string{d.MAC, "", "", "", "none", "", ""})
+	}
+	cw.Flush()
+}
+
 type imageRow struct {
 	ImageInfo
 	Nodes int

@@ -163,6 +163,7 @@ func (w *Web) routes() {
 
 	m.HandleFunc("GET /{$}", w.authed(w.dashboard))
 	m.HandleFunc("GET /discovered", w.authed(w.discovered))
+	m.HandleFunc("GET /discovered.csv", w.authed(w.discoveredCSV))
 	m.HandleFunc("POST /discovered/{mac}/enroll", w.authed(w.enrollDiscovered))
 	m.HandleFunc("POST /discovered/{mac}/forget", w.authed(w.forgetDiscovered))
 	m.HandleFunc("GET /nodes", func(wr http.ResponseWriter, r *http.Request) { http.Redirect(wr, r, "/", http.StatusSeeOther) })

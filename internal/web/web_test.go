@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -839,5 +840,40 @@ func TestCrossSiteBrowserPostRefused(t *testing.T) {
 	}
 	if r := e.do(c, "POST", "/discovered/52:54:00:00:00:01/forget", form, "Sec-Fetch-Site", "same-origin"); r.code != http.StatusSeeOther {
 		t.Errorf("same-origin POST: %d", r.code)
+	}
+}
+
+func TestDiscoveredCSVRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	for _, mac := range []string{"52:54:00:00:00:02", "52:54:00:00:00:01"} {
+		if err := e.store.SeeMAC(registry.Discovered{MAC: mac}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, tok := e.login()
+	r := e.do(c, "GET", "/discovered.csv", nil)
+	lines := strings.Split(strings.TrimSpace(r.body), "\n")
+	if r.code != http.StatusOK || len(lines) != 3 || lines[0] != "mac,name,group,image,donate,window,volume_size" {
+		t.Fatalf("discovered.csv: %d\n%s", r.code, r.body)
+	}
+	for _, want := range []string{"52:54:00:00:00:01,,,,none,,", "52:54:00:00:00:02,,,,none,,"} {
+		if !slices.Contains(lines[1:], want) {
+			t.Errorf("discovered.csv lacks %q:\n%s", want, r.body)
+		}
+	}
+	// As downloaded, it is refused (no names, no images); filled in, it enrolls both.
+	if r := e.do(c, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {r.body}}); r.code != http.StatusUnprocessableEntity {
+		t.Errorf("unfilled file: %d", r.code)
+	}
+	filled := strings.NewReplacer(":02,,,,", ":02,pc01,room1,debian-12,", ":01,,,,", ":01,pc02,room1,debian-12,").Replace(r.body)
+	if r := e.do(c, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {filled}}); r.code != http.StatusSeeOther {
+		t.Fatalf("filled file: %d\n%s", r.code, r.body)
+	}
+	if n, ok := e.store.NodeByMAC("52:54:00:00:00:02"); !ok || n.Name != "pc01" {
+		t.Errorf("first-seen MAC enrolled as %+v", n.Redacted())
+	}
+	if d, _ := e.store.DiscoveredMACs(); len(d) != 0 {
+		t.Errorf("still discovered: %+v", d)
 	}
 }
