@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distonet/distonet/images/debian"
+	"github.com/distonet/distonet/images/qemu"
+	"github.com/distonet/distonet/internal/lab"
+)
+
+// demoLab is a boot network in a namespace of its own: a bridge carrying the appliance's
+// address, `distonet serve` running inside, and QEMU nodes on tap devices. The demo and the
+// end-to-end tests share it.
+type demoLab struct {
+	t        lab.T
+	bin      string // the distonet binary
+	ns       *lab.Netns
+	bridge   string
+	dir      string // config and state
+	cfgPath  string
+	stateDir string
+	out      io.Writer
+	serve    *exec.Cmd
+	serveLog *os.File
+}
+
+const (
+	demoAddress = "10.202.0.1/24"
+	demoServer  = "10.202.0.1"
+)
+
+// demoPackages go into the demo image beside the kernel and busybox.
+var demoPackages []string
+
+// newDemoLab creates the namespace, the bridge and the appliance's configuration.
+func newDemoLab(t lab.T, bin, dir string, out io.Writer) *demoLab {
+	t.Helper()
+	d := &demoLab{t: t, bin: bin, dir: dir, out: out, stateDir: filepath.Join(dir, "state")}
+	d.ns = lab.NewNetns(t)
+	d.bridge = d.ns.Bridge(demoAddress)
+	d.cfgPath = filepath.Join(dir, "distonet.yaml")
+	cfg := fmt.Sprintf(`# DiStoNet demo lab: the boot network is a bridge in network namespace %s.
+interface: %s
+address: %s
+state_dir: %s
+log_level: info
+dhcp:
+  mode: server
+  range: 10.202.0.100-10.202.0.199
+  dns: [%s]
+  domain: demo.lab
+http:
+  listen: ":80"
+volumes:
+  size: 2GiB
+donate:
+  pool_head_macs: ["52:54:00:d5:0f:01"]
+`, d.ns.Name(), d.bridge, demoAddress, d.stateDir, demoServer)
+	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatalf("demo config: %v", err)
+	}
+	return d
+}
+
+// cli runs a distonet subcommand against the lab's config (outside the namespace: it only
+// touches state_dir, or the daemon's API through the namespace below).
+func (d *demoLab) cli(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	args = append(args, "--config", d.cfgPath)
+	cmd := d.ns.Command(ctx, d.bin, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("distonet %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// demoRootfs builds the demo image's rootfs once and caches it by package list.
+func demoRootfs(ctx context.Context, out io.Writer) (string, error) {
+	sum := sha256.Sum256([]byte(strings.Join(append(append([]string{}, debian.BasePackages...), demoPackages...), ",") + debian.InitScript))
+	cache := debian.CacheDirForTests()
+	dir := filepath.Join(filepath.Dir(cache), "rootfs-"+hex.EncodeToString(sum[:6]))
+	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
+		fmt.Fprintf(out, "demo image: using cached rootfs %s\n", dir)
+		return dir, nil
+	}
+	os.RemoveAll(dir)
+	if err := debian.Build(ctx, debian.Options{Dir: dir, CacheDir: cache, Packages: demoPackages, Progress: out}); err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, ".complete"), nil, 0o644)
+}
+
+// importImage imports the rootfs as image name.
+func (d *demoLab) importImage(name, rootfs string) error {
+	out, err := d.cli("image", "import", name, "--rootfs", rootfs)
+	fmt.Fprint(d.out, out)
+	return err
+}
+
+// start runs `distonet serve` in the namespace and waits until it answers.
+func (d *demoLab) start() error {
+	logf, err := os.Create(filepath.Join(d.dir, "serve.log"))
+	if err != nil {
+		return err
+	}
+	d.serveLog = logf
+	d.serve = d.ns.Command(context.Background(), d.bin, "serve", "--config", d.cfgPath)
+	d.serve.Stdout, d.serve.Stderr = logf, logf
+	if err := d.serve.Start(); err != nil {
+		return fmt.Errorf("start serve: %w", err)
+	}
+	d.t.Cleanup(func() { d.stop() })
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := d.get("/healthz"); err == nil {
+			return nil
+		}
+		if d.serve.ProcessState != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	raw, _ := os.ReadFile(logf.Name())
+	return fmt.Errorf("distonet serve did not come up:\n%s", raw)
+}
+
+// stop ends the daemon with SIGTERM (a clean shutdown) and waits for it.
+func (d *demoLab) stop() {
+	if d.serve == nil || d.serve.Process == nil {
+		return
+	}
+	_ = d.serve.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { d.serve.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		d.serve.Process.Kill()
+		<-done
+	}
+	d.serve = nil
+}
+
+// get fetches a URL path from the appliance, from inside the namespace.
+func (d *demoLab) get(path string) (string, error) {
+	resp, err := d.ns.HTTPClient(5 * time.Second).Get("http://" + demoServer + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return string(raw), nil
+}
+
+// bootNode starts a QEMU guest that PXE-boots from the lab on a new tap.
+func (d *demoLab) bootNode(ctx context.Context, name, mac string, disks []string, serial io.Writer, nic string) (*qemu.VM, error) {
+	tap := d.ns.Tap(d.bridge)
+	vm, err := qemu.Start(ctx, qemu.Options{Netns: d.ns.Name(), Tap: tap, MAC: mac, NIC: nic, NetBoot: true, Disks: disks,
+		MemoryMB: 768, Serial: serial,
+		// TCG's default CPU lacks RDRAND; without it (or a virtio-rng) the guest kernel's
+		// entropy pool is not ready when the node init's DHCP client asks for a random xid.
+		Extra: []string{"-cpu", "max"}})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
+	d.t.Cleanup(func() { vm.Close() })
+	return vm, nil
+}
+
+// proxy forwards a loopback port of the host into the lab's web UI, so a browser on this
+// machine reaches it without routing into the namespace. It runs until ctx ends.
+func (d *demoLab) proxy(ctx context.Context, listen string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, err
+	}
+	go func() { <-ctx.Done(); ln.Close() }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := d.ns.Dial(ctx, "tcp", demoServer+":80")
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				var wg sync.WaitGroup
+				wg.Add(2)
+				go func() { defer wg.Done(); io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+				go func() { defer wg.Done(); io.Copy(c, up); c.(*net.TCPConn).CloseWrite() }()
+				wg.Wait()
+			}()
+		}
+	}()
+	return ln, nil
+}
+
+// demoT lets the lab run outside a test: cleanups run in reverse at the end of the demo.
+type demoT struct {
+	mu       sync.Mutex
+	cleanups []func()
+	failed   bool
+	out      io.Writer
+}
+
+func (t *demoT) Helper() {}
+func (t *demoT) Fatalf(format string, args ...any) {
+	t.failed = true
+	panic(demoFatal{fmt.Errorf(format, args...)})
+}
+func (t *demoT) Fatal(args ...any) {
+	t.failed = true
+	panic(demoFatal{errors.New(fmt.Sprint(args...))})
+}
+func (t *demoT) Errorf(format string, args ...any) {
+	t.failed = true
+	fmt.Fprintf(t.out, "demo: "+format+"\n", args...)
+}
+func (t *demoT) Logf(format string, args ...any) { fmt.Fprintf(t.out, format+"\n", args...) }
+func (t *demoT) Cleanup(f func()) {
+	t.mu.Lock()
+	t.cleanups = append(t.cleanups, f)
+	t.mu.Unlock()
+}
+func (t *demoT) Failed() bool { return t.failed }
+
+// done runs the cleanups, newest first.
+func (t *demoT) done() {
+	t.mu.Lock()
+	cs := t.cleanups
+	t.cleanups = nil
+	t.mu.Unlock()
+	for i := len(cs) - 1; i >= 0; i-- {
+		cs[i]()
+	}
+}
+
+type demoFatal struct{ err error }

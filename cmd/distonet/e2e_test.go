@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distonet/distonet/images/debian"
+	"github.com/distonet/distonet/images/qemu"
+	"github.com/distonet/distonet/internal/lab"
+)
+
+// e2e gates the QEMU boots: minutes each under TCG (make e2e sets DISTONET_E2E=1).
+func e2e(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DISTONET_E2E") != "1" {
+		t.Skip("end-to-end QEMU boot: run with DISTONET_E2E=1 (make e2e)")
+	}
+	lab.Require(t, "qemu-system-x86_64", "apt-get", "dpkg", "depmod", "mkfs.ext4", "cp")
+}
+
+// artifacts is where console logs go: $DISTONET_ARTIFACTS or the test's temp dir.
+func artifacts(t *testing.T) string {
+	if d := os.Getenv("DISTONET_ARTIFACTS"); d != "" {
+		os.MkdirAll(d, 0o755)
+		return d
+	}
+	return t.TempDir()
+}
+
+func consoleLog(t *testing.T, name string) *os.File {
+	f, err := os.Create(filepath.Join(artifacts(t), name+".console.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+var initRE = regexp.MustCompile(debian.InitMarker + ` hostname=(\S+) root=(\S+)`)
+
+// waitInit waits for the image's own init and returns hostname and root fs type.
+func waitInit(t *testing.T, vm *qemu.VM, what string) (host, rootType string) {
+	t.Helper()
+	m, err := vm.WaitFor(initRE, 8*time.Minute)
+	if err != nil {
+		t.Fatalf("%s: %v\nconsole tail:\n%s", what, err, tail(vm.Output(), 60))
+	}
+	return m[1], m[2]
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// run types a command on the guest's console and waits for a marker it prints after it.
+func guestRun(t *testing.T, vm *qemu.VM, cmd string) string {
+	t.Helper()
+	marker := "DONE-" + time.Now().Format("150405.000000")
+	if err := vm.Send(cmd + "; echo " + marker + "-$?\n"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := vm.WaitFor(regexp.MustCompile(`(?s)(.*)`+regexp.QuoteMeta(marker)+`-(\d+)`), 2*time.Minute)
+	if err != nil {
+		t.Fatalf("guest command %q: %v\n%s", cmd, err, tail(vm.Output(), 40))
+	}
+	if m[2] != "0" {
+		t.Fatalf("guest command %q exited %s:\n%s", cmd, m[2], m[1])
+	}
+	return m[1]
+}
+
+func newE2ELab(t *testing.T) *demoLab {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	rootfs, err := demoRootfs(ctx, testWriter{t})
+	if err != nil {
+		t.Fatalf("demo rootfs: %v", err)
+	}
+	d := newDemoLab(t, distonet, t.TempDir(), testWriter{t})
+	if err := d.importImage("demo", rootfs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() && d.serveLog != nil {
+			raw, _ := os.ReadFile(d.serveLog.Name())
+			t.Logf("serve log:\n%s", tail(string(raw), 80))
+		}
+	})
+	return d
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// A QEMU guest PXE-boots through its iPXE ROM against distonet serve and reaches the image's
+// init with root = overlay(NFS read-only + its iSCSI volume); a file written under / survives
+// a reboot.
+func TestE2EPXEBootPersistentRoot(t *testing.T) {
+	e2e(t)
+	d := newE2ELab(t)
+	const mac = "52:54:00:e2:e0:01"
+	if _, err := d.cli("node", "add", "n1", "--mac", mac, "--image", "demo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.start(); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := d.bootNode(context.Background(), "n1", mac, nil, consoleLog(t, "n1"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, root := waitInit(t, vm, "first boot")
+	t.Logf("first boot: image init after %s: hostname=%s root=%s", vm.Elapsed().Round(time.Second), host, root)
+	if host != "n1" || root != "overlay" {
+		t.Fatalf("hostname=%s root=%s, want n1 on overlay", host, root)
+	}
+	mounts := guestRun(t, vm, "cat /proc/mounts")
+	if !regexp.MustCompile(`(?m)^\S+ /run/distonet/lower nfs .*\bro\b`).MatchString(mounts) && !strings.Contains(mounts, " nfs ") {
+		t.Errorf("no read-only NFS lower layer in /proc/mounts:\n%s", mounts)
+	}
+	guestRun(t, vm, "echo persisted-$(cat /proc/sys/kernel/random/uuid) > /root/proof && sync && cat /root/proof")
+	proof := strings.TrimSpace(lastLine(guestRun(t, vm, "cat /root/proof")))
+	vm.Send("reboot -f\n")
+	host, root = waitInit(t, vm, "second boot")
+	t.Logf("second boot: image init, hostname=%s root=%s", host, root)
+	after := strings.TrimSpace(lastLine(guestRun(t, vm, "cat /root/proof")))
+	if !strings.HasPrefix(proof, "persisted-") || after != proof {
+		t.Fatalf("file under / did not survive the reboot: before %q, after %q", proof, after)
+	}
+	out, err := d.cli("node", "show", "n1", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown struct {
+		State    string `json:"state"`
+		LastBoot struct {
+			Stages []struct {
+				Stage string  `json:"stage"`
+				Since float64 `json:"since_ns"`
+			} `json:"stages"`
+		} `json:"last_boot"`
+	}
+	json.Unmarshal([]byte(out), &shown)
+	t.Logf("timeline: %s", out)
+	if shown.State != "ready" {
+		t.Errorf("node state = %q after boot, want ready", shown.State)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(s, "\r", "")), "\n")
+	return lines[len(lines)-1]
+}
