@@ -107,5 +107,21 @@ func FuzzRequestOptions(f *testing.F) {
 		if _, err := dhcpv4.FromBytes(reply.ToBytes()); err != nil {
 			t.Fatalf("reply does not parse: %v", err)
 		}
+		// Whatever the client sent, the lease record it produces must replay.
+		tb := newLeaseTable(&s.cfg)
+		tb.log = &leaseLog{batch: newCommit()}
+		cid := req.GetOneOption(dhcpv4.OptionClientIdentifier)
+		if _, err := tb.bind(clientKey(cid, req.ClientHWAddr), req.ClientHWAddr, cid, net.IPv4(10, 0, 0, 11), nil, req.HostName(), time.Hour, time.Unix(0, 0)); err != nil {
+			t.Fatalf("bind: %v", err)
+		}
+		recs, bad := parseLeaseLog(tb.log.pending)
+		if len(recs) != 1 || bad != 0 {
+			t.Fatalf("record %q does not replay (%d records, %d bad)", tb.log.pending, len(recs), bad)
+		}
+		replayed := newLeaseTable(&s.cfg)
+		replayed.load(tb.log.pending)
+		if len(replayed.list()) != 1 || replayed.list()[0].MAC.String() != req.ClientHWAddr.String() {
+			t.Fatalf("replayed %+v, want the lease of %v", replayed.list(), req.ClientHWAddr)
+		}
 	})
 }

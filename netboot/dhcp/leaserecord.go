@@ -45,6 +45,8 @@ func (s LeaseState) String() string {
 // Format (space separated, then a CRC-32C of everything before it):
 //
 //	<ip> <state> <expiry-unix> <hwaddr|-> <client-id-hex|-> <hostname|-> <crc32c-hex>\n
+//
+// hwaddr is colon-separated for 6, 8 and 20 bytes, else 'x' and hex.
 type leaseRecord struct {
 	IP       netip.Addr
 	State    LeaseState
@@ -65,10 +67,14 @@ func (r *leaseRecord) appendText(b []byte) []byte {
 	b = append(b, ' ', byte(r.State), ' ')
 	b = strconv.AppendInt(b, r.Expiry.Unix(), 10)
 	b = append(b, ' ')
-	if len(r.HW) == 0 {
+	switch len(r.HW) {
+	case 0:
 		b = append(b, '-')
-	} else {
+	case 6, 8, 20: // the lengths net.ParseMAC reads back
 		b = append(b, r.HW.String()...)
+	default:
+		b = append(b, 'x')
+		b = hex.AppendEncode(b, r.HW)
 	}
 	b = append(b, ' ')
 	if len(r.ClientID) == 0 {
@@ -141,7 +147,13 @@ func (r *leaseRecord) UnmarshalText(line []byte) error {
 		return fmt.Errorf("lease record %s: expiry %q: %w", f[0], f[2], err)
 	}
 	out.Expiry = time.Unix(sec, 0)
-	if f[3] != "-" {
+	switch {
+	case f[3] == "-":
+	case f[3][0] == 'x':
+		if out.HW, err = hex.DecodeString(f[3][1:]); err != nil || len(out.HW) == 0 || len(out.HW) > 16 {
+			return fmt.Errorf("lease record %s: hwaddr %q: not 1-16 hex bytes", f[0], f[3])
+		}
+	default:
 		if out.HW, err = net.ParseMAC(f[3]); err != nil {
 			return fmt.Errorf("lease record %s: hwaddr %q: %w", f[0], f[3], err)
 		}

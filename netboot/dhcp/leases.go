@@ -188,6 +188,8 @@ func (t *leaseTable) runWriter(ctx context.Context) {
 		return
 	}
 	var spare []byte
+	var lastErr time.Time
+	failed := 0
 	for {
 		stop := false
 		select {
@@ -218,7 +220,13 @@ func (t *leaseTable) runWriter(ctx context.Context) {
 			spare = buf
 		}
 		if err != nil {
-			t.logger.Error("lease log write failed; acknowledgements withheld", "stage", "dhcp", "err", err)
+			// One line per 10 s: a full disk under a boot storm fails every batch.
+			if now := time.Now(); now.Sub(lastErr) >= 10*time.Second {
+				t.logger.Error("lease log write failed; acknowledgements withheld", "stage", "dhcp", "err", err, "failed_batches", failed+1)
+				lastErr, failed = now, 0
+			} else {
+				failed++
+			}
 		}
 		c.err = err
 		close(c.done)
@@ -381,6 +389,10 @@ func (t *leaseTable) bind(key string, hw net.HardwareAddr, clientID []byte, ip n
 	}
 	if !t.usableLocked(v, key, hw, now) {
 		return nil, errNotYours
+	}
+	if !validHostname(hostname) {
+		// The log format has no room for it; the node still gets option 12.
+		hostname = ""
 	}
 	l := &lease{ip: v, state: StateBound, expiry: now.Add(leaseTime).Truncate(time.Second), hw: hw, clientID: clientID, key: key, hostname: hostname}
 	t.setLocked(l)

@@ -25,6 +25,8 @@ func TestLeaseRecordText(t *testing.T) {
 			"10.0.0.5 b 1700000000 52:54:00:12:34:56 01525400123456 node-a"},
 		{"released-bare", leaseRecord{IP: netip.MustParseAddr("10.0.0.6"), State: StateReleased, Expiry: time.Unix(5, 0)},
 			"10.0.0.6 r 5 - - -"},
+		{"odd hardware length", leaseRecord{IP: netip.MustParseAddr("10.0.0.8"), State: StateBound, Expiry: time.Unix(9, 0), HW: net.HardwareAddr{1, 2, 3}},
+			"10.0.0.8 b 9 x010203 - -"},
 		{"declined", leaseRecord{IP: netip.MustParseAddr("10.0.0.7"), State: StateDeclined, Expiry: time.Unix(9, 0), HW: hw},
 			"10.0.0.7 d 9 52:54:00:12:34:56 - -"},
 	}
