@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,9 +64,16 @@ func (d dhcpNodes) ReservedFor(ip net.IP) (net.HardwareAddr, bool) {
 
 func (d dhcpNodes) Seen(ci dhcp.ClientInfo) {
 	if n, ok := d.store.NodeByMAC(ci.MAC.String()); ok {
-		msg := "PXE ROM"
-		if ci.IPXE {
+		// Only the firmware's DHCP starts a boot; the node init's and the OS's own DHCP
+		// happen inside one (the node init reports its stages itself).
+		var msg string
+		switch {
+		case ci.IPXE:
 			msg = "iPXE"
+		case strings.HasPrefix(ci.VendorClass, "PXEClient"):
+			msg = "PXE ROM"
+		default:
+			return
 		}
 		if err := d.store.RecordStage(n.Name, registry.Stage{Stage: bootconfig.StageDHCP, OK: true, Message: msg, Time: ci.Time}, ""); err != nil {
 			d.log.Warn("record dhcp stage", "node", n.Name, "err", err)
