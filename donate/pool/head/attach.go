@@ -120,8 +120,10 @@ type Credentials interface {
 	CHAP(d pool.Disk) (user, secret string, err error)
 }
 
-// ISCSI attaches iSCSI disks through the kernel initiator (open-iscsi's iscsiadm): a node
-// record with CHAP, a login, and the udev by-path link of LUN; logout releases it.
+// ISCSI attaches iSCSI disks through the kernel initiator (open-iscsi's iscsiadm, with
+// iscsid running): a node record with CHAP, a login, then the disk of LUN found by udev's
+// by-path link or, where no udev runs, through sysfs (the session whose targetname is the
+// IQN). Logout releases it.
 type ISCSI struct {
 	Runner      Runner
 	Credentials Credentials
@@ -129,9 +131,12 @@ type ISCSI struct {
 	LUN int
 	// ByPath is the udev by-path directory (default /dev/disk/by-path).
 	ByPath string
-	Wait   time.Duration // default 10 s
-	Poll   time.Duration // default 200 ms
-	Exists func(path string) bool
+	// Sysfs is where sysfs is mounted (default /sys) and Dev where device nodes are
+	// (default /dev), for the lookup without udev.
+	Sysfs, Dev string
+	Wait       time.Duration // default 10 s
+	Poll       time.Duration // default 200 ms
+	Exists     func(path string) bool
 }
 
 // Attach implements Attacher.
@@ -142,8 +147,16 @@ func (s *ISCSI) Attach(ctx context.Context, d pool.Disk) (string, error) {
 	what := fmt.Sprintf("iscsi disk %s of node %s", d.Address, d.Node)
 	aoe := AoE{Wait: s.Wait, Poll: s.Poll, Exists: s.Exists}
 	_, wait, poll, exists := aoe.defaults()
-	dev := s.devPath(d)
-	if exists(dev) {
+	find := func() string {
+		if p := s.devPath(d); exists(p) {
+			return p
+		}
+		if p := s.sysfsDisk(d.Address); p != "" && exists(p) {
+			return p
+		}
+		return ""
+	}
+	if dev := find(); dev != "" {
 		return dev, nil
 	}
 	node := []string{"-m", "node", "-T", d.Address, "-p", d.Portal}
@@ -163,19 +176,66 @@ func (s *ISCSI) Attach(ctx context.Context, d pool.Disk) (string, error) {
 			return "", fmt.Errorf("%s: %w", what, redactErr(append([]string{"iscsiadm"}, argv...), err))
 		}
 	}
-	return waitFor(ctx, dev, wait, poll, exists, what)
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		if dev := find(); dev != "" {
+			return dev, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-deadline.C:
+			return "", fmt.Errorf("%s: LUN %d did not appear within %v after login: %w", what, s.LUN, wait, ErrNotFound)
+		case <-tick.C:
+		}
+	}
+}
+
+// sysfsDisk finds the block device of LUN in the session logged in to iqn, or "".
+func (s *ISCSI) sysfsDisk(iqn string) string {
+	sys, dev := s.Sysfs, s.Dev
+	if sys == "" {
+		sys = "/sys"
+	}
+	if dev == "" {
+		dev = "/dev"
+	}
+	sessions, _ := filepath.Glob(filepath.Join(sys, "class", "iscsi_session", "session*"))
+	for _, sess := range sessions {
+		b, err := os.ReadFile(filepath.Join(sess, "targetname"))
+		if err != nil || strings.TrimSpace(string(b)) != iqn {
+			continue
+		}
+		// session*/device is the session's device; below it target<h>:0:0/<h>:0:0:<lun>/block/<disk>.
+		blocks, _ := filepath.Glob(filepath.Join(sess, "device", "target*", fmt.Sprintf("*:*:*:%d", s.LUN), "block", "*"))
+		if len(blocks) > 0 {
+			return filepath.Join(dev, filepath.Base(blocks[0]))
+		}
+	}
+	return ""
 }
 
 // Detach implements Attacher.
 func (s *ISCSI) Detach(ctx context.Context, d pool.Disk) error {
 	if _, err := s.Runner.Run(ctx, "iscsiadm", "-m", "node", "-T", d.Address, "-p", d.Portal, "--logout"); err != nil {
+		if exitCode(err) == 21 { // ISCSI_ERR_NO_OBJS_FOUND: no session, nothing to release
+			return nil
+		}
 		return fmt.Errorf("iscsi disk %s of node %s: logout: %w", d.Address, d.Node, err)
 	}
 	return nil
 }
 
-// Path implements Pather.
-func (s *ISCSI) Path(d pool.Disk) string { return s.devPath(d) }
+// Path implements Pather: the by-path link, or the sysfs disk when logged in without udev.
+func (s *ISCSI) Path(d pool.Disk) string {
+	if p := s.sysfsDisk(d.Address); p != "" {
+		return p
+	}
+	return s.devPath(d)
+}
 
 func (s *ISCSI) devPath(d pool.Disk) string {
 	dir := s.ByPath

@@ -3,6 +3,8 @@ package head
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -107,5 +109,46 @@ func TestExecRunner(t *testing.T) {
 	}
 	if got := Redact([]string{"iscsiadm", "-n", "node.session.auth.password", "-v", "pw", "-v", "x"}); got[4] != "REDACTED" || got[6] != "x" {
 		t.Errorf("Redact = %q", got)
+	}
+}
+
+func TestISCSIFindsTheLUNThroughSysfsWithoutUdev(t *testing.T) {
+	sys := t.TempDir()
+	iqn := "iqn.2026-01.net.distonet:n3-disk"
+	mk := func(session, target, lun, disk string) {
+		dir := filepath.Join(sys, "devices", "platform", "host2", session)
+		if err := os.MkdirAll(filepath.Join(dir, "iscsi_session", session), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "iscsi_session", session, "targetname"), []byte(target+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(dir, filepath.Join(dir, "iscsi_session", session, "device")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "target2:0:0", "2:0:0:"+lun, "block", disk), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(sys, "class", "iscsi_session"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(dir, "iscsi_session", session), filepath.Join(sys, "class", "iscsi_session", session)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("session1", "iqn.2026-01.net.distonet:other", "1", "sda")
+	mk("session2", iqn, "0", "sdb") // tgt's controller LUN
+	if err := os.MkdirAll(filepath.Join(sys, "devices", "platform", "host2", "session2", "target2:0:0", "2:0:0:1", "block", "sdc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &ISCSI{LUN: 1, Sysfs: sys, Dev: "/dev"}
+	if got := s.sysfsDisk(iqn); got != "/dev/sdc" {
+		t.Errorf("sysfsDisk = %q, want /dev/sdc", got)
+	}
+	if got := s.Path(pool.Disk{Address: iqn, Portal: "10.9.0.3:3260"}); got != "/dev/sdc" {
+		t.Errorf("Path = %q", got)
+	}
+	if got := s.sysfsDisk("iqn.2026-01.net.distonet:absent"); got != "" {
+		t.Errorf("absent target found as %q", got)
 	}
 }
