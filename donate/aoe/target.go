@@ -334,7 +334,7 @@ func (t *Target) send(f *frame) {
 		select {
 		case <-t.done:
 		default:
-			t.log.Warn("aoe send failed", "mac", f.dst, "err", err)
+			t.log.Debug("aoe send failed", "mac", f.dst.String(), "err", err)
 		}
 	}
 	t.bufs.Put(f)
