@@ -90,7 +90,7 @@ func kernelDriver(t *testing.T, mtu int) {
 	if got, want := results["AOE-SIZE"], fmt.Sprint(size/SectorSize); got != want {
 		t.Errorf("kernel sees %s sectors, want %s", got, want)
 	}
-	if got, want := strings.Fields(results["AOE-MD5"]+" ")[0], fmt.Sprintf("%x", md5.Sum(content)); got != want {
+	if got, want := strings.Fields(results["AOE-MD5"] + " ")[0], fmt.Sprintf("%x", md5.Sum(content)); got != want {
 		t.Errorf("kernel read md5 %s, want %s", got, want)
 	}
 	if results["AOE-WRITE"] != "0" {
