@@ -90,22 +90,23 @@ func kernelDriver(t *testing.T, mtu int) {
 	if got, want := results["AOE-SIZE"], fmt.Sprint(size/SectorSize); got != want {
 		t.Errorf("kernel sees %s sectors, want %s", got, want)
 	}
-	if got, want := strings.Fields(results["AOE-MD5"] + " ")[0], fmt.Sprintf("%x", md5.Sum(content)); got != want {
-		t.Errorf("kernel read md5 %s, want %s", got, want)
+	got, _, _ := strings.Cut(results["AOE-MD5"], " ")
+	if want := fmt.Sprintf("%x", md5.Sum(content)); got != want {
+		t.Errorf("kernel read md5 %q, want %s", got, want)
 	}
 	if results["AOE-WRITE"] != "0" {
 		t.Errorf("guest write failed: %q\n%s", results["AOE-WRITE"], out)
 	}
-	got := make([]byte, len(pattern))
+	written := make([]byte, len(pattern))
 	f, err = os.Open(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.ReadAt(got, 8<<20); err != nil {
+	if _, err := f.ReadAt(written, 8<<20); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, pattern) {
+	if !bytes.Equal(written, pattern) {
 		t.Errorf("what the kernel wrote through /dev/etherd is not on the backing file")
 	}
 	if st := tg.Stats(); st.Writes == 0 || st.Syncs == 0 {
