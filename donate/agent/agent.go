@@ -23,14 +23,18 @@ import (
 
 // Policy is the node's donation policy as the appliance sends it (bootconfig.Donate's JSON).
 type Policy struct {
-	Mode        string   `json:"mode"`             // none | aoe | iscsi
-	Device      string   `json:"device,omitempty"` // path or LABEL=...; empty: the largest safe spare disk
-	Wipe        bool     `json:"wipe,omitempty"`
-	Window      string   `json:"window,omitempty"` // HH:MM-HH:MM; empty: always
-	Shelf       int      `json:"shelf,omitempty"`
-	Slot        int      `json:"slot,omitempty"`
-	AllowMACs   []string `json:"allow_macs,omitempty"`
-	ISCSITarget string   `json:"iscsi_target,omitempty"`
+	Mode      string   `json:"mode"`             // none | aoe | iscsi
+	Device    string   `json:"device,omitempty"` // path or LABEL=...; empty: the largest safe spare disk
+	Wipe      bool     `json:"wipe,omitempty"`
+	Window    string   `json:"window,omitempty"` // HH:MM-HH:MM; empty: always
+	Shelf     int      `json:"shelf,omitempty"`
+	Slot      int      `json:"slot,omitempty"`
+	AllowMACs []string `json:"allow_macs,omitempty"`
+	// iSCSI export (for the integrator's Exporter). CHAPSecret is a secret: never logged.
+	ISCSITarget     string   `json:"iscsi_target,omitempty"`
+	ISCSIInitiators []string `json:"iscsi_initiators,omitempty"`
+	CHAPUser        string   `json:"chap_user,omitempty"`
+	CHAPSecret      string   `json:"chap_secret,omitempty"`
 	// AfterWindow is what the node does once it withdrew at the window's close: "poweroff",
 	// "reboot" (to its local OS) or "" (stay up, diskless).
 	AfterWindow string `json:"after_window,omitempty"`
