@@ -285,7 +285,7 @@ func TestBrowserEnrollment(t *testing.T) {
 	bad := "mac,name,group,image,donate,window\n52:54:00:00:20:01,room2-pc01,room2,debian-12,iscsi,\n52:54:00:00:20:02,room2-pc02,room2,no-such-image,none,\n"
 	var bulkErr string
 	run(t, ctx, "bulk file with an error",
-		chromedp.Navigate(base+"/nodes/bulk"),
+		chromedp.Navigate(base+"/enroll/bulk"),
 		chromedp.WaitVisible(chromedp.CSS(`#bulk-form`)),
 		chromedp.SetValue(chromedp.CSS(`#csv`), bad),
 		chromedp.Click(chromedp.CSS(`#bulk-form button`)),

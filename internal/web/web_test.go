@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -36,13 +37,13 @@ func TestUnauthenticatedRequestsAreRefused(t *testing.T) {
 		{"GET", "/nodes/n1", http.StatusSeeOther, "/login?next=%2Fnodes%2Fn1"},
 		{"GET", "/pool", http.StatusSeeOther, "/login?next=%2Fpool"},
 		{"GET", "/images", http.StatusSeeOther, "/login?next=%2Fimages"},
-		{"GET", "/nodes/bulk", http.StatusSeeOther, "/login?next=%2Fnodes%2Fbulk"},
+		{"GET", "/enroll/bulk", http.StatusSeeOther, "/login?next=%2Fenroll%2Fbulk"},
 		{"GET", "/?fragment=1", http.StatusUnauthorized, ""},
 		{"GET", "/events", http.StatusUnauthorized, ""},
-		{"POST", "/nodes/new", http.StatusUnauthorized, ""},
+		{"POST", "/enroll", http.StatusUnauthorized, ""},
 		{"POST", "/discovered/52:54:00:00:00:01/enroll", http.StatusUnauthorized, ""},
 		{"POST", "/nodes/n1/remove", http.StatusUnauthorized, ""},
-		{"POST", "/nodes/bulk", http.StatusUnauthorized, ""},
+		{"POST", "/enroll/bulk", http.StatusUnauthorized, ""},
 		{"GET", "/api/nodes", http.StatusUnauthorized, ""},
 		{"DELETE", "/api/nodes/n1", http.StatusUnauthorized, ""},
 	}
@@ -84,11 +85,11 @@ func TestPostWithoutCSRFTokenIsRefused(t *testing.T) {
 		form       url.Values
 	}{
 		{"enroll discovered", "/discovered/52:54:00:00:00:01/enroll", enroll},
-		{"enroll by MAC", "/nodes/new", url.Values{"mac": {"52:54:00:00:00:03"}, "name": {"n3"}, "image": {"debian-12"}}},
+		{"enroll by MAC", "/enroll", url.Values{"mac": {"52:54:00:00:00:03"}, "name": {"n3"}, "image": {"debian-12"}}},
 		{"edit", "/nodes/keep", url.Values{"image": {"alpine-3.20"}}},
 		{"remove", "/nodes/keep/remove", url.Values{"confirm": {"keep"}}},
 		{"forget", "/discovered/52:54:00:00:00:01/forget", url.Values{}},
-		{"bulk", "/nodes/bulk", url.Values{"csv": {"mac,name,image\n52:54:00:00:00:04,n4,debian-12\n"}}},
+		{"bulk", "/enroll/bulk", url.Values{"csv": {"mac,name,image\n52:54:00:00:00:04,n4,debian-12\n"}}},
 		{"logout", "/logout", url.Values{}},
 	}
 	for _, tc := range tests {
@@ -360,7 +361,7 @@ func TestEnrollFieldErrors(t *testing.T) {
 			for k, v := range tc.set {
 				f.Set(k, v)
 			}
-			r := e.do(c, "POST", "/nodes/new", f)
+			r := e.do(c, "POST", "/enroll", f)
 			if r.code != http.StatusUnprocessableEntity {
 				t.Fatalf("got %d, want 422", r.code)
 			}
@@ -382,7 +383,7 @@ func TestEnrollFieldErrors(t *testing.T) {
 	for k, v := range good {
 		f[k] = v
 	}
-	if r := e.do(c, "POST", "/nodes/new", f); r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/nodes/n1" {
+	if r := e.do(c, "POST", "/enroll", f); r.code != http.StatusSeeOther || r.hdr.Get("Location") != "/nodes/n1" {
 		t.Fatalf("valid form: %d %q\n%s", r.code, r.hdr.Get("Location"), r.body)
 	}
 	n, err := e.store.Node("n1")
@@ -514,7 +515,7 @@ func TestBulkEnrollment(t *testing.T) {
 				t.Fatal(err)
 			}
 			c, tok := e.login()
-			r := e.do(c, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {tc.csv}})
+			r := e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {tc.csv}})
 			nodes, _ := e.store.Nodes()
 			var names []string
 			for _, n := range nodes {
@@ -554,7 +555,7 @@ func TestBulkUploadMultipart(t *testing.T) {
 	body.WriteString("--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n" + tok + "\r\n")
 	body.WriteString("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"room.csv\"\r\nContent-Type: text/csv\r\n\r\n")
 	body.WriteString("\xef\xbb\xbfmac,name,image\r\n52:54:00:00:10:01,pc01,debian-12\r\n\r\n--b--\r\n")
-	req, _ := http.NewRequest("POST", e.srv.URL+"/nodes/bulk", strings.NewReader(body.String()))
+	req, _ := http.NewRequest("POST", e.srv.URL+"/enroll/bulk", strings.NewReader(body.String()))
 	req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
 	resp, err := c.Do(req)
 	if err != nil {
@@ -604,8 +605,8 @@ func TestPagesRender(t *testing.T) {
 		{"/nodes/n1", []string{"iqn.2011-06.org.distonet:node.n1", "e1.0", "/dev/sda", "mount refused"}},
 		{"/pool", []string{"/dev/sda", "e1.0", "250.0 GiB", `<span class="badge ok">online</span>`}},
 		{"/images", []string{"debian-12", "6.1.0-28-amd64", "1.0 GiB"}},
-		{"/nodes/new", []string{`name="mac"`, `<option value="alpine-3.20"`}},
-		{"/nodes/bulk", []string{"mac,name,group,image,donate,window,volume_size"}},
+		{"/enroll", []string{`name="mac"`, `<option value="alpine-3.20"`}},
+		{"/enroll/bulk", []string{"mac,name,group,image,donate,window,volume_size"}},
 		{"/nope", []string{"There is no page at /nope"}},
 	}
 	for _, tc := range tests {
@@ -799,14 +800,14 @@ func TestExportCSVReimports(t *testing.T) {
 		}
 	}
 	c, _ := src.login()
-	r := src.do(c, "GET", "/nodes/export.csv", nil)
+	r := src.do(c, "GET", "/nodes.csv", nil)
 	if r.code != http.StatusOK || !strings.HasPrefix(r.hdr.Get("Content-Type"), "text/csv") {
 		t.Fatalf("export: %d %q", r.code, r.hdr.Get("Content-Type"))
 	}
 	dst := newEnv(t)
 	dst.setPassword()
 	c2, tok := dst.login()
-	if r := dst.do(c2, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {r.body}}); r.code != http.StatusSeeOther {
+	if r := dst.do(c2, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {r.body}}); r.code != http.StatusSeeOther {
 		t.Fatalf("re-import: %d\n%s", r.code, r.body)
 	}
 	strip := func(st *registry.Store) []registry.Node {
@@ -863,11 +864,11 @@ func TestDiscoveredCSVRoundTrip(t *testing.T) {
 		}
 	}
 	// As downloaded, it is refused (no names, no images); filled in, it enrolls both.
-	if r := e.do(c, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {r.body}}); r.code != http.StatusUnprocessableEntity {
+	if r := e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {r.body}}); r.code != http.StatusUnprocessableEntity {
 		t.Errorf("unfilled file: %d", r.code)
 	}
 	filled := strings.NewReplacer(":02,,,,", ":02,pc01,room1,debian-12,", ":01,,,,", ":01,pc02,room1,debian-12,").Replace(r.body)
-	if r := e.do(c, "POST", "/nodes/bulk", url.Values{"csrf": {tok}, "csv": {filled}}); r.code != http.StatusSeeOther {
+	if r := e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {filled}}); r.code != http.StatusSeeOther {
 		t.Fatalf("filled file: %d\n%s", r.code, r.body)
 	}
 	if n, ok := e.store.NodeByMAC("52:54:00:00:00:02"); !ok || n.Name != "pc01" {
@@ -875,5 +876,23 @@ func TestDiscoveredCSVRoundTrip(t *testing.T) {
 	}
 	if d, _ := e.store.DiscoveredMACs(); len(d) != 0 {
 		t.Errorf("still discovered: %+v", d)
+	}
+}
+
+func TestNodeNamesDoNotCollideWithPages(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	// Valid hostnames that are also words the UI uses.
+	for i, name := range []string{"new", "bulk", "enroll", "export", "remove"} {
+		if _, err := e.store.AddNode(registry.Node{Name: name, MAC: fmt.Sprintf("52:54:00:00:00:%02x", i+1), Image: "debian-12"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := e.login()
+	for _, name := range []string{"new", "bulk", "enroll", "export", "remove"} {
+		r := e.do(c, "GET", "/nodes/"+name, nil)
+		if r.code != http.StatusOK || !strings.Contains(r.body, `action="/nodes/`+name+`" id="edit-form"`) {
+			t.Errorf("/nodes/%s is not the node's page: %d", name, r.code)
+		}
 	}
 }
