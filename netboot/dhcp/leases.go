@@ -37,6 +37,14 @@ type lease struct {
 	hostname string
 }
 
+// fixedOwner is the node a fixed address belongs to, as last learnt.
+type fixedOwner struct {
+	hw   string
+	seen time.Time
+}
+
+const fixedTTL = time.Minute
+
 // clientKey identifies a client: its client identifier (option 61) when it
 // sends one, else its hardware address (RFC 2131 §4.2).
 // A client identifier that is just hardware type 1 plus the MAC (what iPXE,
@@ -68,9 +76,10 @@ type leaseTable struct {
 	bcast    uint32
 	// reservedFor says whether an address is some enrolled node's fixed address.
 	reservedFor func(ip net.IP) (net.HardwareAddr, bool)
-	// fixed remembers fixed addresses seen through Host lookups, for when the
-	// registry cannot answer reservedFor.
-	fixed map[uint32]string // ip -> hw key
+	// fixed remembers fixed addresses learnt from Host lookups and reservedFor
+	// answers, for fixedTTL, so scans do not ask the registry again and again
+	// (and a node's old address is released soon after its record changes).
+	fixed map[uint32]fixedOwner
 
 	exhaustedUntil time.Time
 	log            *leaseLog // nil: memory only
@@ -87,7 +96,7 @@ func newLeaseTable(cfg *Config) *leaseTable {
 		byClient:     make(map[string]*lease),
 		server:       ipToU32(cfg.ServerIP),
 		subnet:       cfg.Subnet,
-		fixed:        make(map[uint32]string),
+		fixed:        make(map[uint32]fixedOwner),
 		logger:       cfg.Logger,
 		kick:         make(chan struct{}, 1),
 		compactEvery: 10000,
@@ -258,33 +267,38 @@ func (t *leaseTable) snapshotLocked() []byte {
 func (t *leaseTable) inRange(ip uint32) bool { return t.start != 0 && ip >= t.start && ip <= t.end }
 
 // usableLocked reports whether ip may be given to the client with key/hw now.
+// The lease table is consulted before the registry, so a scan over a full
+// pool never calls the registry.
 func (t *leaseTable) usableLocked(ip uint32, key string, hw net.HardwareAddr, now time.Time) bool {
 	if ip == t.server || ip == t.net0 || ip == t.bcast {
 		return false
 	}
-	if owner, ok := t.fixed[ip]; ok && owner != "h"+string(hw) {
-		return false
-	}
-	if t.reservedFor != nil {
-		if mac, ok := t.reservedFor(u32ToIP(ip)); ok && !bytes.Equal(mac, hw) {
-			t.fixed[ip] = "h" + string(mac)
-			return false
+	if l := t.byIP[ip]; l != nil {
+		switch {
+		case l.state == StateDeclined:
+			if !now.After(l.expiry) {
+				return false
+			}
+		case l.key == key, l.state == StateReleased:
+		default:
+			if !now.After(l.expiry) {
+				return false
+			}
 		}
 	}
-	l := t.byIP[ip]
-	if l == nil {
-		return true
+	if o, ok := t.fixed[ip]; ok {
+		if now.Sub(o.seen) < fixedTTL {
+			return o.hw == string(hw)
+		}
+		delete(t.fixed, ip)
 	}
-	switch {
-	case l.state == StateDeclined:
-		return now.After(l.expiry)
-	case l.key == key:
-		return true
-	case l.state == StateReleased:
-		return true
-	default:
-		return now.After(l.expiry)
+	if t.reservedFor != nil {
+		if mac, ok := t.reservedFor(u32ToIP(ip)); ok {
+			t.fixed[ip] = fixedOwner{hw: string(mac), seen: now}
+			return bytes.Equal(mac, hw)
+		}
 	}
+	return true
 }
 
 // errExhausted: no address is free for a new client.
@@ -325,7 +339,7 @@ func (t *leaseTable) offer(key string, hw net.HardwareAddr, clientID []byte, req
 func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fixed net.IP, now time.Time) (uint32, error) {
 	if fixed != nil {
 		ip := ipToU32(fixed)
-		t.fixed[ip] = "h" + string(hw)
+		t.fixed[ip] = fixedOwner{hw: string(hw), seen: now}
 		if t.usableLocked(ip, key, hw, now) {
 			return ip, nil
 		}
@@ -385,7 +399,7 @@ func (t *leaseTable) bind(key string, hw net.HardwareAddr, clientID []byte, ip n
 		return nil, errNotYours
 	}
 	if fixed != nil {
-		t.fixed[v] = "h" + string(hw)
+		t.fixed[v] = fixedOwner{hw: string(hw), seen: now}
 	}
 	if !t.usableLocked(v, key, hw, now) {
 		return nil, errNotYours

@@ -348,3 +348,50 @@ func TestLeaseLogCompaction(t *testing.T) {
 		t.Errorf("compacted log replays differently (-live +replayed):\n%s", d)
 	}
 }
+
+// The registry is asked about reservations only for addresses the table would
+// give out, and its answers are remembered: a full pool costs it nothing.
+func TestReservationLookupsBounded(t *testing.T) {
+	_, subnet, _ := net.ParseCIDR("10.0.0.0/16")
+	cfg := Config{Interface: "test0", ServerIP: net.ParseIP("10.0.0.1").To4(), Subnet: subnet, RangeStart: net.ParseIP("10.0.1.0").To4(), RangeEnd: net.ParseIP("10.0.4.255").To4()}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	tb := newLeaseTable(&cfg)
+	calls := 0
+	owner := net.HardwareAddr{2, 0, 0, 0, 0, 0xff}
+	tb.reservedFor = func(ip net.IP) (net.HardwareAddr, bool) {
+		calls++
+		if ip.Equal(net.ParseIP("10.0.1.5")) {
+			return owner, true
+		}
+		return nil, false
+	}
+	now := time.Unix(1000, 0)
+	n := 0
+	for i := 0; ; i++ {
+		hw := net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}
+		ip, err := tb.offer(clientKey(nil, hw), hw, nil, nil, nil, time.Hour, now)
+		if err != nil {
+			break
+		}
+		if ip.Equal(net.ParseIP("10.0.1.5")) {
+			t.Fatalf("reserved address offered to %v", hw)
+		}
+		n++
+	}
+	if n != 1023 {
+		t.Errorf("%d offers from a pool of 1024 with one reserved, want 1023", n)
+	}
+	if calls > 1024 {
+		t.Errorf("%d registry calls to fill a pool of 1024", calls)
+	}
+	before := calls
+	for i := 0; i < 100; i++ {
+		hw := net.HardwareAddr{2, 1, 0, 0, 0, byte(i)}
+		tb.offer(clientKey(nil, hw), hw, nil, nil, nil, time.Hour, now.Add(2*time.Second))
+	}
+	if calls != before {
+		t.Errorf("full pool: %d registry calls for 100 DISCOVERs, want 0", calls-before)
+	}
+}
