@@ -68,7 +68,7 @@ var (
 	targets = []int{1000, 3000, 6000}
 )
 
-func TestCompareWithKeaAndDnsmasq(t *testing.T) {
+func TestBenchDORAvsKeaAndDnsmasq(t *testing.T) {
 	if os.Getenv("DISTONET_BENCH") != "1" {
 		t.Skip("benchmark: set DISTONET_BENCH=1 (make bench)")
 	}

@@ -395,3 +395,28 @@ func TestReservationLookupsBounded(t *testing.T) {
 		t.Errorf("full pool: %d registry calls for 100 DISCOVERs, want 0", calls-before)
 	}
 }
+
+// An expired lease is free for another client; until then it is not.
+func TestExpiredLeaseReused(t *testing.T) {
+	_, subnet, _ := net.ParseCIDR("10.0.0.0/24")
+	cfg := Config{Interface: "test0", ServerIP: net.ParseIP("10.0.0.1").To4(), Subnet: subnet, RangeStart: net.ParseIP("10.0.0.10").To4(), RangeEnd: net.ParseIP("10.0.0.10").To4()}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	tb := newLeaseTable(&cfg)
+	now := time.Unix(1000, 0)
+	a, b := net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	if _, err := tb.bind(clientKey(nil, a), a, nil, net.ParseIP("10.0.0.10"), nil, "", time.Minute, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.offer(clientKey(nil, b), b, nil, nil, nil, time.Minute, now.Add(59*time.Second)); err == nil {
+		t.Error("address offered to b while a's lease runs")
+	}
+	ip, err := tb.offer(clientKey(nil, b), b, nil, nil, nil, time.Minute, now.Add(2*time.Minute))
+	if err != nil || !ip.Equal(net.ParseIP("10.0.0.10")) {
+		t.Errorf("after expiry: offer %v, %v; want 10.0.0.10", ip, err)
+	}
+	if n := tb.active(now.Add(2 * time.Minute)); n != 0 {
+		t.Errorf("%d active leases after expiry, want 0", n)
+	}
+}
