@@ -23,12 +23,12 @@ import (
 )
 
 // DefaultModules are the modules a node needs to reach its root: NICs QEMU and common PCs
-// have, NFS v3, overlayfs, the iSCSI initiator with SCSI disks, ext4 for the upper layer,
+// have, a hardware RNG (DHCP and the login need random numbers early), NFS v3, overlayfs, the iSCSI initiator with SCSI disks, ext4 for the upper layer,
 // AoE for donation, and the CRC implementations iscsi_tcp and ext4 look up by name at load
 // time (iscsi_tcp fails with "crc32c loading error" without one).
 var DefaultModules = []string{
 	"crc32c_generic", "crct10dif_generic", "libcrc32c",
-	"virtio_pci", "virtio_net", "virtio_blk", "e1000", "e1000e", "r8169", "igb", "tg3",
+	"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000", "e1000e", "r8169", "igb", "tg3",
 	"af_packet", "sunrpc", "nfs", "nfsv3", "overlay",
 	"scsi_transport_iscsi", "libiscsi", "libiscsi_tcp", "iscsi_tcp", "sd_mod",
 	"ext4", "aoe",

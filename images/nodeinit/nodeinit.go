@@ -146,6 +146,7 @@ func (n *node) run() {
 	kernelUp := Uptime()
 
 	n.step(ctx, "modules", "", n.loadModules)
+	n.waitEntropy()
 	n.step(ctx, "network", "", n.network)
 	n.rep.Report(bootconfig.StageKernel, true, fmt.Sprintf("node init started %.1fs after kernel start", kernelUp))
 	n.step(ctx, "config", "", n.fetchConfig)
@@ -245,6 +246,23 @@ func (n *node) loadModules(ctx context.Context) (string, error) {
 		n.say("modules", "some failed: %v", err)
 	}
 	return fmt.Sprintf("loaded %d for kernel %s", count, filepath.Base(dir)), nil
+}
+
+// waitEntropy waits for the kernel's random pool, which DHCP's transaction ids need, and
+// says so on the console instead of failing DHCP in a loop. RDRAND or a hardware RNG make it
+// instant; a VM without either can take minutes.
+func (n *node) waitEntropy() {
+	buf := make([]byte, 1)
+	if _, err := unix.Getrandom(buf, unix.GRND_NONBLOCK); err == nil {
+		return
+	}
+	t0 := time.Now()
+	n.say("random", "waiting for the kernel's random number generator (no RDRAND or hardware RNG?)")
+	if _, err := unix.Getrandom(buf, 0); err != nil {
+		n.say("random", "getrandom: %v", err)
+		return
+	}
+	n.say("random", "ready (%.1fs)", time.Since(t0).Seconds())
 }
 
 func (n *node) network(ctx context.Context) (string, error) {

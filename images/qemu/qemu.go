@@ -37,7 +37,10 @@ type Options struct {
 	MemoryMB int      // default 512
 	CPUs     int      // default 1
 	Accel    string   // default tcg (KVM is not available on the test machines)
-	Serial   io.Writer
+	// NoRNG leaves out the virtio RNG. With it the guest kernel's random pool is ready at
+	// once; under TCG without it, the first getrandom() of a boot can block for minutes.
+	NoRNG  bool
+	Serial io.Writer
 	Extra    []string // more QEMU arguments
 }
 
@@ -78,6 +81,9 @@ func Args(o Options) []string {
 	args := []string{
 		"-machine", "pc,graphics=off", "-accel", accel, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none",
+	}
+	if !o.NoRNG {
+		args = append(args, "-device", "virtio-rng-pci")
 	}
 	if o.Kernel != "" {
 		args = append(args, "-kernel", o.Kernel)
