@@ -93,8 +93,8 @@ type node struct {
 	session *iscsi.Session
 	// loggedIn: the session's connection is up, so a retry only rescans and mounts.
 	loggedIn bool
-	nic     *net.Interface
-	lease   Lease
+	nic      *net.Interface
+	lease    Lease
 }
 
 // Run performs the boot; it ends by exec'ing the image's /sbin/init.

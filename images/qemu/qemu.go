@@ -41,7 +41,7 @@ type Options struct {
 	// once; under TCG without it, the first getrandom() of a boot can block for minutes.
 	NoRNG  bool
 	Serial io.Writer
-	Extra    []string // more QEMU arguments
+	Extra  []string // more QEMU arguments
 }
 
 // Line is one console line with the time since Start.
