@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/net/html"
 
 	"github.com/distonet/distonet/internal/registry"
 )
@@ -895,4 +896,65 @@ func TestNodeNamesDoNotCollideWithPages(t *testing.T) {
 			t.Errorf("/nodes/%s is not the node's page: %d", name, r.code)
 		}
 	}
+}
+
+// TestEveryFormCarriesCSRFToken parses every page and checks each POST form carries the
+// token its handler checks: the session's, or the login form's on the pages before login.
+func TestEveryFormCarriesCSRFToken(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if _, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:02"}); err != nil {
+		t.Fatal(err)
+	}
+	anon := e.client()
+	loginTok := e.csrfOf(anon, "/login")
+	c, tok := e.login()
+	pages := map[string]struct {
+		c   *http.Client
+		tok string
+	}{"/login": {anon, loginTok}}
+	for _, p := range []string{"/", "/discovered", "/discovered?fragment=1", "/enroll", "/enroll/bulk", "/nodes/n1", "/nodes/n1/remove", "/images", "/pool", "/nope"} {
+		pages[p] = struct {
+			c   *http.Client
+			tok string
+		}{c, tok}
+	}
+	forms := 0
+	for path, p := range pages {
+		r := e.do(p.c, "GET", path, nil)
+		doc, err := html.Parse(strings.NewReader(r.body))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		for f := range doc.Descendants() {
+			if f.Type != html.ElementNode || f.Data != "form" || !strings.EqualFold(attr(f, "method"), "post") {
+				continue
+			}
+			forms++
+			found := false
+			for in := range f.Descendants() {
+				if in.Type == html.ElementNode && in.Data == "input" && attr(in, "name") == "csrf" {
+					found = attr(in, "type") == "hidden" && attr(in, "value") == p.tok
+				}
+			}
+			if !found {
+				t.Errorf("%s: form action=%q lacks the CSRF token", path, attr(f, "action"))
+			}
+		}
+	}
+	if forms < 10 {
+		t.Errorf("only %d POST forms found: the pages did not render what this test expects", forms)
+	}
+}
+
+func attr(n *html.Node, key string) string {
+	for _, a := range n.Attr {
+		if a.Key == key {
+			return a.Val
+		}
+	}
+	return ""
 }
