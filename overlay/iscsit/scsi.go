@@ -135,6 +135,10 @@ func (c *conn) execute(t *task) (r result) {
 		if t.cdb[1]&0x01 != 0 && (t.cdb[2] == 0xb0 || t.cdb[2] == 0xb2) {
 			return c.vpd(t, lu)
 		}
+	case 0xa3:
+		if t.cdb[1]&0x1f == 0x0c {
+			return c.reportOpcodes(t)
+		}
 	case 0x9e:
 		switch t.cdb[1] & 0x1f {
 		case 0x10:
@@ -460,7 +464,8 @@ func (c *conn) vpd(t *task, lu *lunit) result {
 		d := make([]byte, 64)
 		d[1] = 0xb0
 		binary.BigEndian.PutUint16(d[2:], 0x3c)
-		d[4] = 0x01                                          // WSNZ
+		d[4] = 0x01 // WSNZ
+		d[5] = maxCompareAndWriteBlocks
 		binary.BigEndian.PutUint16(d[6:], 8)                 // optimal granularity: 4 KiB
 		binary.BigEndian.PutUint32(d[8:], 1<<24>>blockShift) // max transfer: 16 MiB
 		binary.BigEndian.PutUint32(d[12:], 1<<20>>blockShift)
@@ -591,7 +596,12 @@ func (c *conn) compareAndWrite(t *task, lu *lunit) result {
 	}
 	want := 2 * blocks << blockShift
 	if blocks == 0 {
-		return good().withResidual(0, t.edtl)
+		if t.edtl != 0 {
+			// Data for a zero-block command: the initiator meant more blocks than the
+			// one-byte field holds (256 encodes as 0). Refuse rather than ignore it.
+			return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB)
+		}
+		return good()
 	}
 	if uint32(len(t.buf)) < want {
 		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB).withResidual(want, t.edtl)
