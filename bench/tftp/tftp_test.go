@@ -5,7 +5,10 @@
 //
 //	go test -run '^$' -bench . -benchtime 1x -timeout 30m ./bench/tftp
 //
-// DISTONET_BENCH_QUICK=1 drops the 64 MiB × 32 case.
+// DISTONET_BENCH_QUICK=1 drops the 64 MiB × 32 case. "ours" is lockstep (pin/tftp carries
+// it), "ours-send-ahead" is Config.Anticipate=16 (our sender, the client still ACKs every
+// block), "ours-timeout" adds the timeout option (our sender, lockstep) and
+// "ours-windowsize" negotiates RFC 7440 windowsize 16, which neither peer accepts.
 package tftpbench
 
 import (
@@ -31,9 +34,32 @@ import (
 	"github.com/distonet/distonet/netboot/tftp"
 )
 
+// serveEnv makes the re-executed test binary a server: "port,anticipate,root". Our server
+// runs in a process of its own, as the peers do, not in the client's Go runtime.
+const serveEnv = "DISTONET_TFTP_BENCH_SERVE"
+
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(serveEnv); spec != "" {
+		os.Exit(serve(spec))
+	}
 	_ = lab.Sweep()
 	os.Exit(m.Run())
+}
+
+func serve(spec string) int {
+	parts := strings.SplitN(spec, ",", 3)
+	if len(parts) != 3 {
+		fmt.Println("bad spec", spec)
+		return 2
+	}
+	anticipate, _ := strconv.Atoi(parts[1])
+	srv, err := tftp.NewServer(tftp.Config{Addr: ":" + parts[0], Root: parts[2], Anticipate: uint(anticipate)}, nil, nil)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println(srv.Serve(context.Background()))
+	return 1
 }
 
 const (
@@ -46,6 +72,7 @@ const (
 type target struct {
 	name string
 	port int
+	opts []tftp.Option // beyond blksize and tsize
 }
 
 type file struct {
@@ -80,24 +107,18 @@ func BenchmarkTFTP(b *testing.B) {
 	}
 
 	// Ours, twice: lockstep and with send-ahead.
-	for port, anticipate := range map[int]uint{6901: 0, 6902: window} {
-		srv, err := tftp.NewServer(tftp.Config{Addr: fmt.Sprintf(":%d", port), Root: root, Anticipate: anticipate}, nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		go func() { _ = srvNS.Do(func() error { return srv.Serve(context.Background()) }) }()
-		b.Cleanup(func() { srv.Close() })
-		if srv.Addr() == nil {
-			b.Fatal("our server did not start")
-		}
+	for port, anticipate := range map[int]int{6901: 0, 6902: window} {
+		startPeer(b, srvNS, []string{fmt.Sprintf("%s=%d,%d,%s", serveEnv, port, anticipate, root)}, os.Args[0], "-test.run=^$")
 	}
 	// tftpd-hpa: foreground, standalone, chrooted to root, same blksize cap and 1 s timeout.
-	startPeer(b, srvNS, "in.tftpd", "-L", "-l", "-a", ":6903", "-s", "-u", "root", "-B", strconv.Itoa(blockSize), "-T", "1000000", root)
+	startPeer(b, srvNS, nil, "in.tftpd", "-L", "-l", "-a", ":6903", "-s", "-u", "root", "-B", strconv.Itoa(blockSize), "-T", "1000000", root)
 	// dnsmasq: TFTP only (DNS off, no DHCP range), on the fixed port 69.
-	startPeer(b, srvNS, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
+	startPeer(b, srvNS, nil, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
 		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--enable-tftp", "--tftp-root="+root, "--tftp-max=100", "--quiet-tftp",
 		"--log-facility="+filepath.Join(dir, "dnsmasq.log"))
-	targets := []target{{"ours", 6901}, {"ours-send-ahead", 6902}, {"tftpd-hpa", 6903}, {"dnsmasq", 69}}
+	targets := []target{{"ours", 6901, nil}, {"ours-send-ahead", 6902, nil}, {"tftpd-hpa", 6903, nil}, {"dnsmasq", 69, nil},
+		{"ours-timeout", 6901, []tftp.Option{{Name: "timeout", Value: "1"}}},
+		{"ours-windowsize", 6901, []tftp.Option{{Name: "windowsize", Value: strconv.Itoa(window)}}}}
 	for _, tg := range targets {
 		waitReady(b, cli, tg, files[0].name)
 	}
@@ -133,7 +154,7 @@ func BenchmarkTFTP(b *testing.B) {
 
 	var report strings.Builder
 	fmt.Fprintf(&report, "\nTFTP, blksize %d, MTU 1500 veth, MB/s (ratio = ours / best peer)\n", blockSize)
-	fmt.Fprintf(&report, "%-10s %4s %10s %16s %10s %10s %12s %18s\n", "file", "cli", "ours", "ours-send-ahead", "tftpd-hpa", "dnsmasq", "ours/best", "send-ahead/hpa")
+	fmt.Fprintf(&report, "%-10s %4s %10s %16s %10s %10s %12s %15s %13s %15s\n", "file", "cli", "ours", "ours-send-ahead", "tftpd-hpa", "dnsmasq", "ours/best", "send-ahead/hpa", "ours-timeout", "ours-windowsize")
 	var keys []key
 	for k := range results {
 		if k.server == "ours" {
@@ -149,18 +170,20 @@ func BenchmarkTFTP(b *testing.B) {
 	for _, k := range keys {
 		get := func(s string) float64 { return results[key{k.file, k.clients, s}] }
 		best := max(get("tftpd-hpa"), get("dnsmasq"))
-		fmt.Fprintf(&report, "%-10s %4d %10.1f %16.1f %10.1f %10.1f %12.2f %18.2f\n", k.file, k.clients,
-			get("ours"), get("ours-send-ahead"), get("tftpd-hpa"), get("dnsmasq"), get("ours")/best, get("ours-send-ahead")/get("tftpd-hpa"))
+		fmt.Fprintf(&report, "%-10s %4d %10.1f %16.1f %10.1f %10.1f %12.2f %15.2f %13.1f %15.1f\n", k.file, k.clients,
+			get("ours"), get("ours-send-ahead"), get("tftpd-hpa"), get("dnsmasq"), get("ours")/best, get("ours-send-ahead")/get("tftpd-hpa"),
+			get("ours-timeout"), get("ours-windowsize"))
 	}
 	fmt.Print(report.String())
 }
 
 // startPeer runs a peer server in the namespace until the benchmark ends. Not ns.Start:
 // its Pdeathsig fires when the forking OS thread exits, and threads that ran ns.Do exit.
-func startPeer(b *testing.B, ns *lab.Netns, name string, args ...string) {
+func startPeer(b *testing.B, ns *lab.Netns, env []string, name string, args ...string) {
 	b.Helper()
 	var out bytes.Buffer
 	cmd := ns.Command(context.Background(), name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -212,7 +235,7 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 	defer conn.Close()
 	_ = conn.SetReadBuffer(4 << 20)
 	req, _ := (&tftp.Request{Op: tftp.OpRRQ, Filename: f.name, Mode: "octet",
-		Options: []tftp.Option{{Name: "blksize", Value: strconv.Itoa(blockSize)}, {Name: "tsize", Value: "0"}}}).MarshalBinary()
+		Options: append([]tftp.Option{{Name: "blksize", Value: strconv.Itoa(blockSize)}, {Name: "tsize", Value: "0"}}, tg.opts...)}).MarshalBinary()
 	srvAddr := &net.UDPAddr{IP: net.ParseIP(serverIP), Port: tg.port}
 	if _, err := conn.WriteToUDP(req, srvAddr); err != nil {
 		return err

@@ -25,6 +25,8 @@ import (
 	pintftp "github.com/pin/tftp/v3"
 	"github.com/pin/tftp/v3/netascii"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +42,9 @@ type Config struct {
 	Addr string // listen address; default ":69" (IPv4)
 	Root string // directory served read-only; "" serves generated files only
 	// Anticipate is the send-ahead window in blocks for clients that do not negotiate
-	// windowsize: that many blocks are sent before waiting for their ACKs. 0 or 1 = off.
+	// windowsize: up to that many blocks are in flight before their ACKs (PXE ROMs ACK
+	// each block, which works unchanged). 0 or 1 = lockstep. Served by our own sender, not
+	// pin/tftp's SetAnticipate, which cannot recover from a lost block (see sender).
 	Anticipate uint
 	Timeout    time.Duration // retransmission timeout unless the client negotiates one; default 1s
 	Retries    int           // retransmissions before a transfer is abandoned; default 5
@@ -151,7 +155,6 @@ func NewServer(cfg Config, gen Generated, logger *slog.Logger) (*Server, error) 
 	// We cap blksize ourselves (config and MTU) before the request reaches the library.
 	s.lib.SetBlockSizeNegotiation(false)
 	s.lib.SetBlockSize(maxBlockSize)
-	s.lib.SetAnticipate(cfg.Anticipate)
 	// The retransmission timeout already is the wait: retransmit at once, not after the
 	// library's default random sleep of up to a second.
 	s.lib.SetBackoff(func(int) time.Duration { return 0 })
@@ -307,8 +310,10 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	if p.timeout == 0 {
 		p.timeout = s.cfg.Timeout
 	}
+	adaptive := false
 	if p.window == 1 && s.cfg.Anticipate > 1 {
 		p.window = min(int(s.cfg.Anticipate), max(1, windowBytes/p.blockSize))
+		adaptive = true
 	}
 
 	s.mu.Lock()
@@ -316,7 +321,7 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	s.mu.Unlock()
 	s.metrics.active.Inc()
 
-	if libraryCanServe(p, oack) {
+	if p.window == 1 && libraryCanServe(p, oack) {
 		// The library re-parses the request: hand it the cleaned name and the options
 		// already negotiated, lower-case, with the size filled in. It reads requests
 		// into a 516-byte buffer; a longer one is served by our sender.
@@ -337,7 +342,14 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	if len(oack) > 0 {
 		ob, _ = oack.MarshalBinary()
 	}
-	snd := &sender{conn: conn, src: t.src, oack: ob, p: p, retries: s.cfg.Retries}
+	snd := &sender{conn: conn, src: t.src, oack: ob, p: p, retries: s.cfg.Retries, adaptive: adaptive}
+	if p.window > 1 {
+		if peer.IP.To4() != nil {
+			snd.batch = ipv4.NewPacketConn(conn)
+		} else {
+			snd.batch = ipv6.NewPacketConn(conn)
+		}
+	}
 	s.mu.Lock()
 	s.senders[conn] = struct{}{}
 	s.mu.Unlock()
