@@ -146,7 +146,11 @@ func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pid, stop = startPeer(t, ns2, []string{fmt.Sprintf("%s=%s %s %d %d", targetEnv, tIf, file, shelf, slot)}, self)
+		env := []string{fmt.Sprintf("%s=%s %s %d %d", targetEnv, tIf, file, shelf, slot)}
+		if p := os.Getenv("DISTONET_BENCH_TARGET_GOMAXPROCS"); p != "" {
+			env = append(env, "GOMAXPROCS="+p)
+		}
+		pid, stop = startPeer(t, ns2, env, self)
 	}
 	defer stop()
 	var c *aoe.Client
