@@ -77,7 +77,8 @@ type Web struct {
 	static   http.Handler
 	mux      *http.ServeMux
 	handler  http.Handler // mux behind the cross-origin check
-	setupMu  sync.Mutex   // one first-run setup at a time
+	cop      *http.CrossOriginProtection
+	setupMu  sync.Mutex // one first-run setup at a time
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close: ends event streams
@@ -189,6 +190,7 @@ func (w *Web) routes() {
 	// Defence in depth beside the tokens: a browser's cross-site POST (Sec-Fetch-Site or an
 	// Origin that is not this host) is refused before any handler runs.
 	cop := http.NewCrossOriginProtection()
+	w.cop = cop
 	cop.SetDenyHandler(http.HandlerFunc(func(wr http.ResponseWriter, r *http.Request) {
 		w.log.Warn("web: cross-origin request refused", "path", r.URL.Path, "ip", clientIP(r), "origin", r.Header.Get("Origin"))
 		http.Error(wr, "403 forbidden: cross-origin request", http.StatusForbidden)
@@ -219,6 +221,9 @@ func (w *Web) Session(r *http.Request) bool {
 	}
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return true
+	}
+	if w.cop.Check(r) != nil {
+		return false // a cross-site browser request, whatever it carries
 	}
 	tok := r.Header.Get(CSRFHeader)
 	return tok != "" && validCSRFToken(tok, sess)

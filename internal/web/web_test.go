@@ -146,6 +146,22 @@ func TestAPIAcceptsSessionWritesOnlyWithCSRFHeader(t *testing.T) {
 	if _, err := e.store.Node("n1"); err != nil {
 		t.Fatalf("refused API write removed the node: %v", err)
 	}
+	if r := e.do(c, "DELETE", "/api/nodes/n1", nil, CSRFHeader, tok, "Sec-Fetch-Site", "cross-site"); r.code != http.StatusForbidden {
+		t.Errorf("cross-site API write with session and CSRF header: %d, want 403", r.code)
+	}
+	// Session refuses it by itself too (the daemon mounts /api/ beside the UI, not behind it).
+	req := httptest.NewRequest("DELETE", "/api/nodes/n1", nil)
+	for _, ck := range c.Jar.Cookies(mustURL(t, e.srv.URL)) {
+		req.AddCookie(ck)
+	}
+	req.Header.Set(CSRFHeader, tok)
+	if !e.web.Session(req) {
+		t.Error("Session refuses a same-origin write with the CSRF header")
+	}
+	req.Header.Set("Origin", "http://evil.example")
+	if e.web.Session(req) {
+		t.Error("Session accepts a cross-origin write")
+	}
 	if r := e.do(c, "DELETE", "/api/nodes/n1", nil, CSRFHeader, tok); r.code != http.StatusOK {
 		t.Errorf("API write with session and CSRF header: %d %s", r.code, r.body)
 	}
