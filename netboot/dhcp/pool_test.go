@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -239,5 +240,65 @@ func TestMetrics(t *testing.T) {
 	}
 	if got["distonet_dhcp_leases_in_use"] != 3 {
 		t.Errorf("leases_in_use = %v, want 3", got["distonet_dhcp_leases_in_use"])
+	}
+}
+
+// perfdhcp drives 2000 simulated clients through DORA concurrently: it reports
+// no address given twice and no lease rejected, and every lease the server
+// acknowledged is in its table once.
+func TestPerfdhcpNoDuplicatesUnderLoad(t *testing.T) {
+	lab.Require(t, "perfdhcp")
+	srv, cli := lab.NewNetns(t), lab.NewNetns(t)
+	srvIf, cliIf := lab.Veth(t, srv, "10.67.208.1/20", cli, "10.67.208.2/20")
+	tn := &testNet{srv: srv, cli: cli, srvIf: srvIf, cliIf: cliIf, prefix: "10.67.208.", serverIP: net.ParseIP("10.67.208.1").To4()}
+	_, tn.subnet, _ = net.ParseCIDR("10.67.208.0/20")
+	cfg := tn.config(t)
+	cfg.RangeStart, cfg.RangeEnd = net.ParseIP("10.67.209.0"), net.ParseIP("10.67.223.250") // ~3800
+	s := tn.start(t, cfg, nil)
+	out, err := cli.Exec("perfdhcp", "-4", "-l", cliIf, "-r", "500", "-n", "2000", "-R", "2000", "-d", "3", "-W", "2000000", "10.67.208.1")
+	if err != nil && !strings.Contains(out, "REQUEST-ACK") {
+		t.Fatalf("perfdhcp: %v\n%s", err, out)
+	}
+	field := func(stage, name string) string {
+		i := strings.Index(out, "Statistics for: "+stage)
+		if i < 0 {
+			t.Fatalf("no %s statistics:\n%s", stage, out)
+		}
+		rest := out[i:]
+		j := strings.Index(rest, name+": ")
+		if j < 0 {
+			t.Fatalf("no %q in %s statistics", name, stage)
+		}
+		v, _, _ := strings.Cut(rest[j+len(name)+2:], "\n")
+		return strings.TrimSpace(v)
+	}
+	for _, stage := range []string{"DISCOVER-OFFER", "REQUEST-ACK"} {
+		for _, name := range []string{"non unique addresses", "rejected leases"} {
+			if v := field(stage, name); v != "0" {
+				t.Errorf("%s %s = %s, want 0", stage, name, v)
+			}
+		}
+	}
+	acks, _ := strconv.Atoi(field("REQUEST-ACK", "received packets"))
+	if acks < 1000 {
+		t.Errorf("only %d of 2000 exchanges completed:\n%s", acks, out)
+	}
+	seen := map[string]string{}
+	bound := 0
+	for _, l := range s.Leases() {
+		if l.State != dhcp.StateBound {
+			continue
+		}
+		bound++
+		if other, dup := seen[l.MAC.String()]; dup {
+			t.Errorf("%v holds %v and %s", l.MAC, l.IP, other)
+		}
+		seen[l.MAC.String()] = l.IP.String()
+	}
+	// perfdhcp sends a few more exchanges than -R clients; those reuse MACs
+	// and renew a lease instead of making one.
+	sent, _ := strconv.Atoi(field("DISCOVER-OFFER", "sent packets"))
+	if reused := max(0, sent-2000); bound < acks-reused {
+		t.Errorf("server table holds %d bound leases, perfdhcp received %d ACKs", bound, acks)
 	}
 }
