@@ -50,6 +50,7 @@ type TargetStats struct {
 	Syncs     uint64 // fdatasync calls (group commits)
 	ATAErrors uint64 // ATA commands answered with ERR
 	Batches   uint64 // receive system calls (Frames/Batches is the batching achieved)
+	SendErrs  uint64 // responses the kernel refused (link down, buffers full): the initiator retransmits
 }
 
 // Target serves one device over AoE on one interface.
@@ -76,7 +77,7 @@ type Target struct {
 	closeErr  error
 	serving   atomic.Bool
 
-	frames, dropped, reads, writes, syncs, ataErrors, batches atomic.Uint64
+	frames, dropped, reads, writes, syncs, ataErrors, batches, sendErrs atomic.Uint64
 
 	// Reads of one received batch are collected and served together (Serve's goroutine only).
 	batching bool
@@ -205,6 +206,7 @@ func (t *Target) Stats() TargetStats {
 	return TargetStats{
 		Frames: t.frames.Load(), Dropped: t.dropped.Load(), Reads: t.reads.Load(),
 		Writes: t.writes.Load(), Syncs: t.syncs.Load(), ATAErrors: t.ataErrors.Load(), Batches: t.batches.Load(),
+		SendErrs: t.sendErrs.Load(),
 	}
 }
 
@@ -299,10 +301,13 @@ func (t *Target) sendFrames(tx *batchIO, fs []*frame) {
 	}
 	tx.bufs = bufs[:0]
 	if err := tx.send(bufs); err != nil {
-		select {
-		case <-t.done:
-		default:
-			t.log.Warn("aoe send failed", "frames", len(fs), "err", err)
+		// Logged once per hundred failures: a downed link must not flood the journal.
+		if n := t.sendErrs.Add(uint64(len(fs))); n%100 < uint64(len(fs)) {
+			select {
+			case <-t.done:
+			default:
+				t.log.Warn("aoe send failed", "frames", len(fs), "failed_total", n, "err", err)
+			}
 		}
 	}
 	for _, f := range fs {
@@ -331,6 +336,7 @@ func (t *Target) shutdown() {
 
 func (t *Target) send(f *frame) {
 	if _, err := t.conn.WriteTo(f.b[:f.n], &packet.Addr{HardwareAddr: f.dst}); err != nil {
+		t.sendErrs.Add(1)
 		select {
 		case <-t.done:
 		default:
