@@ -29,7 +29,11 @@ func guestMain() int {
 		return 1
 	}
 	g := &guest{ctl: ctl}
-	err = g.scenario()
+	if os.Getenv(guestEnv) == "iscsi" {
+		err = g.iscsiScenario()
+	} else {
+		err = g.scenario()
+	}
 	ctl.Result(err)
 	if err != nil {
 		return 1

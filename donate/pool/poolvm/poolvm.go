@@ -39,6 +39,20 @@ type Config struct {
 	Timeout time.Duration
 	// OnLine, when set, sees every other line the guest sends (e.g. its measurements).
 	OnLine func(line string)
+
+	// Debs are Debian packages unpacked (without their dependencies) into a staging tree;
+	// DebBinaries are paths in that tree copied into the guest with their libraries (looked
+	// up in the staging tree first, then on the host).
+	Debs, DebBinaries []string
+	// ExtraModules are loaded after Modules.
+	ExtraModules []string
+	// Files are written into the guest's root (path -> content).
+	Files map[string]string
+	// BridgeAddr and GuestAddr (CIDR) give the host's bridge and the guest's eth0 addresses
+	// when the guest needs IP (iSCSI); empty leaves them without (AoE is layer 2).
+	BridgeAddr, GuestAddr string
+	// Setup starts other donors on the bridge (for example tgtd) before the guest boots.
+	Setup func(t lab.T, ns *lab.Netns, bridge string)
 }
 
 // Modules are loaded in the guest in this order (dependencies first, from modules.dep);
@@ -56,7 +70,9 @@ var Tools = []string{"qemu-system-x86_64", "vblade", "mdadm", "cpio", "gzip", "a
 func Run(t lab.T, cfg Config) string {
 	t.Helper()
 	lab.Require(t, Tools...)
-	if cfg.Donors == 0 {
+	if cfg.Donors < 0 {
+		cfg.Donors = 0
+	} else if cfg.Donors == 0 {
 		cfg.Donors = 4
 	}
 	if cfg.DonorBytes == 0 {
@@ -77,8 +93,11 @@ func Run(t lab.T, cfg Config) string {
 	initrd := Initrd(t, dir, modDir, cfg)
 
 	ns := lab.NewNetns(t)
-	br := ns.Bridge("")
+	br := ns.Bridge(cfg.BridgeAddr)
 	tap := ns.Tap(br)
+	if cfg.Setup != nil {
+		cfg.Setup(t, ns, br)
+	}
 	var mu sync.Mutex
 	donors := map[int]*exec.Cmd{}
 	start := func(shelf int) {
@@ -254,12 +273,38 @@ export PATH=/sbin:/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /modules/order); do insmod /modules/$m || echo "insmod $m failed"; done
 ip link set lo up; ip link set eth0 up
+%s
 echo 200000 > /proc/sys/dev/raid/speed_limit_min
 %s=%s /guest.test
 echo "guest program exited $?"
 sync
 poweroff -f
 `
+
+// debFile returns the cached .deb of pkg's candidate version, downloading it once.
+func debFile(t lab.T, pkg string) string {
+	t.Helper()
+	cache := os.Getenv("DISTONET_CACHE")
+	if cache == "" {
+		cache = "/var/cache/distonet/debian"
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(cache, pkg+"_*.deb")); len(m) > 0 {
+		return m[len(m)-1]
+	}
+	cmd := exec.Command("apt-get", "download", "-q", pkg)
+	cmd.Dir = cache
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("poolvm: apt-get download %s: %v: %s", pkg, err, out)
+	}
+	m, _ := filepath.Glob(filepath.Join(cache, pkg+"_*.deb"))
+	if len(m) == 0 {
+		t.Fatalf("poolvm: apt-get download %s left no .deb in %s", pkg, cache)
+	}
+	return m[len(m)-1]
+}
 
 // Initrd packs busybox, Binaries with their libraries, aoetools, Modules and the guest test
 // binary into a gzip'd newc cpio under dir.
@@ -316,7 +361,46 @@ func Initrd(t lab.T, dir, modDir string, cfg Config) string {
 		}
 		copyFile(p, filepath.Join(root, "sbin", s), 0o755)
 	}
-	order, err := moduleOrder(modDir, Modules)
+	if len(cfg.Debs) > 0 {
+		stage := filepath.Join(dir, "debs")
+		for _, pkg := range cfg.Debs {
+			deb := debFile(t, pkg)
+			if out, err := exec.Command("dpkg", "-x", deb, stage).CombinedOutput(); err != nil {
+				t.Fatalf("poolvm: dpkg -x %s: %v: %s", deb, err, out)
+			}
+		}
+		libdirs, _ := filepath.Glob(filepath.Join(stage, "usr", "lib", "*-linux-gnu"))
+		libdirs2, _ := filepath.Glob(filepath.Join(stage, "lib", "*-linux-gnu"))
+		ldpath := strings.Join(append(libdirs, libdirs2...), ":")
+		for _, b := range cfg.DebBinaries {
+			copyFile(filepath.Join(stage, b), filepath.Join(root, b), 0o755)
+			ldd := exec.Command("ldd", filepath.Join(stage, b))
+			ldd.Env = append(os.Environ(), "LD_LIBRARY_PATH="+ldpath)
+			out, err := ldd.Output()
+			if err != nil {
+				t.Fatalf("poolvm: ldd %s: %v", b, err)
+			}
+			for _, f := range strings.Fields(string(out)) {
+				if !strings.HasPrefix(f, "/") {
+					continue
+				}
+				dst := f
+				if rel, err := filepath.Rel(stage, f); err == nil && !strings.HasPrefix(rel, "..") {
+					dst = "/" + rel
+				}
+				copyFile(f, filepath.Join(root, dst), 0o755)
+			}
+		}
+	}
+	for p, content := range cfg.Files {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	order, err := moduleOrder(modDir, append(append([]string(nil), Modules...), cfg.ExtraModules...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +416,11 @@ func Initrd(t lab.T, dir, modDir string, cfg Config) string {
 	if arg == "" {
 		arg = "1"
 	}
-	if err := os.WriteFile(filepath.Join(root, "init"), []byte(fmt.Sprintf(initScript, cfg.GuestEnv, arg)), 0o755); err != nil {
+	addr := ""
+	if cfg.GuestAddr != "" {
+		addr = "ip addr add " + cfg.GuestAddr + " dev eth0"
+	}
+	if err := os.WriteFile(filepath.Join(root, "init"), []byte(fmt.Sprintf(initScript, addr, cfg.GuestEnv, arg)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	gobin, err := exec.LookPath("go")
