@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	}
 	distonet = filepath.Join(dir, "distonet")
 	// Static, as `make build` makes it: the same binary goes into node initramfs images.
-	build := exec.Command("go", "build", "-o", distonet, ".")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", distonet, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)

@@ -34,6 +34,8 @@ The other commands manage its registry; they work whether or not the daemon runs
 		newNodeCommand(g),
 		newImageCommand(g),
 		newUnitCommand(g),
+		newDemoCommand(),
+		newAgentCommand(),
 		newAdminCommand(g),
 	)
 	return root

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -35,6 +36,9 @@ type Server struct {
 	Portal string
 	// RemoveVolume deletes a node's overlay volume when the node is removed.
 	RemoveVolume func(name string) error
+	// InUse reports whether an assembled pool array still uses a node's donated disk, so a
+	// withdrawing agent waits for the pool head to release it. nil: nothing is in use.
+	InUse func(node, address string) bool
 	// OnEvent is told of every boot stage a node reports (metrics, live UI).
 	OnEvent func(node string, ev bootconfig.Event)
 	Log     *slog.Logger
@@ -53,6 +57,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/discovered/{mac}", s.admin(s.forgetDiscovered))
 	mux.HandleFunc("GET "+bootconfig.ConfigPath, s.nodeAuth(s.bootConfig))
 	mux.HandleFunc("POST "+bootconfig.EventPath, s.nodeAuth(s.bootEvent))
+	s.agentRoutes(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
 	})
@@ -289,7 +294,9 @@ func (s *Server) bootEvent(w http.ResponseWriter, r *http.Request, n registry.No
 	}
 	// The appliance's clock times the stages: a node's clock may be anything at boot.
 	ev.Time = time.Now().UTC()
-	if err := s.Store.RecordStage(n.Name, registry.Stage{Stage: ev.Stage, OK: ev.OK, Message: ev.Message, Time: ev.Time}, ""); err != nil {
+	// The node's address as the appliance sees it: the event comes from the booted node.
+	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if err := s.Store.RecordStage(n.Name, registry.Stage{Stage: ev.Stage, OK: ev.OK, Message: ev.Message, Time: ev.Time}, ip); err != nil {
 		writeErr(w, http.StatusInternalServerError, "", err)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -162,6 +163,7 @@ func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 		Overlay: bootconfig.Overlay{Options: "index=off,xino=off,redirect_dir=off,metacopy=off"},
 		Donate: bootconfig.Donate{
 			Mode: n.Donate.Mode, Device: n.Donate.Device, Wipe: n.Donate.Wipe, Window: n.Donate.Window,
+			TimeZone: b.zone(), AfterWindow: n.Donate.AfterWindow,
 			Shelf: n.Shelf, Slot: n.Slot, AllowMACs: b.cfg.Donate.PoolHeadMACs,
 		},
 	}
@@ -173,6 +175,23 @@ func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 		c.Donate.CHAPUser, c.Donate.CHAPSecret = n.Name, n.Secrets.DonateCHAP
 	}
 	return c, nil
+}
+
+// zone names the appliance's time zone for the node, which has no local time configured.
+func (b *bootScripts) zone() string {
+	loc, err := b.cfg.Location()
+	if err != nil || loc == time.Local {
+		if name := os.Getenv("TZ"); name != "" {
+			return name
+		}
+		if target, err := os.Readlink("/etc/localtime"); err == nil {
+			if i := strings.Index(target, "zoneinfo/"); i >= 0 {
+				return target[i+len("zoneinfo/"):]
+			}
+		}
+		return "UTC"
+	}
+	return loc.String()
 }
 
 func portOf(hostport, def string) string {

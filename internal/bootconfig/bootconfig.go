@@ -58,13 +58,17 @@ type Overlay struct {
 
 // Donate is the node's donation policy.
 type Donate struct {
-	Mode      string   `json:"mode"`             // none | aoe | iscsi
-	Device    string   `json:"device,omitempty"` // explicit device or partition label (LABEL=DISTONET); empty = pick the spare disk
-	Wipe      bool     `json:"wipe,omitempty"`
-	Window    string   `json:"window,omitempty"` // HH:MM-HH:MM in the appliance's time zone; empty = always
-	Shelf     int      `json:"shelf,omitempty"`
-	Slot      int      `json:"slot,omitempty"`
-	AllowMACs []string `json:"allow_macs,omitempty"` // AoE MAC allow-list (the pool head's MACs)
+	Mode     string `json:"mode"`             // none | aoe | iscsi
+	Device   string `json:"device,omitempty"` // explicit device or partition label (LABEL=DISTONET); empty = pick the spare disk
+	Wipe     bool   `json:"wipe,omitempty"`
+	Window   string `json:"window,omitempty"`    // HH:MM-HH:MM in TimeZone; empty = always
+	TimeZone string `json:"time_zone,omitempty"` // IANA name of the appliance's zone (the node's clock may be UTC)
+	// AfterWindow is what the node does after withdrawing at the window's close: poweroff,
+	// reboot (to its local OS), or nothing.
+	AfterWindow string   `json:"after_window,omitempty"`
+	Shelf       int      `json:"shelf,omitempty"`
+	Slot        int      `json:"slot,omitempty"`
+	AllowMACs   []string `json:"allow_macs,omitempty"` // AoE MAC allow-list (the pool head's MACs)
 	// iSCSI donation: the target the node exports and who may log in.
 	ISCSITarget     string   `json:"iscsi_target,omitempty"`
 	ISCSIInitiators []string `json:"iscsi_initiators,omitempty"`

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+	_ "time/tzdata" // nodes have no zoneinfo; windows are read in the appliance's zone
+
+	"github.com/spf13/cobra"
+
+	"github.com/distonet/distonet/donate/agent"
+	"github.com/distonet/distonet/internal/bootconfig"
+	"github.com/distonet/distonet/overlay/iscsit"
+)
+
+func newAgentCommand() *cobra.Command {
+	var bootConfig, stateDir, iface string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the donation agent on a booted node (the node init starts it)",
+		Long: `Run the donation agent: find the node's spare disk, check it is safe to give, export it
+over AoE or iSCSI inside the node's window, register it with the appliance, heartbeat, and
+withdraw cleanly (the pool head releases the member first) when the window closes or the
+node shuts down. The node init starts it with the boot config it fetched.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := os.ReadFile(bootConfig)
+			if err != nil {
+				return fmt.Errorf("agent: %w", err)
+			}
+			var bc bootconfig.Config
+			if err := json.Unmarshal(raw, &bc); err != nil {
+				return fmt.Errorf("agent: boot config %s: %w", bootConfig, err)
+			}
+			loc := time.UTC
+			if bc.Donate.TimeZone != "" {
+				if l, err := time.LoadLocation(bc.Donate.TimeZone); err == nil {
+					loc = l
+				}
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", bc.Node)
+			if iface == "" {
+				iface = bootInterface()
+			}
+			if err := os.MkdirAll(stateDir, 0o700); err != nil {
+				return fmt.Errorf("agent: %w", err)
+			}
+			a, err := agent.New(agent.Config{
+				Appliance: agent.NewHTTPAppliance(bc.Server, bc.AgentToken),
+				AoE:       agent.AoEExporter{Interface: iface, StateDir: stateDir, Logger: log},
+				ISCSI:     &iscsiExporter{log: log},
+				StateDir:  stateDir,
+				Location:  loc,
+				Power:     powerAction,
+				Logger:    log,
+			})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log.Info("donation agent running", "server", bc.Server, "interface", iface, "mode", bc.Donate.Mode)
+			return a.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&bootConfig, "boot-config", "/run/distonet/boot.json", "the boot config the node init fetched")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/distonet-agent", "where the agent keeps its AoE mask list and reservations (persistent on the overlay root)")
+	cmd.Flags().StringVar(&iface, "interface", "", "the boot network interface (default: the one holding the default route or the first up Ethernet)")
+	return cmd
+}
+
+// bootInterface guesses the NIC the node booted from: the first interface that is up, not
+// loopback, with an IPv4 address.
+func bootInterface() string {
+	ifs, _ := net.Interfaces()
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 {
+			continue
+		}
+		if addrs, _ := ifi.Addrs(); len(addrs) > 0 {
+			return ifi.Name
+		}
+	}
+	return "eth0"
+}
+
+func powerAction(action string) error {
+	switch action {
+	case "poweroff":
+		return exec.Command("poweroff").Run()
+	case "reboot":
+		return exec.Command("reboot").Run()
+	}
+	return fmt.Errorf("unknown power action %q", action)
+}
+
+// iscsiExporter serves the donated disk with our iSCSI target, CHAP-protected and open only
+// to the pool head's initiator.
+type iscsiExporter struct {
+	log *slog.Logger
+}
+
+type iscsiRunning struct {
+	srv    *iscsit.Server
+	cancel context.CancelFunc
+	done   chan error
+	export agent.Export
+}
+
+func (x *iscsiExporter) Start(device string, p agent.Policy) (agent.Running, error) {
+	if p.ISCSITarget == "" || p.CHAPSecret == "" {
+		return nil, fmt.Errorf("iscsi donation: the policy names no target or CHAP secret")
+	}
+	srv, err := iscsit.NewServer(iscsit.Config{Addr: "0.0.0.0:3260"}, x.log.With("svc", "iscsi"))
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.AddTarget(iscsit.TargetSpec{IQN: p.ISCSITarget, LUNs: []string{device}, CHAPUser: p.CHAPUser, CHAPSecret: p.CHAPSecret,
+		AllowedInitiators: p.ISCSIInitiators}); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	size, err := deviceSize(device)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	return &iscsiRunning{srv: srv, cancel: cancel, done: done,
+		export: agent.Export{Device: device, Transport: "iscsi", Address: p.ISCSITarget, SizeBytes: size}}, nil
+}
+
+func (r *iscsiRunning) Export() agent.Export { return r.export }
+
+func (r *iscsiRunning) Stop() error {
+	r.cancel()
+	err := r.srv.Close()
+	<-r.done
+	return err
+}
+
+// deviceSize is a block device's or file's size in bytes.
+func deviceSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := f.Seek(0, 2)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	return n, nil
+}
