@@ -165,3 +165,64 @@ func (c *dirCache) get(t *tree, ino uint64, rel string) ([]dirEntry, error) {
 	}
 	return l.ents, nil
 }
+
+// attrCache keeps file attributes by inode, sharded so concurrent calls rarely meet on a
+// lock; a full shard drops an arbitrary entry.
+type attrCache struct {
+	shards [32]attrShard
+	per    int
+}
+
+type attrShard struct {
+	mu sync.Mutex
+	m  map[fileKey]unix.Stat_t
+}
+
+func newAttrCache(max int) *attrCache {
+	c := &attrCache{per: max/32 + 1}
+	for i := range c.shards {
+		c.shards[i].m = map[fileKey]unix.Stat_t{}
+	}
+	return c
+}
+
+func (c *attrCache) shard(k fileKey) *attrShard { return &c.shards[(k.ino*0x9e3779b97f4a7c15)>>59] }
+
+func (c *attrCache) get(t *tree, ino uint64) (unix.Stat_t, bool) {
+	k := fileKey{t, ino}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	st, ok := sh.m[k]
+	sh.mu.Unlock()
+	return st, ok
+}
+
+func (c *attrCache) put(t *tree, st *unix.Stat_t) {
+	k := fileKey{t, st.Ino}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	if len(sh.m) >= c.per {
+		for old := range sh.m {
+			delete(sh.m, old)
+			break
+		}
+	}
+	sh.m[k] = *st
+	sh.mu.Unlock()
+}
+
+// peek returns a directory's listing only if it is already cached.
+func (c *dirCache) peek(t *tree, ino uint64) ([]dirEntry, bool) {
+	c.mu.Lock()
+	l, ok := c.m[dirKey{t, ino}]
+	c.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	select {
+	case <-l.ready:
+		return l.ents, l.err == nil
+	default:
+		return nil, false
+	}
+}

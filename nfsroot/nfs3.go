@@ -3,6 +3,7 @@ package nfsroot
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 
 	nfs "github.com/willscott/go-nfs"
@@ -117,17 +118,45 @@ func (s *Server) nfs3(c *call, out []byte) ([]byte, oncrpc.AcceptStat) {
 
 func appendStatus(out []byte, st nfs.NFSStatus) []byte { return oncrpc.AppendUint32(out, uint32(st)) }
 
-// stat resolves a handle and stats the file it names.
+// stat resolves a handle and returns the attributes of the file it names, from the
+// attribute cache when it can.
 func (s *Server) stat(fh []byte) (*tree, uint32, string, unix.Stat_t, error) {
 	t, i, rel, err := s.h.resolve(fh)
 	if err != nil {
 		return nil, 0, "", unix.Stat_t{}, err
 	}
+	if st, ok := s.attrs.get(t, t.inos[i]); ok {
+		return t, i, rel, st, nil
+	}
 	st, err := t.lstat(rel)
 	if errors.Is(err, unix.ENOENT) {
 		err = errStale
 	}
+	if err == nil {
+		s.attrs.put(t, &st)
+	}
 	return t, i, rel, st, err
+}
+
+// lookupChild finds a name in a directory: in the directory's cached listing when there
+// is one, else on disk.
+func (s *Server) lookupChild(t *tree, dirIno uint64, rel, name string) (unix.Stat_t, error) {
+	if ents, ok := s.dirs.peek(t, dirIno); ok {
+		k, found := slices.BinarySearchFunc(ents, name, func(e dirEntry, n string) int { return strings.Compare(e.name, n) })
+		if !found {
+			return unix.Stat_t{}, unix.ENOENT
+		}
+		return ents[k].st, nil
+	}
+	objRel := name
+	if rel != "." {
+		objRel = rel + "/" + name
+	}
+	st, err := t.lstat(objRel)
+	if err == nil {
+		s.attrs.put(t, &st)
+	}
+	return st, err
 }
 
 func (s *Server) getattr(fh []byte, out []byte) []byte {
@@ -156,21 +185,16 @@ func (s *Server) lookup(c *call, fh []byte, name string, out []byte) []byte {
 	case c.cred.perm(&dst)&1 == 0:
 		return fail(nfs.NFSStatusAccess)
 	}
-	var objRel string
+	var ost unix.Stat_t
 	switch name {
 	case ".":
-		objRel = rel
+		ost = dst
 	case "..":
 		// Never above the export's root: ".." of the root is the root.
-		objRel = t.pathOf(t.parentOf(i))
+		_, _, _, ost, err = s.stat(t.handle(t.inos[t.parentOf(i)]))
 	default:
-		if rel == "." {
-			objRel = name
-		} else {
-			objRel = rel + "/" + name
-		}
+		ost, err = s.lookupChild(t, dst.Ino, rel, name)
 	}
-	ost, err := t.lstat(objRel)
 	if err != nil {
 		return fail(statusOf(err))
 	}
@@ -316,7 +340,7 @@ func (s *Server) readdir(c *call, fh []byte, cookie, verf uint64, count uint32, 
 			if pst.Ino == 0 {
 				if p := t.parentOf(i); p == i {
 					pst = dst
-				} else if pst, err = t.lstat(t.pathOf(p)); err != nil {
+				} else if _, _, _, pst, err = s.stat(t.handle(t.inos[p])); err != nil {
 					pst = dst
 				}
 			}

@@ -52,6 +52,8 @@ type Config struct {
 	OpenFiles int
 	// DirEntries bounds the cached directory entries (names and attributes). Default 262144.
 	DirEntries int
+	// Attrs bounds the cached file attributes. Default 262144.
+	Attrs int
 }
 
 // maxRecord bounds one RPC record: a 1 MiB WRITE (refused, but read) plus headers.
@@ -66,6 +68,7 @@ type Server struct {
 	m       *metrics
 	files   *fileCache
 	dirs    *dirCache
+	attrs   *attrCache
 
 	mu        sync.Mutex
 	listening bool
@@ -95,6 +98,9 @@ func NewServer(cfg Config, exports Exports, logger *slog.Logger) (*Server, error
 	if cfg.DirEntries <= 0 {
 		cfg.DirEntries = 262144
 	}
+	if cfg.Attrs <= 0 {
+		cfg.Attrs = 262144
+	}
 	if len(cfg.AllowedNets) == 0 {
 		return nil, errors.New("nfsroot: allowed_nets is empty: no client could mount")
 	}
@@ -110,7 +116,7 @@ func NewServer(cfg Config, exports Exports, logger *slog.Logger) (*Server, error
 	}
 	s := &Server{
 		cfg: cfg, exports: exports, log: logger, m: m,
-		files: newFileCache(cfg.OpenFiles), dirs: newDirCache(cfg.DirEntries),
+		files: newFileCache(cfg.OpenFiles), dirs: newDirCache(cfg.DirEntries), attrs: newAttrCache(cfg.Attrs),
 		conns: map[net.Conn]struct{}{}, done: make(chan struct{}), closeDone: make(chan struct{}),
 	}
 	s.h = newHandler(exports, s.allowed, logger)
@@ -358,33 +364,43 @@ func (s *Server) serveConn(c net.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
+	respond := func(rec []byte) {
+		out := s.handle(rec, remote, allowed, s.getBuf(8192))
+		s.putBuf(rec)
+		if out == nil {
+			return
+		}
+		mark := oncrpc.RecordMark(len(out) - 4)
+		copy(out, mark[:])
+		wmu.Lock()
+		if werr == nil {
+			_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
+			_, werr = c.Write(out)
+			if werr != nil {
+				c.Close() // unblocks the reader
+			}
+		}
+		wmu.Unlock()
+		s.putBuf(out)
+	}
 	br := bufio.NewReaderSize(c, 64<<10)
 	for {
 		rec, err := oncrpc.ReadRecord(br, s.getBuf(4096), maxRecord)
 		if err != nil {
 			return
 		}
+		// A lone call (nothing else buffered, nothing in flight) runs on this goroutine:
+		// handing it to another costs a thread wake-up per call for synchronous clients.
+		// Calls that arrive together (the kernel pipelines them) run concurrently.
+		if br.Buffered() == 0 && len(sem) == 0 {
+			respond(rec)
+			continue
+		}
 		sem <- struct{}{}
 		pending.Add(1)
 		go func(rec []byte) {
 			defer func() { <-sem; pending.Done() }()
-			out := s.handle(rec, remote, allowed, s.getBuf(8192))
-			s.putBuf(rec)
-			if out == nil {
-				return
-			}
-			mark := oncrpc.RecordMark(len(out) - 4)
-			copy(out, mark[:])
-			wmu.Lock()
-			if werr == nil {
-				_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
-				_, werr = c.Write(out)
-				if werr != nil {
-					c.Close() // unblocks the reader
-				}
-			}
-			wmu.Unlock()
-			s.putBuf(out)
+			respond(rec)
 		}(rec)
 	}
 }
