@@ -182,6 +182,20 @@ func (s *sessions) expired(v *session, now time.Time) bool {
 	return now.Sub(v.created) > s.ttl || now.Sub(v.seen) > s.idle
 }
 
+// live counts sessions not yet expired.
+func (s *sessions) live() int {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, v := range s.byID {
+		if !s.expired(v, now) {
+			n++
+		}
+	}
+	return n
+}
+
 // alive reports whether the request's session still exists, without counting it as activity
 // (an open event stream must not keep an idle session alive).
 func (s *sessions) alive(r *http.Request) bool {

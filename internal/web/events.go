@@ -18,6 +18,8 @@ func (w *Web) events(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	_ = rc.SetWriteDeadline(time.Time{}) // a server-wide WriteTimeout must not cut the stream
 	ch, stop := w.opt.Store.Watch()
 	defer stop()
+	w.m.openStreams.Add(1)
+	defer w.m.openStreams.Add(-1)
 	h := wr.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

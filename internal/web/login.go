@@ -49,22 +49,26 @@ func (w *Web) login(wr http.ResponseWriter, r *http.Request) {
 	d := loginData{Next: safeNext(r.PostFormValue("next"))}
 	if blocked, wait := w.limiter.blocked(ip); blocked {
 		w.log.Warn("web: login rate-limited", "ip", ip)
+		w.m.logins.WithLabelValues(loginLimited).Inc()
 		w.tooMany(wr, r, "login", "Log in", d, wait)
 		return
 	}
 	if !w.validLoginToken(r) {
+		w.m.logins.WithLabelValues(loginBadToken).Inc()
 		d.Error = "The login form expired (or cookies are off): try again."
 		w.renderLogin(wr, r, http.StatusForbidden, "login", "Log in", d)
 		return
 	}
 	if err := verifyPassword(w.opt.StateDir, []byte(r.PostFormValue("password"))); err != nil {
 		w.limiter.fail(ip)
+		w.m.logins.WithLabelValues(loginWrong).Inc()
 		w.log.Warn("web: login failed", "ip", ip)
 		d.Error = "Wrong password."
 		w.renderLogin(wr, r, http.StatusUnauthorized, "login", "Log in", d)
 		return
 	}
 	w.startSession(wr, r)
+	w.m.logins.WithLabelValues(loginOK).Inc()
 	w.log.Info("web: admin logged in", "ip", ip)
 	http.Redirect(wr, r, d.Next, http.StatusSeeOther)
 }
@@ -131,6 +135,7 @@ func (w *Web) setup(wr http.ResponseWriter, r *http.Request) {
 		d.Errors["confirm"] = "the two passwords differ"
 	}
 	if len(d.Errors) > 0 {
+		w.m.logins.WithLabelValues(loginSetupFailed).Inc()
 		w.renderLogin(wr, r, http.StatusUnprocessableEntity, "setup", "First-run setup", d)
 		return
 	}
@@ -140,6 +145,7 @@ func (w *Web) setup(wr http.ResponseWriter, r *http.Request) {
 		w.renderLogin(wr, r, http.StatusInternalServerError, "setup", "First-run setup", d)
 		return
 	}
+	w.m.logins.WithLabelValues(loginSetup).Inc()
 	w.log.Info("web: admin password set at first-run setup", "ip", ip)
 	w.startSession(wr, r)
 	http.Redirect(wr, r, "/", http.StatusSeeOther)

@@ -220,6 +220,7 @@ func (w *Web) enroll(f *nodeForm) (registry.Node, bool) {
 		f.failErr(err)
 		return registry.Node{}, false
 	}
+	w.m.enrollments.WithLabelValues("form").Inc()
 	return added, true
 }
 
@@ -450,6 +451,7 @@ func (w *Web) bulk(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 		w.render(wr, r, http.StatusUnprocessableEntity, "bulk", w.newPage(c, "Bulk enrollment", "bulk", d))
 		return
 	}
+	w.m.enrollments.WithLabelValues("bulk").Add(float64(len(added)))
 	w.log.Info("nodes enrolled in bulk", "count", len(added), "via", "web")
 	w.sessions.setFlash(c.sess, fmt.Sprintf("Enrolled %d nodes: %s.", len(added), strings.Join(added, ", ")))
 	http.Redirect(wr, r, "/", http.StatusSeeOther)

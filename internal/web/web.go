@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/registry"
 	"github.com/distonet/distonet/templates"
@@ -60,6 +62,8 @@ type Options struct {
 	LoginWindow   time.Duration
 	// MaxUpload bounds a bulk-enrollment CSV file (default 1 MiB).
 	MaxUpload int64
+	// Metrics registers the UI's Prometheus collectors (distonet_web_*) when set.
+	Metrics prometheus.Registerer
 	// SecureCookies marks cookies Secure even on plain HTTP requests (the UI behind a
 	// TLS-terminating proxy); they are always Secure on a TLS connection.
 	SecureCookies bool
@@ -78,6 +82,7 @@ type Web struct {
 	mux      *http.ServeMux
 	handler  http.Handler // mux behind the cross-origin check
 	cop      *http.CrossOriginProtection
+	m        *metrics
 	setupMu  sync.Mutex // one first-run setup at a time
 
 	closeOnce sync.Once
@@ -123,6 +128,11 @@ func New(opt Options) (*Web, error) {
 		pages:    map[string]*template.Template{},
 		done:     make(chan struct{}),
 	}
+	m, err := newMetrics(opt.Metrics, w.sessions)
+	if err != nil {
+		return nil, fmt.Errorf("web metrics: %w", err)
+	}
+	w.m = m
 	tfs := templates.Load(opt.StateDir)
 	for _, p := range pageFiles {
 		t, err := template.New(p).Funcs(w.funcs()).ParseFS(tfs, "web/layout.html", "web/parts.html", "web/"+p+".html")
@@ -209,7 +219,9 @@ func (w *Web) ServeHTTP(wr http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Body != nil {
 		r.Body = http.MaxBytesReader(wr, r.Body, w.opt.MaxUpload+64<<10)
 	}
-	w.handler.ServeHTTP(wr, r)
+	sw := &statusWriter{ResponseWriter: wr}
+	w.handler.ServeHTTP(sw, r)
+	w.m.observe(r, sw.code)
 }
 
 // Session reports whether r comes from a logged-in browser; for anything but GET/HEAD it also

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/net/html"
 
@@ -973,4 +975,63 @@ func attr(n *html.Node, key string) string {
 		}
 	}
 	return ""
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(o *Options) { o.Metrics = reg })
+	e.setPassword()
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	e.tryLogin(e.client(), "wrong")
+	c, tok := e.login()
+	e.do(c, "POST", "/discovered/52:54:00:00:00:01/enroll", url.Values{"csrf": {tok}, "name": {"n1"}, "image": {"debian-12"}})
+	e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {"mac,name,image\n52:54:00:00:00:02,n2,debian-12\n52:54:00:00:00:03,n3,debian-12\n"}})
+	e.do(c, "GET", "/nodes/nope", nil)
+	tests := []struct {
+		c    prometheus.Collector
+		want float64
+	}{
+		{e.web.m.logins.WithLabelValues(loginOK), 1},
+		{e.web.m.logins.WithLabelValues(loginWrong), 1},
+		{e.web.m.enrollments.WithLabelValues("form"), 1},
+		{e.web.m.enrollments.WithLabelValues("bulk"), 2},
+		{e.web.m.requests.WithLabelValues("POST /login", "303"), 1},
+		{e.web.m.requests.WithLabelValues("POST /login", "401"), 1},
+		{e.web.m.requests.WithLabelValues("GET /nodes/{name}", "404"), 1},
+		{e.web.m.sessions, 1},
+	}
+	for _, tc := range tests {
+		if got := valueOf(t, tc.c); got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.c.(prometheus.Metric).Desc(), got, tc.want)
+		}
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range fams {
+		names = append(names, f.GetName())
+	}
+	want := []string{"distonet_web_enrollments_total", "distonet_web_event_streams", "distonet_web_logins_total", "distonet_web_requests_total", "distonet_web_sessions"}
+	if d := cmp.Diff(want, names); d != "" {
+		t.Errorf("registered families (-want +got):\n%s", d)
+	}
+}
+
+// valueOf reads a single-series counter or gauge.
+func valueOf(t *testing.T, c prometheus.Collector) float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 1)
+	c.Collect(ch)
+	var pb dto.Metric
+	if err := (<-ch).Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	if pb.Counter != nil {
+		return pb.Counter.GetValue()
+	}
+	return pb.Gauge.GetValue()
 }
