@@ -119,6 +119,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Window == nil {
+		loc, err := cfg.Location()
+		if err != nil {
+			return fmt.Errorf("time_zone: %w", err)
+		}
+		opts.Window = insideWindow(loc)
+	}
 	store, err := registry.Open(cfg.StateDir, 2*time.Second)
 	if err != nil {
 		return err
@@ -240,6 +247,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); volumes.run(ctx) }()
+	sched := a.newScheduler(opts.Now)
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = sched.Run(ctx) }()
 
 	names := make([]string, len(services))
 	for i, s := range services {
