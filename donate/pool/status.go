@@ -133,3 +133,20 @@ func StatusJSON(inv []Member, l Layout, reports []ArrayStatus, reasons []Reason)
 	}
 	return append(b, '\n'), nil
 }
+
+// Released reports whether the head has let go of a disk, so its agent may stop exporting
+// it: no report shows it attached to a running array. The agent's withdrawal waits for this
+// (an AoE disk pulled from a running array stalls I/O until the driver's dead timer).
+func Released(reports []ArrayStatus, diskID string) bool {
+	for _, r := range reports {
+		if r.State == ArrayStopped || r.State == ArrayWaiting {
+			continue
+		}
+		for _, m := range r.Members {
+			if m.Disk == diskID && m.State != "detached" {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -131,3 +131,14 @@ func TestNaturalLess(t *testing.T) {
 		}
 	}
 }
+
+func TestReleased(t *testing.T) {
+	running := ArrayStatus{Name: "a", State: ArrayDegraded, Members: []MemberStatus{
+		{Disk: "aoe:e1.0", State: "in_sync"}, {Disk: "aoe:e2.0", State: "detached"}, {Disk: "aoe:e3.0", State: "faulty"}}}
+	stopped := ArrayStatus{Name: "b", State: ArrayStopped, Members: []MemberStatus{{Disk: "aoe:e9.0", State: "detached"}}}
+	for id, want := range map[string]bool{"aoe:e1.0": false, "aoe:e2.0": true, "aoe:e3.0": false, "aoe:e9.0": true, "aoe:e7.0": true} {
+		if got := Released([]ArrayStatus{running, stopped}, id); got != want {
+			t.Errorf("Released(%s) = %v, want %v", id, got, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distonet/distonet/donate/pool"
@@ -44,6 +45,12 @@ type AoE struct {
 	Poll time.Duration
 	// Exists reports whether a device node exists (default: os.Stat); tests replace it.
 	Exists func(path string) bool
+	// Interfaces, when set, restricts the aoe driver to these network interfaces (the boot
+	// network) before its first discovery, so it neither probes nor accepts targets elsewhere.
+	Interfaces []string
+
+	once sync.Once
+	ifErr error
 }
 
 func (a *AoE) defaults() (dir string, wait, poll time.Duration, exists func(string) bool) {
@@ -72,6 +79,16 @@ func (a *AoE) Attach(ctx context.Context, d pool.Disk) (string, error) {
 	dev := filepath.Join(dir, d.Address)
 	if exists(dev) {
 		return dev, nil
+	}
+	if len(a.Interfaces) > 0 {
+		a.once.Do(func() {
+			if _, err := a.Runner.Run(ctx, "aoe-interfaces", a.Interfaces...); err != nil {
+				a.ifErr = fmt.Errorf("aoe: restrict to %v: %w", a.Interfaces, err)
+			}
+		})
+		if a.ifErr != nil {
+			return "", a.ifErr
+		}
 	}
 	if _, err := a.Runner.Run(ctx, "aoe-discover"); err != nil {
 		return "", fmt.Errorf("aoe disk %s of node %s: discover: %w", d.Address, d.Node, err)

@@ -15,10 +15,10 @@ import (
 )
 
 func TestAoEAttachDiscoversAndWaits(t *testing.T) {
-	run := &fakeRunner{script: map[string][]reply{"aoe-discover": {ok("")}, "aoe-flush e7.1": {ok("")}}}
+	run := &fakeRunner{script: map[string][]reply{"aoe-interfaces eth1": {ok("")}, "aoe-discover": {ok("")}, "aoe-flush e7.1": {ok("")}}}
 	var checks atomic.Int32
 	// The device shows up on the third look, as after the driver's discovery round trip.
-	a := &AoE{Runner: run, Poll: time.Millisecond, Wait: time.Hour, Exists: func(p string) bool {
+	a := &AoE{Runner: run, Poll: time.Millisecond, Wait: time.Hour, Interfaces: []string{"eth1"}, Exists: func(p string) bool {
 		return p == "/dev/etherd/e7.1" && checks.Add(1) >= 3
 	}}
 	d := pool.Disk{Node: "n7", Transport: pool.TransportAoE, Address: "e7.1"}
@@ -29,7 +29,7 @@ func TestAoEAttachDiscoversAndWaits(t *testing.T) {
 	if err := a.Detach(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"aoe-discover", "aoe-flush e7.1"}, run.calls); diff != "" {
+	if diff := cmp.Diff([]string{"aoe-interfaces eth1", "aoe-discover", "aoe-flush e7.1"}, run.calls); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
