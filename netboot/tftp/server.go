@@ -96,6 +96,7 @@ type Server struct {
 	lib     *pintftp.Server
 	feed    *feedConn
 
+	serving   atomic.Bool
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closed    chan struct{} // closed when Close has finished
@@ -177,9 +178,16 @@ func (s *Server) Addr() net.Addr {
 }
 
 // Serve listens on Config.Addr and serves until ctx is done or Close is called; it then
-// returns ErrServerClosed once Close has finished. Sockets are opened in the network
+// returns ErrServerClosed once Close has finished. It may be called once. Sockets are opened in the network
 // namespace of the calling thread, also those of each transfer.
 func (s *Server) Serve(ctx context.Context) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("tftp: Serve called twice")
+	}
+	if s.closing.Load() {
+		close(s.ready)
+		return ErrServerClosed
+	}
 	l, err := listen(s.cfg.Addr)
 	if err != nil {
 		close(s.ready)
@@ -302,9 +310,6 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 		s.refuse(peer, src, req.Filename, errorFor(err), resultFor(err), err)
 		return
 	}
-	if req.Mode == "netascii" {
-		t.src = netascii.ToReader(t.src)
-	}
 	capBlock := min(s.cfg.MaxBlockSize, maxPayload(ifIndex, peer.IP.To4() == nil)-4)
 	p, oack := negotiate(req.Options, t.size, limits{maxBlockSize: capBlock, maxWindow: s.cfg.MaxWindow})
 	if p.timeout == 0 {
@@ -342,7 +347,11 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	if len(oack) > 0 {
 		ob, _ = oack.MarshalBinary()
 	}
-	snd := &sender{conn: conn, src: t.src, oack: ob, p: p, retries: s.cfg.Retries, adaptive: adaptive}
+	data := t.src
+	if req.Mode == "netascii" {
+		data = netascii.ToReader(data) // the library converts on its own path
+	}
+	snd := &sender{conn: conn, src: data, oack: ob, p: p, retries: s.cfg.Retries, adaptive: adaptive}
 	if p.window > 1 {
 		if peer.IP.To4() != nil {
 			snd.batch = ipv4.NewPacketConn(conn)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ type bed struct {
 	root  string            // served directory
 	out   string            // where clients write
 	files map[string][]byte // content of the files under root
+	gen   *fakeGenerated
 }
 
 // tlogWriter sends the server's log to the test log.
@@ -47,10 +49,18 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-type fakeGenerated map[string][]byte
+// fakeGenerated serves fixed content and records what it was asked.
+type fakeGenerated struct {
+	files map[string][]byte
+	mu    sync.Mutex
+	asked []string // "ip path"
+}
 
-func (g fakeGenerated) File(_ net.Addr, path string) ([]byte, bool) {
-	b, ok := g[path]
+func (g *fakeGenerated) File(remote net.Addr, path string) ([]byte, bool) {
+	g.mu.Lock()
+	g.asked = append(g.asked, remote.(*net.UDPAddr).IP.String()+" "+path)
+	g.mu.Unlock()
+	b, ok := g.files[path]
 	return b, ok
 }
 
@@ -82,8 +92,11 @@ func newBed(t *testing.T, cfg Config) *bed {
 	must(t, os.Symlink("small.bin", filepath.Join(b.root, "link-in")))
 	must(t, os.Symlink("../secret.txt", filepath.Join(b.root, "link-out")))
 	b.files["link-in"] = b.files["small.bin"]
-	gen := fakeGenerated{"pxelinux.cfg/01-52-54-00-12-34-56": []byte("DEFAULT node\n")}
-	b.files["pxelinux.cfg/01-52-54-00-12-34-56"] = gen["pxelinux.cfg/01-52-54-00-12-34-56"]
+	gen := &fakeGenerated{files: map[string][]byte{"pxelinux.cfg/01-52-54-00-12-34-56": []byte("DEFAULT node\n")}}
+	b.gen = gen
+	b.files["pxelinux.cfg/01-52-54-00-12-34-56"] = gen.files["pxelinux.cfg/01-52-54-00-12-34-56"]
+	must(t, os.WriteFile(filepath.Join(b.root, "text.cfg"), []byte("line one\nline two\r\nbare\rcr\n"), 0o644))
+	b.files["text.cfg"] = []byte("line one\nline two\r\nbare\rcr\n")
 
 	srvNS, cli := lab.NewNetns(t), lab.NewNetns(t)
 	lab.Veth(t, srvNS, serverIP+"/24", cli, clientIP+"/24")
@@ -511,5 +524,77 @@ func TestLostBlocks(t *testing.T) {
 				t.Fatalf("blocks never sent: %v", drop)
 			}
 		})
+	}
+}
+
+func TestGeneratedFiles(t *testing.T) {
+	b := newBed(t, Config{})
+	local := filepath.Join(b.out, "gen")
+	// A name with "./" and a doubled slash reaches Generated cleaned.
+	b.cli.MustExec("tftp", serverIP, "-m", "binary", "-c", "get", "./pxelinux.cfg//01-52-54-00-12-34-56", local)
+	b.check(t, "pxelinux.cfg/01-52-54-00-12-34-56", local)
+	b.gen.mu.Lock()
+	defer b.gen.mu.Unlock()
+	if d := cmp.Diff([]string{clientIP + " pxelinux.cfg/01-52-54-00-12-34-56"}, b.gen.asked); d != "" {
+		t.Errorf("Generated asked (-want +got):\n%s", d)
+	}
+}
+
+// TestNetascii fetches a text file in netascii mode: the server converts to CR LF and
+// CR NUL, the client back, so the file arrives unchanged through both engines.
+func TestNetascii(t *testing.T) {
+	b := newBed(t, Config{})
+	hpa := filepath.Join(b.out, "hpa-text")
+	b.cli.MustExec("tftp", serverIP, "-m", "ascii", "-c", "get", "text.cfg", hpa) // library
+	b.check(t, "text.cfg", hpa)
+	c := newRawClient(t, b) // our sender, through the timeout option
+	c.request("text.cfg", "netascii", "timeout", "2")
+	if PacketOpcode(c.recv()) != OpOACK {
+		t.Fatal("no OACK")
+	}
+	c.ack(0)
+	if got, want := string(c.fetch(512, nil)), "line one\r\nline two\r\x00\r\nbare\r\x00cr\r\n"; got != want {
+		t.Errorf("netascii on the wire %q, want %q", got, want)
+	}
+}
+
+func TestServeStopsWithContext(t *testing.T) {
+	lab.Require(t)
+	ns := lab.NewNetns(t)
+	srv, err := NewServer(Config{Addr: "127.0.0.1:69", Root: t.TempDir()}, nil, nil)
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- ns.Do(func() error { return srv.Serve(ctx) }) }()
+	if srv.Addr() == nil {
+		t.Fatalf("not serving: %v", <-served)
+	}
+	cancel()
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v, want ErrServerClosed", err)
+	}
+	if err := srv.Serve(context.Background()); err == nil || errors.Is(err, ErrServerClosed) {
+		t.Fatalf("second Serve: %v, want a refusal", err)
+	}
+}
+
+// TestRetransmittedRequest sends the same RRQ twice, as a client does when the first
+// answer is slow: one transfer only.
+func TestRetransmittedRequest(t *testing.T) {
+	b := newBed(t, Config{})
+	c := newRawClient(t, b)
+	c.request("big.bin", "octet")
+	c.request("big.bin", "octet")
+	if file := c.fetch(512, nil); !bytes.Equal(file, b.files["big.bin"]) {
+		t.Fatalf("got %d bytes", len(file))
+	}
+	// A second transfer would have sent block 1 from another port by now.
+	must(t, c.conn.SetReadDeadline(time.Now().Add(1500*time.Millisecond)))
+	buf := make([]byte, 2048)
+	if n, from, err := c.conn.ReadFrom(buf); err == nil {
+		t.Fatalf("extra packet %q from %v", buf[:n], from)
+	}
+	if got := value(t, b.srv.metrics.transfers.WithLabelValues(resultOK)); got != 1 {
+		t.Errorf("%v transfers, want 1", got)
 	}
 }
