@@ -43,9 +43,10 @@ const InitScript = `#!/bin/sh
 # DiStoNet demo image init. The appliance's node init has already set the hostname, built
 # the root (overlay of NFS and the node's iSCSI volume) and started the agent.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
-mountpoint -q /proc || mount -t proc proc /proc
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+# The node init moved /proc, /sys and /dev here already; mount them only when booted otherwise.
+[ -e /proc/mounts ] || mount -t proc proc /proc
+[ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+[ -e /dev/null ] || mount -t devtmpfs devtmpfs /dev
 root=$(awk '$2=="/" {t=$3} END {print t}' /proc/mounts)
 echo "` + InitMarker + ` hostname=$(hostname) root=$root"
 while :; do

@@ -34,10 +34,12 @@ func (c consoleLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestBootClassicStack boots the Debian kernel with the node init against dnsmasq,
+// TestE2EBootClassicStack boots the Debian kernel with the node init against dnsmasq,
 // nfs-ganesha and tgt, checks the image's init runs on overlay(NFS + iSCSI) with the node's
-// hostname, writes a file, reboots, and finds the file again.
-func TestBootClassicStack(t *testing.T) {
+// hostname, writes a file, reboots, and finds the file again. Then it kills and restarts
+// tgtd under the running node: I/O must pause, the relogin watcher must log in again, and
+// the write must complete without an I/O error.
+func TestE2EBootClassicStack(t *testing.T) {
 	needE2E(t)
 	dir := t.TempDir()
 	demo := classic.BuildDemo(t, dir, "")
@@ -105,6 +107,31 @@ func TestBootClassicStack(t *testing.T) {
 	if !strings.Contains(got, "persisted-by-node1") {
 		t.Errorf("after reboot /root/persist.txt reads %q, want persisted-by-node1", got)
 	}
+	// Appliance restart: kill the target, start a write, bring the target back.
+	st.StopTgt(t)
+	if err := vm.Send("echo during-outage > /root/outage.txt; sync; echo SYNCED-$((20+22))\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.WaitFor(regexp.MustCompile(`distonet-iscsid: session \d+: connection lost`), time.Minute); err != nil {
+		t.Errorf("relogin watcher did not notice the lost connection: %v", err)
+	}
+	time.Sleep(5 * time.Second)
+	if strings.Contains(vm.Output(), "SYNCED-42") {
+		t.Errorf("sync finished while the target was down: the write did not wait for the volume")
+	}
+	st.StartTgt(t)
+	if _, err := vm.WaitFor(regexp.MustCompile(`distonet-iscsid: session \d+: logged in again`), 2*time.Minute); err != nil {
+		t.Fatalf("no relogin after the target came back: %v", err)
+	}
+	if _, err := vm.WaitFor(regexp.MustCompile(`SYNCED-42`), 2*time.Minute); err != nil {
+		t.Fatalf("sync did not complete after relogin: %v", err)
+	}
+	if got := run("cat /root/outage.txt; dmesg | grep -c 'I/O error'", "OUTAGE"); !strings.Contains(got, "during-outage") {
+		t.Errorf("file written across the outage reads %q", got)
+	} else if lines := strings.Fields(got); len(lines) > 0 && lines[len(lines)-1] != "0" {
+		t.Errorf("kernel logged I/O errors across the outage:\n%s", got)
+	}
+
 	stages := map[string]bool{}
 	for _, ev := range st.Events() {
 		if ev.OK {
@@ -118,5 +145,47 @@ func TestBootClassicStack(t *testing.T) {
 	}
 	if n := st.ConfigFetches(); n != 2 {
 		t.Errorf("boot config fetched %d times, want 2 (one per boot)", n)
+	}
+}
+
+// TestE2EBootWrongCHAP boots with a CHAP secret the target does not accept: the console must
+// say why, and the init must keep retrying rather than hang silently.
+func TestE2EBootWrongCHAP(t *testing.T) {
+	needE2E(t)
+	dir := t.TempDir()
+	demo := classic.BuildDemo(t, dir, "")
+	vol := filepath.Join(dir, "node1.img")
+	classic.FormatVolume(t, vol, 64<<20)
+	const token = "tok-e2e-2"
+	st := classic.Start(t, classic.Options{Subnet: "10.206.1", Rootfs: demo.Rootfs, Volume: vol,
+		CHAPUser: "node1", CHAPSecret: "chap-secret-0123", ServeSecret: "wrong-secret-456", Token: token})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	vm, err := qemu.Start(ctx, qemu.Options{Netns: st.NS.Name(), Kernel: demo.Kernel, Initrd: demo.Initrd,
+		Append: fmt.Sprintf("console=ttyS0 no_timer_check %s=%s %s=%s", bootconfig.ArgServer, st.URL, bootconfig.ArgToken, token),
+		Tap: st.Tap(), Serial: consoleLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	defer func() {
+		if t.Failed() {
+			t.Logf("console:\n%s", vm.Output())
+		}
+	}()
+	if _, err := vm.WaitFor(regexp.MustCompile(`distonet-init: iscsi: FAILED \(try 1\): iSCSI login refused: authentication failed \(CHAP\)`), 6*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm.WaitFor(regexp.MustCompile(`distonet-init: iscsi: FAILED \(try 2\)`), 2*time.Minute); err != nil {
+		t.Errorf("no retry after a refused login: %v", err)
+	}
+	var failed bool
+	for _, ev := range st.Events() {
+		if ev.Stage == bootconfig.StageISCSI && !ev.OK && strings.Contains(ev.Message, "CHAP") {
+			failed = true
+		}
+	}
+	if !failed {
+		t.Errorf("no failed iscsi event naming CHAP reached the server: %+v", st.Events())
 	}
 }

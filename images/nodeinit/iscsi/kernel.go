@@ -157,6 +157,19 @@ func (k *Kernel) nextEvent(ctx context.Context, deadline time.Time) (uevent, []b
 	}
 }
 
+// drain drops queued and pending kernel events: before a new connection is bound, reports
+// about the previous one (its close after a refused login, say) are stale.
+func (k *Kernel) drain() {
+	k.events, k.evdata = nil, nil
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		msgs, err := k.recv(deadline)
+		if err != nil || len(msgs) == 0 {
+			return
+		}
+	}
+}
+
 func retcode(ev uevent) error {
 	if rc := int32(ev.r32(0)); rc != 0 {
 		if rc < 0 {

@@ -59,6 +59,7 @@ func (s *Session) Connect(ctx context.Context) error {
 
 func (s *Session) connect(ctx context.Context) error {
 	s.closeSocket()
+	s.K.drain()
 	fd, err := dialPortal(s.Target.Portal)
 	if err != nil {
 		return err
@@ -250,14 +251,14 @@ func (s *Session) Watch(ctx context.Context, report func(msg string, err error))
 		// RECOVER waits for that and releases the old socket, keeping the session and its disk.
 		_ = s.K.StopConn(s.SID, s.CID, stopConnRecover)
 		backoff := 500 * time.Millisecond
+		lost := time.Now()
 		for attempt := 1; ; attempt++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			start := time.Now()
 			err := s.Connect(ctx)
 			if err == nil {
-				report(fmt.Sprintf("logged in again after %d attempt(s) (%.1fs)", attempt, time.Since(start).Seconds()), nil)
+				report(fmt.Sprintf("logged in again after %d attempt(s), %.1fs after the loss", attempt, time.Since(lost).Seconds()), nil)
 				break
 			}
 			report(fmt.Sprintf("relogin attempt %d failed, retrying in %s", attempt, backoff), err)

@@ -49,6 +49,10 @@ type Stack struct {
 	mu     sync.Mutex
 	events []bootconfig.Event
 	hits   int
+
+	opts   Options
+	target string
+	tgtd   *exec.Cmd
 }
 
 // Tools the stack needs on PATH.
@@ -86,6 +90,7 @@ func Start(t testing.TB, o Options) *Stack {
 
 	s.startNFS(t, dir, o)
 	target := "iqn.2026-01.net.distonet.classic:" + o.Node
+	s.opts, s.target = o, target
 	s.startTgt(t, target, o)
 
 	s.Config = bootconfig.Config{
@@ -144,7 +149,7 @@ exec ganesha.nfsd -F -L /dev/stderr -f %s -p /run/ganesha/ganesha.pid -N NIV_EVE
 func (s *Stack) startTgt(t testing.TB, target string, o Options) {
 	t.Helper()
 	ctl := fmt.Sprint(os.Getpid()%1000 + 2000)
-	s.NS.Start("tgtd", "-f", "-C", ctl, "--iscsi", "portal="+s.ServerIP+":3260")
+	s.tgtd = s.NS.Start("tgtd", "-f", "-C", ctl, "--iscsi", "portal="+s.ServerIP+":3260")
 	adm := func(args ...string) error {
 		_, err := s.NS.Exec("tgtadm", append([]string{"-C", ctl, "--lld", "iscsi"}, args...)...)
 		return err
@@ -211,6 +216,22 @@ func (s *Stack) serveHTTP(t testing.TB, l net.Listener, token string) {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
+}
+
+// StopTgt kills tgtd (SIGKILL: tgtd ignores SIGTERM while it has targets), as an appliance
+// crash would; connected initiators see their connection close.
+func (s *Stack) StopTgt(t testing.TB) {
+	t.Helper()
+	if s.tgtd != nil && s.tgtd.Process != nil {
+		_ = s.tgtd.Process.Kill()
+		_ = s.tgtd.Wait()
+	}
+}
+
+// StartTgt starts tgtd again with the same target, LUN and account.
+func (s *Stack) StartTgt(t testing.TB) {
+	t.Helper()
+	s.startTgt(t, s.target, s.opts)
 }
 
 // Tap adds a tap device for a guest on the stack's bridge.
