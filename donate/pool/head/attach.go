@@ -49,7 +49,7 @@ type AoE struct {
 	// network) before its first discovery, so it neither probes nor accepts targets elsewhere.
 	Interfaces []string
 
-	once sync.Once
+	once  sync.Once
 	ifErr error
 }
 
