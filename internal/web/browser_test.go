@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/distonet/distonet/internal/registry"
 )
@@ -438,6 +439,7 @@ func TestBrowserDashboardDense(t *testing.T) {
 	ctx := browser(t)
 	shots := artifacts(t)
 	var visible int
+	var errs []string
 	run(t, ctx, "dense dashboard",
 		chromedp.Navigate(e.srv.URL+"/login"),
 		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
@@ -454,7 +456,24 @@ func TestBrowserDashboardDense(t *testing.T) {
 		chromedp.Navigate(e.srv.URL+"/nodes/room1-02"),
 		chromedp.WaitVisible(chromedp.CSS(`#boots`)),
 		screenshot(t, shots, "23-node-failed-boot"),
+		chromedp.Navigate(e.srv.URL+"/enroll"),
+		chromedp.SendKeys(chromedp.CSS(`#f-mac`), "52:54:00:zz"),
+		chromedp.SendKeys(chromedp.CSS(`#f-name`), "cluster-03"),
+		chromedp.SendKeys(chromedp.CSS(`#f-volume_size`), "big"),
+		chromedp.Click(chromedp.CSS(`#enroll-form button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#enroll-form .err`)),
+		into(&errs, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#enroll-form .err')).map(e => e.previousElementSibling.id + ": " + e.textContent)`)),
+		screenshot(t, shots, "24-enroll-invalid"),
 	)
+	want := []string{
+		`f-mac: mac "52:54:00:zz": want an Ethernet address such as 52:54:00:12:34:56`,
+		`f-name: node cluster-03: name already enrolled`,
+		`f-image: image: required`,
+		`f-volume_size: volume size "big": want a size such as 20G, 512M or a number of bytes`,
+	}
+	if d := cmp.Diff(want, errs); d != "" {
+		t.Errorf("errors beside the fields (-want +got):\n%s", d)
+	}
 	if visible != wantReadyRoom2 {
 		t.Errorf("filter 'room2 ready' shows %d rows, want %d", visible, wantReadyRoom2)
 	}

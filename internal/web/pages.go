@@ -191,7 +191,12 @@ func (w *Web) renderDiscovered(wr http.ResponseWriter, r *http.Request, c *reqCt
 	}
 	if failed != nil && !slices.ContainsFunc(d.Rows, func(x discoveredRow) bool { return x.MAC == failed.MAC }) {
 		// The MAC was enrolled or forgotten meanwhile: say so rather than lose the message.
-		d.Err = fmt.Sprintf("%s is no longer waiting for enrollment: %s", failed.MAC, cmp.Or(failed.General, "see the dashboard"))
+		why := []string{failed.General}
+		for _, k := range slices.Sorted(maps.Keys(failed.Errors)) {
+			why = append(why, failed.Errors[k])
+		}
+		d.Err = fmt.Sprintf("%s is no longer waiting for enrollment (enrolled or forgotten meanwhile?): %s", failed.MAC,
+			cmp.Or(strings.Trim(strings.Join(why, "; "), "; "), "see the dashboard"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		w.log.Error("web: discovered", "err", err)
@@ -212,6 +217,17 @@ func (w *Web) enroll(f *nodeForm) (registry.Node, bool) {
 		return registry.Node{}, false
 	}
 	n := f.check(imgs, true)
+	// Say a name or MAC is taken along with the other problems; AddNode checks again.
+	if f.Errors["name"] == "" {
+		if _, err := w.opt.Store.Node(n.Name); err == nil {
+			f.fail("name", fmt.Errorf("node %s: name %w", n.Name, registry.ErrExists))
+		}
+	}
+	if f.Errors["mac"] == "" {
+		if other, ok := w.opt.Store.NodeByMAC(n.MAC); ok {
+			f.fail("mac", fmt.Errorf("node %s: mac %s %w as %s", n.Name, n.MAC, registry.ErrExists, other.Name))
+		}
+	}
 	if f.failed() {
 		return registry.Node{}, false
 	}
