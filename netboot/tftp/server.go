@@ -1,10 +1,15 @@
 // Package tftp serves the first file a PXE ROM fetches (the iPXE binary) and per-node
-// generated files, read-only, from one directory. Transfers are carried by
-// github.com/pin/tftp/v3; this package adds what it lacks around it: path confinement
-// (no "..", no absolute names, no symlink out of the root), case-insensitive options
-// (RFC 2347), the timeout option (RFC 2349), windowsize (RFC 7440), blksize capped by the
-// interface MTU, a bounded shutdown and metrics. Rendering per-node files is left to the
-// Generated implementation the daemon passes in.
+// generated files, read-only, from one directory.
+//
+// We own the well-known port: each request is parsed (option names folded to lower case,
+// RFC 2347), its name confined to the root (no "..", no absolute name, no symlink out),
+// the file opened and the options negotiated (blksize capped by the interface MTU, tsize,
+// timeout, windowsize) before any transfer starts. Plain lockstep transfers are then
+// handed to github.com/pin/tftp/v3, which carries them; what it cannot do (acknowledge
+// timeout or windowsize, a per-transfer timeout, blksize < 512, a send-ahead window that
+// survives a lost block) is carried by our sender. Close is bounded even with dead
+// clients. Rendering per-node files is left to the Generated implementation the daemon
+// passes in.
 package tftp
 
 import (
@@ -260,6 +265,7 @@ func (s *Server) Close() error {
 			// The library's Shutdown waits for its transfers: a dead client holds one
 			// for Timeout×Retries, hence the bound below.
 			s.lib.Shutdown()
+			s.abandonQueued()
 			s.wg.Wait()
 			close(done)
 		}()
@@ -277,6 +283,23 @@ func (s *Server) Close() error {
 		close(s.closed)
 	})
 	return nil
+}
+
+// abandonQueued ends the requests handed to the library that it never started.
+func (s *Server) abandonQueued() {
+	for {
+		select {
+		case p := <-s.feed.ch:
+			s.mu.Lock()
+			t := s.busy[p.peer.String()]
+			s.mu.Unlock()
+			if t != nil {
+				s.finish(t, 0, errShuttingDown)
+			}
+		default:
+			return
+		}
+	}
 }
 
 // handle answers one datagram sent to the well-known port.
@@ -445,7 +468,16 @@ func (s *Server) finish(t *transfer, n int64, err error) {
 // refuse answers a request with an ERROR packet from the address the client wrote to.
 func (s *Server) refuse(peer *net.UDPAddr, src net.IP, name string, e ErrorPacket, result string, err error) {
 	s.metrics.transfers.WithLabelValues(result).Inc()
-	s.log.Info("tftp refused", "ip", peer.IP.String(), "file", name, "code", int(e.Code), "reason", e.Message, "err", err)
+	// PXE ROMs and pxelinux probe many names that do not exist: that is routine. A
+	// refusal for leaving the root is worth an operator's attention.
+	level := slog.LevelInfo
+	switch result {
+	case resultNotFound:
+		level = slog.LevelDebug
+	case resultDenied:
+		level = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), level, "tftp refused", "ip", peer.IP.String(), "file", name, "code", int(e.Code), "reason", e.Message, "err", err)
 	b, merr := e.MarshalBinary()
 	if merr != nil {
 		return
