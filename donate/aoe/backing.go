@@ -3,6 +3,7 @@ package aoe
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +20,10 @@ type backing interface {
 type fileBacking struct {
 	f  *os.File
 	fd int
+	// m maps the device read-only: a read is then a copy from the page cache instead of a
+	// pread system call per frame (writes still go through pwrite and fdatasync). nil when
+	// mmap is not possible; reads fall back to pread.
+	m []byte
 }
 
 // openBacking opens a file or block device read-write and returns its size in bytes. A
@@ -38,7 +43,13 @@ func openBacking(path string) (*fileBacking, int64, error) {
 		f.Close()
 		return nil, 0, fmt.Errorf("size of device %s: %w", path, err)
 	}
-	return &fileBacking{f: f, fd: int(f.Fd())}, size, nil
+	b := &fileBacking{f: f, fd: int(f.Fd())}
+	if size > 0 && size == int64(int(size)) {
+		if m, err := unix.Mmap(b.fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED); err == nil {
+			b.m = m
+		}
+	}
+	return b, size, nil
 }
 
 // deviceSize is the size of a regular file, or of a block device through BLKGETSIZE64.
@@ -67,9 +78,37 @@ func deviceSize(f *os.File) (int64, error) {
 	return int64(size), nil
 }
 
-func (b *fileBacking) ReadAt(p []byte, off int64) (int, error) { return unix.Pread(b.fd, p, off) }
+func (b *fileBacking) ReadAt(p []byte, off int64) (int, error) {
+	if b.m != nil {
+		return b.copyOut([][]byte{p}, off)
+	}
+	return unix.Pread(b.fd, p, off)
+}
+
 func (b *fileBacking) ReadvAt(iovs [][]byte, off int64) (int, error) {
+	if b.m != nil {
+		return b.copyOut(iovs, off)
+	}
 	return unix.Preadv(b.fd, iovs, off)
+}
+
+// copyOut copies from the mapping. A page that cannot be read (I/O error, file truncated
+// under us) raises SIGBUS; SetPanicOnFault turns that into a panic we recover as an error,
+// which the target reports as an ATA read error instead of crashing.
+func (b *fileBacking) copyOut(iovs [][]byte, off int64) (n int, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("read at %d: %v", off+int64(n), r)
+		}
+	}()
+	for _, p := range iovs {
+		if off+int64(n) >= int64(len(b.m)) {
+			break
+		}
+		n += copy(p, b.m[off+int64(n):])
+	}
+	return n, nil
 }
 
 // readv reads consecutive bytes at off into the buffers, in one preadv when the backing can.
@@ -91,4 +130,10 @@ func readv(dev backing, iovs [][]byte, off int64) (int, error) {
 }
 func (b *fileBacking) WriteAt(p []byte, off int64) (int, error) { return unix.Pwrite(b.fd, p, off) }
 func (b *fileBacking) Sync() error                              { return unix.Fdatasync(b.fd) }
-func (b *fileBacking) Close() error                             { return b.f.Close() }
+func (b *fileBacking) Close() error {
+	if b.m != nil {
+		_ = unix.Munmap(b.m)
+		b.m = nil
+	}
+	return b.f.Close()
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -238,5 +239,28 @@ func TestErrorResponses(t *testing.T) {
 	got := make([]byte, 512)
 	if _, err := c.ReadAt(got, 5*512); err != nil || string(got) != string(want) {
 		t.Fatalf("lba28 write landed elsewhere (err %v)", err)
+	}
+}
+
+// TestTruncatedBackingFile: a file shrunk under a running target (its pages now fault) gives
+// ATA read errors, not a crashed target.
+func TestTruncatedBackingFile(t *testing.T) {
+	l := newLink(t, 0)
+	file := diskFile(t, 1<<20)
+	startTarget(t, l, TargetConfig{Shelf: 8, Slot: 8, Device: file})
+	c := dial(t, l, 8, 8, quick)
+	if _, err := c.ReadAt(make([]byte, 4096), 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(file, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.ReadAt(make([]byte, 4096), 512<<10)
+	var ae *ATAError
+	if !errors.As(err, &ae) || ae.Err != ErrUNC {
+		t.Fatalf("read of a truncated region: %v, want an ATA UNC error", err)
+	}
+	if _, err := c.Identify(context.Background()); err != nil {
+		t.Fatalf("target no longer answers after the fault: %v", err)
 	}
 }
