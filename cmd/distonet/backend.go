@@ -27,6 +27,7 @@ type registryBackend interface {
 	RemoveNode(name string) error
 	ListNodes() ([]api.NodeView, error)
 	ShowNode(name string, secrets bool) (api.NodeView, error)
+	PoolStatus() ([]byte, error)
 	Close() error
 }
 
@@ -82,6 +83,8 @@ func (b *localBackend) ShowNode(name string, secrets bool) (api.NodeView, error)
 	}
 	return api.ViewOf(n, tl, b.cfg.ISCSIAddr(), secrets), nil
 }
+
+func (b *localBackend) PoolStatus() ([]byte, error) { return appliance.PoolStatus(b.st) }
 
 type remoteBackend struct {
 	base, token string
@@ -152,4 +155,12 @@ func (b *remoteBackend) ShowNode(name string, secrets bool) (api.NodeView, error
 	}
 	err := b.do(http.MethodGet, "/api/nodes/"+url.PathEscape(name)+q, nil, &v)
 	return v, err
+}
+
+func (b *remoteBackend) PoolStatus() ([]byte, error) {
+	var raw json.RawMessage
+	if err := b.do(http.MethodGet, api.PoolStatusPath, nil, &raw); err != nil {
+		return nil, err
+	}
+	return append([]byte(raw), '\n'), nil
 }

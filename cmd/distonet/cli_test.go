@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/distonet/distonet/internal/registry"
 )
 
 var distonet string // path of the binary under test
@@ -296,4 +298,80 @@ func TestRegistrySurvivesKill9DuringBurst(t *testing.T) {
 		t.Fatalf("%d acknowledged adds lost after kill -9: %v", len(lost), lost)
 	}
 	t.Logf("%d adds acknowledged before kill -9, all present after restart (%d present)", ackedCount, len(present))
+}
+
+// Agents register their donated disks through the agent API; the daemon plans a RAID6 array
+// over them at once, and `pool status --json` lists the disks and the array.
+func TestPoolInventoryFromAgents(t *testing.T) {
+	cfgPath, stateDir, httpPort := writeConfig(t)
+	for i := 1; i <= 5; i++ {
+		args := []string{"node", "add", fmt.Sprintf("sun%02d", i), "--mac", fmt.Sprintf("00:03:ba:00:00:%02x", i), "--image", "demo",
+			"--donate", "aoe", "--group", fmt.Sprintf("rack%d", (i+1)/2), "--config", cfgPath}
+		if out, err := run(t, args...); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	st, err := registry.Open(stateDir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, _ := st.Nodes()
+	st.Close()
+	startDaemon(t, cfgPath, httpPort)
+	for _, n := range nodes {
+		body := fmt.Sprintf(`{"device":"/dev/sdb","transport":"aoe","address":"%s","size_bytes":146000000000,"mac":"%s"}`, n.AoEAddress(), n.MAC)
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/api/agent/register", httpPort), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+n.Secrets.AgentToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("register %s: %s", n.Name, resp.Status)
+		}
+	}
+	// A wrong token is refused.
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/api/agent/register", httpPort), strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer not-a-token")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("register with a wrong token: %v %v", resp.Status, err)
+	}
+
+	var status struct {
+		Disks []struct {
+			Node, Transport, Address, State, Array, Role string
+			SizeBytes                                    int64 `json:"size_bytes"`
+		} `json:"disks"`
+		Arrays []struct {
+			Name        string
+			RaidDevices int   `json:"raid_devices"`
+			UsableBytes int64 `json:"usable_bytes"`
+		} `json:"arrays"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := run(t, "pool", "status", "--json", "--config", cfgPath)
+		if err != nil {
+			t.Fatalf("pool status: %v: %s", err, out)
+		}
+		if err := json.Unmarshal([]byte(out), &status); err != nil {
+			t.Fatalf("pool status is not JSON: %v: %s", err, out)
+		}
+		if len(status.Arrays) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(status.Disks) != 5 {
+		t.Fatalf("disks = %+v", status.Disks)
+	}
+	for _, d := range status.Disks {
+		if d.Transport != "aoe" || !strings.HasPrefix(d.Address, "e1.") || d.SizeBytes != 146000000000 || d.State != "online" {
+			t.Errorf("disk = %+v", d)
+		}
+	}
+	if len(status.Arrays) != 1 || status.Arrays[0].RaidDevices < 4 {
+		t.Fatalf("arrays = %+v", status.Arrays)
+	}
 }

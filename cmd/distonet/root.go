@@ -33,6 +33,7 @@ The other commands manage its registry; they work whether or not the daemon runs
 		newServeCommand(g),
 		newNodeCommand(g),
 		newImageCommand(g),
+		newPoolCommand(g),
 		newUnitCommand(g),
 		newDemoCommand(),
 		newAgentCommand(),

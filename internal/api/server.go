@@ -22,6 +22,8 @@ type BootConfigs interface {
 	BootConfig(n registry.Node) (bootconfig.Config, error)
 }
 
+var errNoPool = errors.New("the pool is not available on this appliance")
+
 // Server serves /api/.
 type Server struct {
 	Store *registry.Store
@@ -36,6 +38,8 @@ type Server struct {
 	Portal string
 	// RemoveVolume deletes a node's overlay volume when the node is removed.
 	RemoveVolume func(name string) error
+	// Pool connects the pool routes; unset answers 503.
+	Pool PoolHooks
 	// InUse reports whether an assembled pool array still uses a node's donated disk, so a
 	// withdrawing agent waits for the pool head to release it. nil: nothing is in use.
 	InUse func(node, address string) bool
@@ -58,6 +62,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+bootconfig.ConfigPath, s.nodeAuth(s.bootConfig))
 	mux.HandleFunc("POST "+bootconfig.EventPath, s.nodeAuth(s.bootEvent))
 	s.agentRoutes(mux)
+	s.poolRoutes(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "", fmt.Errorf("no route %s %s", r.Method, r.URL.Path))
 	})

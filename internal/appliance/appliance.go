@@ -143,7 +143,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 				log.Warn("record stage", "node", node, "err", err)
 			}
 		}}
-	a.api = &api.Server{Store: store, Boot: a.boot, AdminToken: token, Portal: cfg.ISCSIAddr(), RemoveVolume: VolumeRemover(cfg.StateDir), Log: log}
+	a.api = &api.Server{Store: store, Boot: a.boot, AdminToken: token, Portal: cfg.ISCSIAddr(), RemoveVolume: VolumeRemover(cfg.StateDir), Log: log,
+		Pool: poolHooks(store), InUse: inUse(store)}
 
 	ui, err := web.New(web.Options{Store: store, API: a.api, StateDir: cfg.StateDir, Log: log.With("svc", "web"), Now: opts.Now,
 		Images: func() ([]web.ImageInfo, error) { return imageInfos(opts.Images), nil }})
@@ -247,6 +248,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); volumes.run(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.planLoop(ctx) }()
 	sched := a.newScheduler(opts.Now)
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = sched.Run(ctx) }()

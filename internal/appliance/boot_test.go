@@ -70,7 +70,10 @@ func TestBootScriptPerNodeAndWindow(t *testing.T) {
 		}
 	}
 	second, _ := b.BootScript(mac, nil)
-	tok := func(s string) string { _, after, _ := strings.Cut(s, "distonet.token="); return strings.Fields(after)[0] }
+	tok := func(s string) string {
+		_, after, _ := strings.Cut(s, "distonet.token=")
+		return strings.Fields(after)[0]
+	}
 	if tok(first) == tok(second) {
 		t.Error("boot token not rotated between scripts")
 	}
