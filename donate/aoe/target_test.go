@@ -105,7 +105,7 @@ func TestSameAnswersAsVblade(t *testing.T) {
 	l := newLink(t, 1500)
 	const size = 8 << 20
 	startVblade(t, l, 1, 1, diskFile(t, size))
-	startTarget(t, l, TargetConfig{Shelf: 1, Slot: 2, Device: diskFile(t, size), BufferCount: 16})
+	ours := startTarget(t, l, TargetConfig{Shelf: 1, Slot: 2, Device: diskFile(t, size), BufferCount: 16})
 	v := discover(t, l, 1, 1)
 	o := discover(t, l, 1, 2)
 	if v.BufferCount != o.BufferCount || v.SectorsPerFrame != o.SectorsPerFrame || v.Version != o.Version {
@@ -136,6 +136,12 @@ func TestSameAnswersAsVblade(t *testing.T) {
 		if err != nil || regs.SectorCount != 0xff || regs.CmdStatus != StatusDRDY {
 			t.Errorf("check power on %s: %+v %v", c.Config().Address(), regs, err)
 		}
+		if err := c.Flush(context.Background()); err != nil {
+			t.Errorf("flush cache on %s: %v", c.Config().Address(), err)
+		}
+	}
+	if st := ours.Stats(); st.Syncs == 0 {
+		t.Errorf("FLUSH CACHE EXT did not fdatasync: %+v", st)
 	}
 }
 
