@@ -9,6 +9,7 @@
 package iscsibench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -152,6 +153,9 @@ func TestBenchVsTgt(t *testing.T) {
 	fmt.Print(b.String())
 }
 
+// mkfile writes the whole disk with a non-zero pattern: every block is allocated, so no
+// initiator can skip reading holes (QEMU answers known-unmapped blocks itself when the
+// target reports LBPRZ, which ours does and tgt does not).
 func mkfile(t *testing.T, path string) {
 	t.Helper()
 	f, err := os.Create(path)
@@ -159,7 +163,13 @@ func mkfile(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Truncate(diskSize); err != nil {
+	chunk := bytes.Repeat([]byte{0x5a}, 4<<20)
+	for off := int64(0); off < diskSize; off += int64(len(chunk)) {
+		if _, err := f.WriteAt(chunk, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -171,7 +181,7 @@ func qemuBench(t *testing.T, ns *lab.Netns, url string, write bool) float64 {
 	t.Helper()
 	args := []string{"bench", "-f", "raw", "-t", "none", "-n", "-c", strconv.Itoa(seqCount), "-d", "16", "-s", "1M"}
 	if write {
-		args = append(args, "-w")
+		args = append(args, "-w", "--pattern=165")
 	}
 	out, err := ns.Exec("qemu-img", append(args, url)...)
 	if err != nil {

@@ -24,8 +24,7 @@ type conn struct {
 	br  *bufio.Reader
 	log *slog.Logger
 
-	wmu    sync.Mutex
-	bw     *bufio.Writer
+	wmu    sync.Mutex // orders writes and StatSN
 	statSN uint32
 
 	p    params
@@ -50,7 +49,6 @@ func newConn(s *Server, nc net.Conn) *conn {
 		srv:     s,
 		nc:      nc,
 		br:      bufio.NewReaderSize(nc, 256<<10),
-		bw:      bufio.NewWriterSize(nc, 256<<10),
 		log:     s.log.With("remote", nc.RemoteAddr().String()),
 		pending: map[uint32]*task{},
 		byTTT:   map[uint32]*task{},
@@ -63,10 +61,12 @@ func newConn(s *Server, nc net.Conn) *conn {
 func (c *conn) writeNow(p *PDU) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := writePDU(c.bw, p, c.p.digests); err != nil {
+	bufs, err := appendPDU(nil, p, c.p.digests)
+	if err != nil {
 		return err
 	}
-	return c.bw.Flush()
+	_, err = bufs.WriteTo(c.nc)
+	return err
 }
 
 func (c *conn) serve(ctx context.Context) {

@@ -43,7 +43,7 @@ func (c *conn) fullFeature() error {
 	maxData := c.p.targetMaxRecvData
 	for {
 		var p PDU
-		if err := readPDU(c.br, &p, maxData, c.p.digests); err != nil {
+		if err := c.readPDU(&p, maxData); err != nil {
 			return err
 		}
 		var err error
@@ -74,12 +74,45 @@ func (c *conn) fullFeature() error {
 	}
 }
 
+// readPDU reads the next PDU. The data of a Data-Out lands directly in its command's
+// buffer, immediate data in the buffer the write will use: no copy, no allocation.
+func (c *conn) readPDU(p *PDU, maxData uint32) error {
+	if err := readHeader(c.br, p, c.p.digests); err != nil {
+		return err
+	}
+	n := p.DataSegmentLength()
+	if n > maxData {
+		return fmt.Errorf("%w: %d > %d", ErrDataTooLong, n, maxData)
+	}
+	switch p.Opcode() {
+	case OpDataOut:
+		if t := c.pending[p.ITT()]; t != nil {
+			off := uint64(p.u32(offBufOffset))
+			if off+uint64(n) <= uint64(len(t.buf)) {
+				p.Data = t.buf[off : off+uint64(n)]
+				p.inPlace = true
+				return readData(c.br, p.Data, c.p.digests)
+			}
+		}
+	case OpSCSICommand:
+		edtl := p.u32(offTTT)
+		if p.Flags()&0x20 != 0 && n <= edtl && edtl <= maxWriteBuffer {
+			p.buf = getBuf(int(edtl))
+			p.Data = p.buf[:n]
+			return readData(c.br, p.Data, c.p.digests)
+		}
+	}
+	p.Data = make([]byte, n)
+	return readData(c.br, p.Data, c.p.digests)
+}
+
 // send writes response PDUs. For each PDU whose statusIdx says so it assigns the next
 // StatSN; all carry the current ExpCmdSN/MaxCmdSN.
 func (c *conn) send(pdus []*PDU, status []bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	exp, maxSN := c.sess.window()
+	bufs := make(net.Buffers, 0, 4*len(pdus))
 	for i, p := range pdus {
 		p.put32(offCmdSN, c.statSN)
 		if status[i] {
@@ -87,11 +120,14 @@ func (c *conn) send(pdus []*PDU, status []bool) error {
 		}
 		p.put32(offExpStatSN, exp)
 		p.put32(offMaxCmdSN, maxSN)
-		if err := writePDU(c.bw, p, c.p.digests); err != nil {
+		var err error
+		if bufs, err = appendPDU(bufs, p, c.p.digests); err != nil {
 			return err
 		}
 	}
-	return c.bw.Flush()
+	// One writev for the whole answer; the data is not copied.
+	_, err := bufs.WriteTo(c.nc)
+	return err
 }
 
 func (c *conn) send1(p *PDU, status bool) error { return c.send([]*PDU{p}, []bool{status}) }
@@ -161,8 +197,12 @@ func (c *conn) scsiCommand(p *PDU) error {
 		c.answer(t, checkCondition(senseIllegalRequest, ascInvalidFieldInCDB))
 		return nil
 	}
-	t.buf = make([]byte, t.edtl)
-	copy(t.buf, p.Data)
+	if p.buf != nil {
+		t.buf = p.buf // immediate data already in place
+	} else {
+		t.buf = getBuf(int(t.edtl))
+		copy(t.buf, p.Data)
+	}
 	t.received = imm
 	unsolicitedEnd := imm
 	if !c.p.initialR2T && !p.Final() {
@@ -241,7 +281,9 @@ func (c *conn) dataOut(p *PDU) error {
 		return fmt.Errorf("Data-Out DataSN %d, expected %d (ITT 0x%x)", sn, *want, t.itt)
 	}
 	*want++
-	copy(t.buf[off:], p.Data)
+	if !p.inPlace {
+		copy(t.buf[off:], p.Data)
+	}
 	t.received += n
 	if rt != nil {
 		rt.got += n
@@ -272,6 +314,10 @@ func (c *conn) submit(t *task) {
 		defer func() { <-c.sem }()
 		r := c.execute(t)
 		c.answer(t, r)
+		if r.pooled {
+			putBuf(r.data)
+		}
+		putBuf(t.buf)
 		c.runMu.Lock()
 		if c.running[t.itt] == done {
 			delete(c.running, t.itt)
@@ -464,6 +510,7 @@ func (c *conn) taskMgmt(p *PDU) error {
 // dropPending forgets a write that is still waiting for data (ABORT TASK and resets).
 func (c *conn) dropPending(t *task) {
 	delete(c.pending, t.itt)
+	putBuf(t.buf)
 	for ttt := range t.r2ts {
 		delete(c.byTTT, ttt)
 	}

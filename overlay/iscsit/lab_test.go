@@ -7,9 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,8 +217,16 @@ func runChild() int {
 	if err == nil {
 		err = s.AddTarget(spec)
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if pf := os.Getenv("ISCSIT_CPUPROFILE"); pf != "" {
+		f, perr := os.Create(pf)
+		if perr == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err == nil {
-		err = s.Serve(context.Background())
+		err = s.Serve(ctx)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -61,6 +61,9 @@ type PDU struct {
 	BHS  [BHSLen]byte
 	AHS  []byte
 	Data []byte
+
+	inPlace bool   // Data already sits in its command's buffer
+	buf     []byte // pooled buffer holding Data, handed on to the command
 }
 
 // Errors returned when a PDU cannot be read.

@@ -41,6 +41,7 @@ type result struct {
 	data      []byte
 	overflow  uint32
 	underflow uint32
+	pooled    bool // data came from getBuf and goes back after sending
 }
 
 func good() result { return result{status: statusGood} }
@@ -200,13 +201,14 @@ func (c *conn) readBlocks(t *task, lu *lunit) result {
 	if n == 0 {
 		return r
 	}
-	buf := make([]byte, n)
+	buf := getBuf(int(n))
 	if err := lu.store.readAt(buf, int64(lba<<blockShift)); err != nil {
+		putBuf(buf)
 		c.log.Error("iscsi read failed", "lba", lba, "blocks", blocks, "err", err)
 		return checkCondition(senseMediumError, ascReadError)
 	}
 	c.srv.metrics.bytes.WithLabelValues("read").Add(float64(n))
-	r.data = buf
+	r.data, r.pooled = buf, true
 	return r
 }
 
