@@ -136,3 +136,36 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzNegotiate checks negotiation invariants for any request: the block size stays within
+// RFC 2348 and the server's cap, the window within its cap and memory bound, and the OACK
+// only acknowledges options the client sent.
+func FuzzNegotiate(f *testing.F) {
+	f.Add(rq(1, "f", "octet", "blksize", "1468", "tsize", "0", "timeout", "3", "windowsize", "16"), 1468, 64)
+	f.Add(rq(1, "f", "octet", "BLKSIZE", "65464", "WINDOWSIZE", "65535"), 65464, 64)
+	f.Add(rq(1, "f", "octet", "blksize", "-1", "timeout", "999"), 512, -1)
+	f.Fuzz(func(t *testing.T, pkt []byte, maxBlk, maxWin int) {
+		var r Request
+		if r.UnmarshalBinary(pkt) != nil || maxBlk < defaultBlockSize || maxBlk > maxBlockSize {
+			return
+		}
+		p, oack := negotiate(r.Options, 1000, limits{maxBlockSize: maxBlk, maxWindow: maxWin})
+		if p.blockSize < minBlockSize || (p.blockSize > maxBlk && p.blockSize != defaultBlockSize) {
+			t.Fatalf("blksize %d outside [8, %d]", p.blockSize, maxBlk)
+		}
+		if p.window < 1 || (p.window > 1 && (p.window > maxWin || p.window*p.blockSize > windowBytes)) {
+			t.Fatalf("window %d (blksize %d, cap %d)", p.window, p.blockSize, maxWin)
+		}
+		if p.timeout < 0 || p.timeout > maxTimeoutSecs*time.Second {
+			t.Fatalf("timeout %v", p.timeout)
+		}
+		for _, o := range oack {
+			if _, ok := r.Option(o.Name); !ok {
+				t.Fatalf("OACK acknowledges %q, never requested", o.Name)
+			}
+		}
+		if b, err := oack.MarshalBinary(); err != nil || len(b) > 65535 {
+			t.Fatalf("OACK does not encode: %v", err)
+		}
+	})
+}
