@@ -513,9 +513,10 @@ func (c *Client) Identify(ctx context.Context) ([512]byte, error) {
 	return id, c.run(ctx, []*request{r}, done)
 }
 
-// Flush asks the target to make completed writes durable (FLUSH CACHE EXT).
+// Flush asks the target to make completed writes durable (FLUSH CACHE, 0xe7: vblade aborts
+// the EXT variant, our target takes both).
 func (c *Client) Flush(ctx context.Context) error {
-	_, err := c.ATA(ctx, ATAArg{Extended: true, CmdStatus: ATAFlushCacheExt})
+	_, err := c.ATA(ctx, ATAArg{CmdStatus: ATAFlushCache})
 	return err
 }
 

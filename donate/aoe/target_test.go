@@ -141,7 +141,7 @@ func TestSameAnswersAsVblade(t *testing.T) {
 		}
 	}
 	if st := ours.Stats(); st.Syncs == 0 {
-		t.Errorf("FLUSH CACHE EXT did not fdatasync: %+v", st)
+		t.Errorf("FLUSH CACHE did not fdatasync: %+v", st)
 	}
 }
 
