@@ -375,3 +375,31 @@ func TestPoolInventoryFromAgents(t *testing.T) {
 		t.Fatalf("arrays = %+v", status.Arrays)
 	}
 }
+
+// `donate export` refuses a device that carries a filesystem unless --wipe is given.
+func TestDonateExportRefusesAFilesystem(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	out, err := run(t, "donate", "export", "--device", img, "--interface", "lo", "--aoe", "1.0")
+	if err == nil {
+		t.Fatalf("a disk holding ext4 was exported:\n%s", out)
+	}
+	if !strings.Contains(out, "ext4") || len(strings.Split(strings.TrimSpace(out), "\n")) != 1 {
+		t.Fatalf("want one line naming the ext4 signature, got:\n%s", out)
+	}
+	raw := make([]byte, 2)
+	f, _ := os.Open(img)
+	f.ReadAt(raw, 1024+0x38)
+	f.Close()
+	if raw[0] != 0x53 || raw[1] != 0xef {
+		t.Fatalf("the refused disk's superblock was touched: magic %x", raw)
+	}
+}

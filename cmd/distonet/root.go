@@ -37,6 +37,7 @@ The other commands manage its registry; they work whether or not the daemon runs
 		newUnitCommand(g),
 		newDemoCommand(),
 		newAgentCommand(),
+		newDonateCommand(),
 		newAdminCommand(g),
 	)
 	return root
