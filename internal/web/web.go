@@ -164,6 +164,10 @@ func (w *Web) routes() {
 	m.HandleFunc("GET /setup", w.setupPage)
 	m.HandleFunc("POST /setup", w.setup)
 	m.HandleFunc("GET /static/", func(wr http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(wr, r) // files only, no listings
+			return
+		}
 		wr.Header().Set("Cache-Control", "max-age=300")
 		w.static.ServeHTTP(wr, r)
 	})

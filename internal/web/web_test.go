@@ -65,8 +65,11 @@ func TestUnauthenticatedRequestsAreRefused(t *testing.T) {
 		t.Errorf("forged session cookie: %d", r.code)
 	}
 	// Static assets are public (the login page needs them).
-	if r := e.do(c, "GET", "/static/style.css", nil); r.code != http.StatusOK {
-		t.Errorf("style.css: %d", r.code)
+	if r := e.do(c, "GET", "/static/style.css", nil); r.code != http.StatusOK || !strings.HasPrefix(r.hdr.Get("Content-Type"), "text/css") {
+		t.Errorf("style.css: %d %q", r.code, r.hdr.Get("Content-Type"))
+	}
+	if r := e.do(c, "GET", "/static/", nil); r.code != http.StatusNotFound {
+		t.Errorf("static directory listing: %d", r.code)
 	}
 }
 
