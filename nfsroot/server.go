@@ -19,9 +19,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -364,23 +366,37 @@ func (s *Server) serveConn(c net.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
+	raw, _ := c.(syscall.Conn)
+	var rc syscall.RawConn
+	if raw != nil {
+		rc, _ = raw.SyscallConn()
+	}
 	respond := func(rec []byte) {
-		out := s.handle(rec, remote, allowed, s.getBuf(8192))
+		out, tail := s.handle(rec, remote, allowed, rc != nil, s.getBuf(8192))
 		s.putBuf(rec)
 		if out == nil {
 			return
 		}
-		mark := oncrpc.RecordMark(len(out) - 4)
+		size := len(out) - 4
+		if tail != nil {
+			size += tail.n + tail.pad
+		}
+		mark := oncrpc.RecordMark(size)
 		copy(out, mark[:])
 		wmu.Lock()
 		if werr == nil {
 			_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
-			_, werr = c.Write(out)
+			if tail == nil {
+				_, werr = c.Write(out)
+			} else {
+				werr = sendWithTail(rc, out, tail)
+			}
 			if werr != nil {
 				c.Close() // unblocks the reader
 			}
 		}
 		wmu.Unlock()
+		s.releaseTail(tail)
 		s.putBuf(out)
 	}
 	br := bufio.NewReaderSize(c, 64<<10)
@@ -421,7 +437,8 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 			}
 			continue
 		}
-		out := s.handle(buf[:n], from, s.allowed(from), make([]byte, 0, 4096))
+		out, tail := s.handle(buf[:n], from, s.allowed(from), false, make([]byte, 0, 4096))
+		s.releaseTail(tail)
 		if out == nil || len(out)-4 > 65507 {
 			continue
 		}
@@ -430,32 +447,33 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 }
 
 // handle decodes one call and returns the reply with 4 bytes reserved in front for the
-// record mark, or nil when the message deserves no reply.
-func (s *Server) handle(rec []byte, remote net.Addr, allowed bool, out []byte) []byte {
+// record mark, or nil when the message deserves no reply. With sendfile, READ may leave its
+// data in a tail to send after the reply (the caller releases it).
+func (s *Server) handle(rec []byte, remote net.Addr, allowed, sendfile bool, out []byte) ([]byte, *fileTail) {
 	var msg oncrpc.Call
 	err := msg.UnmarshalBinary(rec)
 	var verr *oncrpc.VersionError
 	switch {
 	case errors.As(err, &verr):
-		return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.RPCMismatch, Low: 2, High: 2})
+		return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.RPCMismatch, Low: 2, High: 2}), nil
 	case err != nil:
-		return nil // not a call: RFC 5531 gives nothing to answer with
+		return nil, nil // not a call: RFC 5531 gives nothing to answer with
 	}
 	if !allowed && msg.Proc != 0 {
 		s.m.denied.Inc()
-		return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.AuthError, AuthStat: oncrpc.AuthTooWeak})
+		return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.AuthError, AuthStat: oncrpc.AuthTooWeak}), nil
 	}
-	c := call{proc: msg.Proc, args: msg.Args, cred: nobody}
+	c := call{proc: msg.Proc, args: msg.Args, cred: nobody, sendfile: sendfile}
 	switch msg.Cred.Flavor {
 	case oncrpc.AuthSys:
 		var p oncrpc.AuthSysParams
 		if err := p.UnmarshalBinary(msg.Cred.Body); err != nil {
-			return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.AuthError, AuthStat: oncrpc.AuthBadCred})
+			return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.AuthError, AuthStat: oncrpc.AuthBadCred}), nil
 		}
 		c.cred = cred{uid: p.UID, gid: p.GID, gids: p.GIDs}
 	case oncrpc.AuthNone:
 	default:
-		return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.AuthError, AuthStat: oncrpc.AuthRejectedCred})
+		return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.AuthError, AuthStat: oncrpc.AuthRejectedCred}), nil
 	}
 
 	out = oncrpc.AppendSuccess(out[:4], msg.XID)
@@ -482,9 +500,10 @@ func (s *Server) handle(rec []byte, remote net.Addr, allowed bool, out []byte) [
 	}
 	s.m.calls.WithLabelValues(prog, procName(prog, msg.Proc)).Inc()
 	if stat == oncrpc.Success {
-		return out
+		return out, c.tail
 	}
-	return s.reply(out[:4], &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyAccepted, AcceptStat: stat, Low: low, High: high})
+	s.releaseTail(c.tail)
+	return s.reply(out[:4], &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyAccepted, AcceptStat: stat, Low: low, High: high}), nil
 }
 
 func (s *Server) reply(out []byte, r *oncrpc.Reply) []byte {
@@ -510,4 +529,77 @@ func procName(prog string, proc uint32) string {
 		return mountProcNames[proc]
 	}
 	return "other"
+}
+
+func (s *Server) releaseTail(t *fileTail) {
+	if t != nil {
+		s.files.release(t.f)
+	}
+}
+
+// sendWithTail writes a reply header, then the file data with sendfile(2) (no copy through
+// user space), then the XDR padding, as one record.
+func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
+	var opErr error
+	off := t.off
+	left := t.n
+	sentHdr := 0
+	err := rc.Write(func(fd uintptr) bool {
+		for sentHdr < len(hdr) {
+			n, err := unix.SendmsgN(int(fd), hdr[sentHdr:], nil, nil, unix.MSG_MORE)
+			if errors.Is(err, unix.EAGAIN) {
+				return false
+			}
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				opErr = err
+				return true
+			}
+			sentHdr += n
+		}
+		for left > 0 {
+			n, err := unix.Sendfile(int(fd), t.f.fd, &off, left)
+			if errors.Is(err, unix.EAGAIN) {
+				return false
+			}
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				opErr = err
+				return true
+			}
+			if n == 0 {
+				opErr = io.ErrUnexpectedEOF // the file shrank: the record cannot be completed
+				return true
+			}
+			left -= n
+		}
+		return true
+	})
+	if err == nil {
+		err = opErr
+	}
+	if err != nil {
+		return fmt.Errorf("send read reply: %w", err)
+	}
+	if t.pad > 0 {
+		var zero [3]byte
+		if err := rc.Write(func(fd uintptr) bool {
+			_, err := unix.Write(int(fd), zero[:t.pad])
+			if errors.Is(err, unix.EAGAIN) {
+				return false
+			}
+			opErr = err
+			return true
+		}); err != nil {
+			return fmt.Errorf("send read padding: %w", err)
+		}
+		if opErr != nil {
+			return fmt.Errorf("send read padding: %w", opErr)
+		}
+	}
+	return nil
 }

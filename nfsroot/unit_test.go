@@ -212,7 +212,8 @@ func FuzzHandle(f *testing.F) {
 	}
 	remote := &netTCPAddr
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out := s.handle(b, remote, true, make([]byte, 0, 4096))
+		out, tail := s.handle(b, remote, true, false, make([]byte, 0, 4096))
+		s.releaseTail(tail)
 		if out == nil {
 			return
 		}
