@@ -38,14 +38,33 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.logins, m.sessions, m.commands, m.bytes} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				continue
-			}
-			return nil, fmt.Errorf("register iscsi metrics: %w", err)
-		}
+	var err error
+	if m.logins, err = register(reg, m.logins); err != nil {
+		return nil, err
+	}
+	if m.sessions, err = register(reg, m.sessions); err != nil {
+		return nil, err
+	}
+	if m.commands, err = register(reg, m.commands); err != nil {
+		return nil, err
+	}
+	if m.bytes, err = register(reg, m.bytes); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+// register adds c to reg, or returns the collector already registered under its name (a
+// second Server in the same process, e.g. after a reload).
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("register iscsi metrics: %w", err)
+	}
+	return c, nil
 }

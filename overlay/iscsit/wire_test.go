@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestTextParams(t *testing.T) {
@@ -215,5 +216,32 @@ func TestLUNNumber(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("lunNumber(%x) = %d, %v", tc.in, got, ok)
 		}
+	}
+}
+
+func TestMetricsTwice(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := newMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newMetrics(reg)
+	if err != nil {
+		t.Fatalf("second registration: %v", err)
+	}
+	_ = a
+	b.logins.WithLabelValues("ok").Inc()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "distonet_iscsi_logins_total" {
+			got = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if got != 1 {
+		t.Errorf("second server's login counter in the registry = %v, want 1", got)
 	}
 }
