@@ -151,3 +151,37 @@ func mtuName(mtu int) string {
 	}
 	return "mtu1500"
 }
+
+// TestTwoTargetsOneInterfaceTwoInitiators: a node exporting two disks on one interface, used
+// by two initiators at once: each target answers only its own address, data never crosses.
+func TestTwoTargetsOneInterfaceTwoInitiators(t *testing.T) {
+	l := newLink(t, 0)
+	files := []string{diskFile(t, 8<<20), diskFile(t, 8<<20)}
+	startTarget(t, l, TargetConfig{Shelf: 5, Slot: 1, Device: files[0]})
+	startTarget(t, l, TargetConfig{Shelf: 5, Slot: 2, Device: files[1]})
+	discover(t, l, 5, 1)
+	discover(t, l, 5, 2)
+	clients := []*Client{dial(t, l, 5, 1, ClientConfig{}), dial(t, l, 5, 2, ClientConfig{})}
+	data := [][]byte{randomBytes(t, 2<<20), randomBytes(t, 2<<20)}
+	errc := make(chan error, 2)
+	for i := range clients {
+		go func() {
+			_, err := clients[i].WriteAt(data[i], 1<<20)
+			errc <- err
+		}()
+	}
+	for range clients {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b[1<<20:3<<20], data[i]) {
+			t.Fatalf("disk %d does not hold what its initiator wrote", i)
+		}
+	}
+}
