@@ -99,7 +99,7 @@ func TestE2EBootClassicStack(t *testing.T) {
 	if err := vm.Send("reboot -f\n"); err != nil {
 		t.Fatal(err)
 	}
-	if m, err = vm.WaitFor(ready, 6*time.Minute); err != nil {
+	if _, err = vm.WaitFor(ready, 6*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("second boot: image init after %s", vm.Elapsed().Round(time.Second))
@@ -163,7 +163,7 @@ func TestE2EBootWrongCHAP(t *testing.T) {
 	defer cancel()
 	vm, err := qemu.Start(ctx, qemu.Options{Netns: st.NS.Name(), Kernel: demo.Kernel, Initrd: demo.Initrd,
 		Append: fmt.Sprintf("console=ttyS0 no_timer_check %s=%s %s=%s", bootconfig.ArgServer, st.URL, bootconfig.ArgToken, token),
-		Tap: st.Tap(), Serial: consoleLog{t}})
+		Tap:    st.Tap(), Serial: consoleLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
