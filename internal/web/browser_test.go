@@ -474,6 +474,25 @@ func TestBrowserDashboardDense(t *testing.T) {
 	if d := cmp.Diff(want, errs); d != "" {
 		t.Errorf("errors beside the fields (-want +got):\n%s", d)
 	}
+
+	// The session expires while the dashboard is open: the next live update sends the
+	// browser to the login page instead of leaving a stale table.
+	run(t, ctx, "open dashboard",
+		chromedp.Navigate(e.srv.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#live-dot.on`)),
+	)
+	e.clock.Add(13 * time.Hour)
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:99:01:01"}); err != nil {
+		t.Fatal(err)
+	}
+	var loc string
+	run(t, ctx, "expired session goes to login",
+		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
+		into(&loc, chromedp.Location()),
+	)
+	if !strings.HasSuffix(loc, "/login?next=%2F") {
+		t.Errorf("after expiry the dashboard went to %s", loc)
+	}
 	if visible != wantReadyRoom2 {
 		t.Errorf("filter 'room2 ready' shows %d rows, want %d", visible, wantReadyRoom2)
 	}

@@ -70,8 +70,18 @@ document.addEventListener("input", function (ev) {
   }
 
   const es = new EventSource("/events");
-  es.addEventListener("open", function () { if (dot) { dot.classList.add("on"); dot.title = "live updates: on"; } });
-  es.addEventListener("error", function () { if (dot) { dot.classList.remove("on"); dot.title = "live updates: reconnecting"; } });
+  let lost = false;
+  es.addEventListener("open", function () {
+    if (dot) { dot.classList.add("on"); dot.title = "live updates: on"; }
+    if (lost) { lost = false; refresh(); } // events may have been missed while away
+  });
+  es.addEventListener("error", function () {
+    lost = true;
+    if (dot) { dot.classList.remove("on"); dot.title = "live updates: reconnecting"; }
+    // The browser gives up on a refused stream (e.g. the session expired): a fetch of the
+    // region tells, and sends the admin to the login page if so.
+    if (es.readyState === EventSource.CLOSED) { refresh(); }
+  });
   es.addEventListener("change", function () {
     // Coalesce bursts (a boot records several stages in a second) into one fetch.
     if (pending === null) { pending = setTimeout(refresh, 150); }
