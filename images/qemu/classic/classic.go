@@ -36,6 +36,12 @@ type Options struct {
 	// differently to test a refused login).
 	ServeSecret string
 	Token       string // the boot token the HTTP server accepts
+	// Files are served by the HTTP server without a token (URL path -> local file), e.g. the
+	// kernel, initramfs and an iPXE script for a network boot.
+	Files map[string]string
+	// IPXEBoot, when set, is the boot file URL dnsmasq gives clients that are iPXE already
+	// (user class "iPXE"), e.g. http://10.206.0.1:8080/boot.ipxe.
+	IPXEBoot string
 }
 
 // Stack is a running classic stack.
@@ -83,10 +89,14 @@ func Start(t testing.TB, o Options) *Stack {
 	}
 
 	// DHCP only (port=0 turns DNS off); --no-ping answers at once.
-	ns.Start("dnsmasq", "-d", "-u", "root", "--port=0", "--conf-file=/dev/null", "--interface="+s.Bridge,
+	dnsmasq := []string{"-d", "-u", "root", "--port=0", "--conf-file=/dev/null", "--interface=" + s.Bridge,
 		"--bind-interfaces", "--no-ping", "--dhcp-authoritative",
-		"--dhcp-range="+o.Subnet+".100,"+o.Subnet+".199,255.255.255.0,12h",
-		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"))
+		"--dhcp-range=" + o.Subnet + ".100," + o.Subnet + ".199,255.255.255.0,12h",
+		"--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--pid-file=" + filepath.Join(dir, "dnsmasq.pid")}
+	if o.IPXEBoot != "" {
+		dnsmasq = append(dnsmasq, "--dhcp-userclass=set:ipxe,iPXE", "--dhcp-boot=tag:ipxe,"+o.IPXEBoot)
+	}
+	ns.Start("dnsmasq", dnsmasq...)
 
 	s.startNFS(t, dir, o)
 	target := "iqn.2026-01.net.distonet.classic:" + o.Node
@@ -101,7 +111,7 @@ func Start(t testing.TB, o Options) *Stack {
 			Initiator: "iqn.2026-01.net.distonet.node:" + o.Node, CHAPUser: o.CHAPUser, CHAPSecret: o.ServeSecret},
 		Donate: bootconfig.Donate{Mode: "none"},
 	}
-	s.serveHTTP(t, l, o.Token)
+	s.serveHTTP(t, l, o.Token, o.Files)
 	return s
 }
 
@@ -178,9 +188,12 @@ func (s *Stack) startTgt(t testing.TB, target string, o Options) {
 	}
 }
 
-func (s *Stack) serveHTTP(t testing.TB, l net.Listener, token string) {
+func (s *Stack) serveHTTP(t testing.TB, l net.Listener, token string, files map[string]string) {
 	t.Helper()
 	mux := http.NewServeMux()
+	for path, file := range files {
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, file) })
+	}
 	auth := func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+token }
 	mux.HandleFunc("GET "+bootconfig.ConfigPath, func(w http.ResponseWriter, r *http.Request) {
 		if !auth(r) {
