@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -373,6 +374,18 @@ func TestPoolInventoryFromAgents(t *testing.T) {
 	}
 	if len(status.Arrays) != 1 || status.Arrays[0].RaidDevices < 4 {
 		t.Fatalf("arrays = %+v", status.Arrays)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`distonet_pool_capacity_bytes{state="online",window="always"} 7.3e+11`, `distonet_nodes{donate="aoe"} 5`,
+		`distonet_pool_disks{state="online",transport="aoe"} 5`, "iscsi", "nfs"} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
 

@@ -160,6 +160,24 @@ func TestE2EPXEBootPersistentRoot(t *testing.T) {
 	if shown.State != "ready" {
 		t.Errorf("node state = %q after boot, want ready", shown.State)
 	}
+	stages := map[string]bool{}
+	for _, st := range shown.LastBoot.Stages {
+		stages[st.Stage] = true
+	}
+	for _, want := range []string{"dhcp", "bootfile", "kernel", "nfs", "iscsi", "overlay", "ready"} {
+		if !stages[want] {
+			t.Errorf("timeline lacks stage %q", want)
+		}
+	}
+	metrics, err := d.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`distonet_boot_stage_seconds_count{stage="ready"}`, `distonet_boot_stage_seconds_count{stage="iscsi"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 func lastLine(s string) string {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/distonet/distonet/internal/api"
+	"github.com/distonet/distonet/internal/bootconfig"
 	"github.com/distonet/distonet/internal/config"
 	"github.com/distonet/distonet/internal/registry"
 	"github.com/distonet/distonet/internal/web"
@@ -143,8 +144,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 				log.Warn("record stage", "node", node, "err", err)
 			}
 		}}
+	boots := newBootMetrics(a.metrics)
+	a.metrics.MustRegister(newInventoryCollector(store))
 	a.api = &api.Server{Store: store, Boot: a.boot, AdminToken: token, Portal: cfg.ISCSIAddr(), RemoveVolume: VolumeRemover(cfg.StateDir), Log: log,
-		Pool: poolHooks(store), InUse: inUse(store)}
+		Pool: poolHooks(store), InUse: inUse(store),
+		OnEvent: func(node string, ev bootconfig.Event) { boots.observe(store, node, ev) }}
 
 	ui, err := web.New(web.Options{Store: store, API: a.api, StateDir: cfg.StateDir, Log: log.With("svc", "web"), Now: opts.Now,
 		Images: func() ([]web.ImageInfo, error) { return imageInfos(opts.Images), nil }})

@@ -117,7 +117,7 @@ func badgeClass(state string) string {
 		return "busy"
 	case "discovered":
 		return "new"
-	case "failed", "offline", "faulty":
+	case "failed", "stalled", "offline", "faulty":
 		return "bad"
 	default:
 		return "idle"

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/registry"
@@ -18,11 +19,29 @@ import (
 // nodeRow is a node as the dashboard lists it.
 type nodeRow struct {
 	api.NodeView
-	Failed bool // a stage of the last boot reported a failure
+	Shown string // the state badge: the API's state, or failed / stalled
 }
 
 // stageFailed: a node reports a failed stage with ok=false and a reason.
 func stageFailed(s registry.Stage) bool { return !s.OK && s.Message != "" }
+
+// stallAfter is how long a boot may go without a new stage before the UI calls it stalled
+// (a node powered off mid-boot would otherwise show "booting" forever).
+const stallAfter = 10 * time.Minute
+
+// shownState refines the API's state with what the last boot says.
+func shownState(state string, last *registry.Boot, now time.Time) string {
+	if last == nil || len(last.Stages) == 0 {
+		return state
+	}
+	if slices.ContainsFunc(last.Stages, stageFailed) {
+		return "failed"
+	}
+	if state == "booting" && now.Sub(last.Stages[len(last.Stages)-1].Time) > stallAfter {
+		return "stalled"
+	}
+	return state
+}
 
 func (w *Web) portal() string {
 	if w.opt.API != nil {
@@ -43,9 +62,7 @@ func (w *Web) nodeRows() ([]nodeRow, error) {
 			return nil, fmt.Errorf("timeline of %s: %w", n.Name, err)
 		}
 		row := nodeRow{NodeView: api.ViewOf(n, tl, w.portal(), false)}
-		if row.LastBoot != nil {
-			row.Failed = slices.ContainsFunc(row.LastBoot.Stages, stageFailed)
-		}
+		row.Shown = shownState(row.State, row.LastBoot, w.now())
 		rows = append(rows, row)
 	}
 	return rows, nil
@@ -118,11 +135,7 @@ func (w *Web) dashboard(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	d.Nodes = rows
 	d.Counts = map[string]int{}
 	for _, n := range rows {
-		if n.Failed {
-			d.Counts["failed"]++ // instead of "booting": it will not get further by itself
-		} else {
-			d.Counts[n.State]++
-		}
+		d.Counts[n.Shown]++
 	}
 	disc, err := w.opt.Store.DiscoveredMACs()
 	errs = append(errs, err)
@@ -311,7 +324,7 @@ type nodeData struct {
 	Free   bool
 	Target string
 	AoE    string
-	Failed bool // the last boot reported a failed stage
+	Shown  string // the state badge (see shownState)
 	Err    string
 }
 
@@ -333,9 +346,7 @@ func (w *Web) renderNode(wr http.ResponseWriter, r *http.Request, c *reqCtx, sta
 	if n.Donate.Mode == "aoe" {
 		d.AoE = n.AoEAddress()
 	}
-	if b, ok := tl.LastBoot(); ok {
-		d.Failed = slices.ContainsFunc(b.Stages, stageFailed)
-	}
+	d.Shown = shownState(d.View.State, d.View.LastBoot, w.now())
 	d.Boots = slices.Clone(tl.Boots)
 	slices.Reverse(d.Boots) // newest first
 	disks, err := w.opt.Store.Disks()

@@ -1038,3 +1038,32 @@ func valueOf(t *testing.T, c prometheus.Collector) float64 {
 	}
 	return pb.Gauge.GetValue()
 }
+
+func TestShownState(t *testing.T) {
+	now := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+	boot := func(age time.Duration, stages ...registry.Stage) *registry.Boot {
+		for i := range stages {
+			stages[i].Time = now.Add(-age)
+		}
+		return &registry.Boot{Stages: stages}
+	}
+	tests := []struct {
+		name, state string
+		last        *registry.Boot
+		want        string
+	}{
+		{"never booted", "enrolled", nil, "enrolled"},
+		{"booting", "booting", boot(time.Minute, registry.Stage{Stage: "dhcp", OK: true}), "booting"},
+		{"stalled", "booting", boot(11*time.Minute, registry.Stage{Stage: "kernel", OK: true}), "stalled"},
+		{"ready long ago", "ready", boot(48*time.Hour, registry.Stage{Stage: "ready", OK: true}), "ready"},
+		{"failed", "booting", boot(time.Minute, registry.Stage{Stage: "nfs", Message: "mount refused"}), "failed"},
+		{"not ok without reason", "booting", boot(time.Minute, registry.Stage{Stage: "dhcp"}), "booting"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := shownState(tc.state, tc.last, now); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
