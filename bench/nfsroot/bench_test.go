@@ -180,7 +180,7 @@ EXPORT {
 
 // ganesha starts rpcbind and nfs-ganesha in the namespace, with a private /run so they
 // do not meet any other rpcbind on the host.
-func startGanesha(b *testing.B, ns *lab.Netns, dir, root string) {
+func startGanesha(b *testing.B, ns *lab.Netns, dir, root string) int {
 	conf := filepath.Join(dir, "ganesha.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(ganeshaConf, root, exportPath)), 0o644); err != nil {
 		b.Fatal(err)
@@ -204,6 +204,8 @@ exec ganesha.nfsd -F -f %s -L %s -p /run/ganesha/ganesha.pid`,
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
+	// ip netns exec, unshare and sh all exec: the pid ends up being ganesha's.
+	return cmd.Process.Pid
 }
 
 type env struct {
@@ -214,6 +216,24 @@ type env struct {
 type server struct {
 	name, ip  string
 	mountAddr string
+	pid       int // the server process, for its CPU time
+}
+
+// cpuTime is the user+system CPU time a process (all its threads) has used so far.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which ends with ')': state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100
 }
 
 func (s server) url(p string) string { return "nfs://" + s.ip + exportPath + p }
@@ -250,9 +270,9 @@ func setup(b *testing.B) *env {
 		_ = cmd.Wait()
 	})
 
-	startGanesha(b, gan, dir, root)
+	ganPid := startGanesha(b, gan, dir, root)
 	e := &env{cli: cli}
-	for _, s := range []server{{name: "distonet", ip: oursIP}, {name: "ganesha", ip: ganeshaIP}} {
+	for _, s := range []server{{name: "distonet", ip: oursIP, pid: cmd.Process.Pid}, {name: "ganesha", ip: ganeshaIP, pid: ganPid}} {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			out, err := cli.Exec("nfs-ls", s.url(""))
@@ -280,16 +300,19 @@ type results struct {
 	mu    sync.Mutex
 	order []string
 	d     map[string]map[string][]time.Duration
+	cpu   map[string]map[string]time.Duration // server CPU time summed over the samples
 }
 
-func (r *results) add(scenario, server string, d time.Duration) {
+func (r *results) add(scenario, server string, d, cpu time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.d[scenario] == nil {
 		r.d[scenario] = map[string][]time.Duration{}
+		r.cpu[scenario] = map[string]time.Duration{}
 		r.order = append(r.order, scenario)
 	}
 	r.d[scenario][server] = append(r.d[scenario][server], d)
+	r.cpu[scenario][server] += cpu
 }
 
 func stats(ds []time.Duration) (best, median time.Duration) {
@@ -299,7 +322,7 @@ func stats(ds []time.Duration) (best, median time.Duration) {
 }
 
 func (r *results) print() {
-	fmt.Println("scenario             samples  distonet best/median    ganesha best/median   speed ratio best (median)")
+	fmt.Println("scenario             samples  distonet best/median    ganesha best/median   speed ratio best (median)   server CPU ms/op distonet ganesha")
 	for _, sc := range r.order {
 		ours, gan := r.d[sc]["distonet"], r.d[sc]["ganesha"]
 		if len(ours) == 0 || len(gan) == 0 {
@@ -307,8 +330,10 @@ func (r *results) print() {
 		}
 		ob, om := stats(ours)
 		gb, gm := stats(gan)
-		fmt.Printf("%-20s %7d %9.1f/%-9.1fms %9.1f/%-9.1fms   %.2fx (%.2fx)\n", sc, len(ours),
-			ms(ob), ms(om), ms(gb), ms(gm), gb.Seconds()/ob.Seconds(), gm.Seconds()/om.Seconds())
+		n := time.Duration(len(ours))
+		fmt.Printf("%-20s %7d %9.1f/%-9.1fms %9.1f/%-9.1fms   %.2fx (%.2fx)          %8.1f %8.1f\n", sc, len(ours),
+			ms(ob), ms(om), ms(gb), ms(gm), gb.Seconds()/ob.Seconds(), gm.Seconds()/om.Seconds(),
+			ms(r.cpu[sc]["distonet"]/n), ms(r.cpu[sc]["ganesha"]/n))
 	}
 }
 
@@ -320,7 +345,7 @@ func ms(d time.Duration) float64 { return d.Seconds() * 1000 }
 // distonet faster).
 func BenchmarkNFSRoot(b *testing.B) {
 	e := setup(b)
-	res := &results{d: map[string]map[string][]time.Duration{}}
+	res := &results{d: map[string]map[string][]time.Duration{}, cpu: map[string]map[string]time.Duration{}}
 	defer res.print()
 	run := func(scenario string, bytes int64, op func(b *testing.B, s server)) {
 		b.Run(scenario, func(b *testing.B) {
@@ -333,9 +358,10 @@ func BenchmarkNFSRoot(b *testing.B) {
 			for i := range b.N {
 				for k := range e.servers {
 					s := e.servers[(i+k)%len(e.servers)]
+					cpu0 := cpuTime(s.pid)
 					start := time.Now()
 					op(b, s)
-					res.add(scenario, s.name, time.Since(start))
+					res.add(scenario, s.name, time.Since(start), cpuTime(s.pid)-cpu0)
 				}
 			}
 			ob, _ := stats(res.d[scenario]["distonet"])
