@@ -140,6 +140,8 @@ type Client struct {
 	recvErr error
 	wg      sync.WaitGroup
 	bufs    sync.Pool
+	txMu    sync.Mutex
+	tx      *batchIO
 }
 
 type request struct {
@@ -188,8 +190,14 @@ func DialConfig(ctx context.Context, ifname string, target net.HardwareAddr, she
 	frameSize := 14 + max(ifi.MTU, 1500)
 	c.bufs.New = func() any { b := make([]byte, frameSize); return &b }
 	c.tag.Store(uint32(time.Now().UnixNano()) & 0x7fffffff)
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("aoe dial: %w", err)
+	}
+	c.tx = newBatchIO(rc)
 	c.wg.Add(1)
-	go c.receive(frameSize)
+	go c.receive(frameSize, newBatchIO(rc))
 	qc, err := c.QueryConfig(ctx, ConfigRead, "")
 	if err != nil {
 		c.Close()
@@ -238,11 +246,17 @@ func (c *Client) SectorsPerFrame() int { return c.maxSectors }
 // Outstanding is the number of tags kept in flight.
 func (c *Client) Outstanding() int { return c.cfg.Outstanding }
 
-func (c *Client) receive(frameSize int) {
+// receive takes responses off the socket, a batch per system call, and completes the
+// requests they answer.
+func (c *Client) receive(frameSize int, rx *batchIO) {
 	defer c.wg.Done()
-	buf := make([]byte, frameSize)
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, frameSize)
+	}
+	lens := make([]int, batchSize)
 	for {
-		n, _, err := c.conn.ReadFrom(buf)
+		k, err := rx.recv(bufs, lens)
 		if err != nil {
 			select {
 			case <-c.closed:
@@ -252,25 +266,28 @@ func (c *Client) receive(frameSize int) {
 			c.failAll(fmt.Errorf("aoe receive: %w", err))
 			return
 		}
-		var h Header
-		if h.UnmarshalBinary(buf[:n]) != nil || !h.Response || !bytes.Equal(h.Src, c.target) ||
-			h.Shelf != c.shelf || h.Slot != c.slot {
-			continue
+		for i := range k {
+			buf := bufs[i][:lens[i]]
+			var h Header
+			if h.UnmarshalBinary(buf) != nil || !h.Response || !bytes.Equal(h.Src, c.target) ||
+				h.Shelf != c.shelf || h.Slot != c.slot {
+				continue
+			}
+			c.mu.Lock()
+			r := c.pending[h.Tag]
+			if r != nil && r.cmd != h.Command {
+				r = nil
+			}
+			if r != nil {
+				delete(c.pending, h.Tag)
+			}
+			c.mu.Unlock()
+			if r == nil {
+				continue // late duplicate or not ours
+			}
+			r.complete(&h, buf[HeaderLen:])
+			r.done <- r
 		}
-		c.mu.Lock()
-		r := c.pending[h.Tag]
-		if r != nil && r.cmd != h.Command {
-			r = nil
-		}
-		if r != nil {
-			delete(c.pending, h.Tag)
-		}
-		c.mu.Unlock()
-		if r == nil {
-			continue // late duplicate or not ours
-		}
-		r.complete(&h, buf[HeaderLen:n])
-		r.done <- r
 	}
 }
 
@@ -348,10 +365,17 @@ func (c *Client) release(r *request) {
 	r.frame = nil
 }
 
-func (c *Client) transmit(r *request) error {
-	r.sent = time.Now()
-	_, err := c.conn.WriteTo(r.frame, &packet.Addr{HardwareAddr: c.target})
-	return err
+func (c *Client) transmit(rs ...*request) error {
+	now := time.Now()
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	bufs := c.tx.bufs[:0]
+	for _, r := range rs {
+		r.sent = now
+		bufs = append(bufs, r.frame)
+	}
+	c.tx.bufs = bufs[:0]
+	return c.tx.send(bufs)
 }
 
 // run sends the requests with at most Outstanding in flight, retransmitting on timeout, and
@@ -374,16 +398,31 @@ func (c *Client) run(ctx context.Context, reqs []*request, done chan *request) e
 			}
 		}
 	}()
+	var batch []*request
+	complete := func(r *request) {
+		inflight--
+		delete(live, r.tag)
+		if r.err != nil && firstErr == nil {
+			firstErr = r.err
+		}
+	}
 	for next < len(reqs) || inflight > 0 {
+		// Refill the window and send the new requests in one system call.
+		batch = batch[:0]
 		for firstErr == nil && next < len(reqs) && inflight < c.cfg.Outstanding {
 			r := reqs[next]
 			next++
-			c.mu.Lock()
-			c.pending[r.tag] = r
-			c.mu.Unlock()
 			live[r.tag] = r
 			inflight++
-			if err := c.transmit(r); err != nil {
+			batch = append(batch, r)
+		}
+		if len(batch) > 0 {
+			c.mu.Lock()
+			for _, r := range batch {
+				c.pending[r.tag] = r
+			}
+			c.mu.Unlock()
+			if err := c.transmit(batch...); err != nil {
 				firstErr = fmt.Errorf("aoe send: %w", err)
 			}
 		}
@@ -392,10 +431,14 @@ func (c *Client) run(ctx context.Context, reqs []*request, done chan *request) e
 		}
 		select {
 		case r := <-done:
-			inflight--
-			delete(live, r.tag)
-			if r.err != nil && firstErr == nil {
-				firstErr = r.err
+			complete(r)
+			for more := true; more; { // take every completion already there
+				select {
+				case r := <-done:
+					complete(r)
+				default:
+					more = false
+				}
 			}
 		case now := <-ticker.C:
 			for _, r := range live {
