@@ -120,3 +120,25 @@ func TestExportRefusesMountedDevice(t *testing.T) {
 		t.Fatalf("export of a mounted device with --wipe: %v, want disk.ErrMounted", err)
 	}
 }
+
+type fakeISCSI struct{ devices []string }
+
+func (f *fakeISCSI) ExportISCSI(_ context.Context, device string) error {
+	f.devices = append(f.devices, device)
+	return nil
+}
+
+// TestExportISCSIGoesThroughTheSameChecks: the iSCSI path is refused and wiped exactly like AoE.
+func TestExportISCSIGoesThroughTheSameChecks(t *testing.T) {
+	file := ext4File(t)
+	ex := &fakeISCSI{}
+	if err := Export(context.Background(), ExportOptions{Device: file, ISCSI: ex}); !errors.Is(err, disk.ErrSignature) || len(ex.devices) != 0 {
+		t.Fatalf("iSCSI export of an ext4 file: %v (exported %v), want a refusal", err, ex.devices)
+	}
+	if err := Export(context.Background(), ExportOptions{Device: file, ISCSI: ex, Wipe: true}); err != nil || len(ex.devices) != 1 {
+		t.Fatalf("iSCSI export with --wipe: %v (exported %v)", err, ex.devices)
+	}
+	if err := disk.CheckDonatable(file, disk.Policy{MinSize: -1}); err != nil {
+		t.Fatalf("--wipe left signatures: %v", err)
+	}
+}
