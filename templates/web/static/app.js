@@ -69,22 +69,35 @@ document.addEventListener("input", function (ev) {
     }
   }
 
-  const es = new EventSource("/events");
+  // One stream per visible tab: browsers allow about six HTTP/1.1 connections per host, and
+  // a stream held by each background tab would starve the UI's own requests.
+  let es = null;
   let lost = false;
-  es.addEventListener("open", function () {
-    if (dot) { dot.classList.add("on"); dot.title = "live updates: on"; }
-    if (lost) { lost = false; refresh(); } // events may have been missed while away
+  function connect() {
+    es = new EventSource("/events");
+    es.addEventListener("open", function () {
+      if (dot) { dot.classList.add("on"); dot.title = "live updates: on"; }
+      if (lost) { lost = false; refresh(); } // events may have been missed while away
+    });
+    es.addEventListener("error", function () {
+      lost = true;
+      if (dot) { dot.classList.remove("on"); dot.title = "live updates: reconnecting"; }
+      // The browser gives up on a refused stream (e.g. the session expired): a fetch of the
+      // region tells, and sends the admin to the login page if so.
+      if (es.readyState === EventSource.CLOSED) { refresh(); }
+    });
+    es.addEventListener("change", function () {
+      // Coalesce bursts (a boot records several stages in a second) into one fetch.
+      if (pending === null) { pending = setTimeout(refresh, 150); }
+    });
+  }
+  function disconnect() {
+    if (es !== null) { es.close(); es = null; lost = true; }
+    if (dot) { dot.classList.remove("on"); dot.title = "live updates: paused (tab hidden)"; }
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) { disconnect(); } else if (es === null) { connect(); }
   });
-  es.addEventListener("error", function () {
-    lost = true;
-    if (dot) { dot.classList.remove("on"); dot.title = "live updates: reconnecting"; }
-    // The browser gives up on a refused stream (e.g. the session expired): a fetch of the
-    // region tells, and sends the admin to the login page if so.
-    if (es.readyState === EventSource.CLOSED) { refresh(); }
-  });
-  es.addEventListener("change", function () {
-    // Coalesce bursts (a boot records several stages in a second) into one fetch.
-    if (pending === null) { pending = setTimeout(refresh, 150); }
-  });
-  window.addEventListener("pagehide", function () { es.close(); });
+  window.addEventListener("pagehide", disconnect);
+  if (!document.hidden) { connect(); }
 })();
