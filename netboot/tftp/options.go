@@ -81,6 +81,15 @@ func negotiate(opts []Option, size int64, lim limits) (params, OACK) {
 	return p, oack
 }
 
+func (o OACK) option(name string) (string, bool) {
+	for _, x := range o {
+		if x.Name == name {
+			return x.Value, true
+		}
+	}
+	return "", false
+}
+
 // libraryCanServe reports whether pin/tftp can carry a transfer with this OACK: it knows
 // blksize (512 and up) and tsize only, drops every other option from its OACK and has no
 // per-transfer timeout, so anything else is served by our own sender.

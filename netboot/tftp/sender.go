@@ -32,6 +32,9 @@ type sender struct {
 	// the client did not ask for, where bursts from many transfers can overflow a queue.
 	// A negotiated windowsize is kept whole: RFC 7440 clients ACK at the end of a window.
 	adaptive bool
+	// estimateRTO retransmits after an estimated round trip rather than the full timeout,
+	// unless the client negotiated the timeout (RFC 2349 makes it the retransmission wait).
+	estimateRTO bool
 }
 
 // batchConn is implemented by ipv4.PacketConn and ipv6.PacketConn (their Message types
@@ -98,7 +101,7 @@ func (s *sender) run() (int64, error) {
 			}
 		}
 		timeout := s.p.timeout
-		if s.adaptive {
+		if s.estimateRTO {
 			timeout = rto.timeout()
 		}
 		return s.conn.SetReadDeadline(now.Add(timeout))

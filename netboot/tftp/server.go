@@ -374,7 +374,9 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	if req.Mode == "netascii" {
 		data = netascii.ToReader(data) // the library converts on its own path
 	}
-	snd := &sender{conn: conn, src: data, oack: ob, p: p, retries: s.cfg.Retries, adaptive: adaptive}
+	_, negotiatedTimeout := oack.option("timeout")
+	snd := &sender{conn: conn, src: data, oack: ob, p: p, retries: s.cfg.Retries,
+		adaptive: adaptive, estimateRTO: p.window > 1 && !negotiatedTimeout}
 	if p.window > 1 {
 		if peer.IP.To4() != nil {
 			snd.batch = ipv4.NewPacketConn(conn)
