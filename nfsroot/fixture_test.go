@@ -1,6 +1,7 @@
 package nfsroot
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -291,4 +293,36 @@ func seedCalls(root []byte) [][]byte {
 		out = append(out, b)
 	}
 	return out
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 20 s")
+}
+
+// startDaemon runs a long-lived process in the namespace until the test ends. Not
+// ns.Start: its Pdeathsig ties the process to the OS thread that started it, and threads
+// locked by ns.Do die with their goroutine, which killed daemons at random.
+func startDaemon(t *testing.T, ns *lab.Netns, name string, args ...string) {
+	t.Helper()
+	cmd := ns.Command(context.Background(), name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("output of %s: %s", name, out.String())
+		}
+	})
 }
