@@ -3,6 +3,8 @@ package aoe
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -132,16 +134,17 @@ type Client struct {
 	sectors    uint64
 	config     Config
 
-	tag     atomic.Uint32
-	mu      sync.Mutex
-	pending map[uint32]*request
-	closed  chan struct{}
-	once    sync.Once
-	recvErr error
-	wg      sync.WaitGroup
-	bufs    sync.Pool
-	txMu    sync.Mutex
-	tx      *batchIO
+	tag       atomic.Uint32
+	tagPrefix uint32
+	mu        sync.Mutex
+	pending   map[uint32]*request
+	closed    chan struct{}
+	once      sync.Once
+	recvErr   error
+	wg        sync.WaitGroup
+	bufs      sync.Pool
+	txMu      sync.Mutex
+	tx        *batchIO
 }
 
 type request struct {
@@ -189,7 +192,12 @@ func DialConfig(ctx context.Context, ifname string, target net.HardwareAddr, she
 	}
 	frameSize := 14 + max(ifi.MTU, 1500)
 	c.bufs.New = func() any { b := make([]byte, frameSize); return &b }
-	c.tag.Store(uint32(time.Now().UnixNano()) & 0x7fffffff)
+	// Tags are a random 15-bit prefix per client and a 16-bit counter: several clients (and
+	// the kernel's aoe driver) on one interface all see every response, and must not take
+	// another's answer for their own.
+	var rnd [2]byte
+	_, _ = rand.Read(rnd[:])
+	c.tagPrefix = uint32(binary.BigEndian.Uint16(rnd[:])&0x7fff) << 16
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
@@ -275,7 +283,7 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 			}
 			c.mu.Lock()
 			r := c.pending[h.Tag]
-			if r != nil && r.cmd != h.Command {
+			if r != nil && (r.cmd != h.Command || !r.answeredBy(buf[HeaderLen:])) {
 				r = nil
 			}
 			if r != nil {
@@ -289,6 +297,15 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 			r.done <- r
 		}
 	}
+}
+
+// answeredBy checks that an ATA response echoes the request's LBA (targets leave the LBA
+// registers as sent), a second guard against a stray response with a colliding tag.
+func (r *request) answeredBy(arg []byte) bool {
+	if r.cmd != CommandATA || len(arg) < ATAArgLen || r.ataCmd == ATAIdentify || r.ataCmd == ATACheckPower {
+		return true
+	}
+	return getLBA(arg[4:10]) == r.lba
 }
 
 func (r *request) complete(h *Header, arg []byte) {
@@ -337,7 +354,7 @@ func (c *Client) failAll(err error) {
 func (c *Client) newRequest(cmd Command, done chan *request, fill func(b []byte) (int, error)) (*request, error) {
 	bp := c.bufs.Get().(*[]byte)
 	b := *bp
-	tag := c.tag.Add(1) & 0x7fffffff
+	tag := c.tagPrefix | c.tag.Add(1)&0xffff
 	h := Header{Dst: c.target, Src: c.local, Version: Version, Shelf: c.shelf, Slot: c.slot, Command: cmd, Tag: tag}
 	if err := h.MarshalTo(b); err != nil {
 		return nil, err
