@@ -788,11 +788,23 @@ func TestTemplateOverrideFromStateDir(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "message.html"), []byte(page), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.MkdirAll(filepath.Join(dir, "static"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "static", "style.css"), []byte("body { background: #123; }"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	})
 	e.setPassword()
 	c, _ := e.login()
 	if r := e.do(c, "GET", "/nope", nil); r.code != http.StatusNotFound || !strings.Contains(r.body, `<p id="site">Campus appliance: Not found</p>`) {
 		t.Errorf("override not used: %d\n%s", r.code, r.body)
+	}
+	if r := e.do(c, "GET", "/static/style.css", nil); r.body != "body { background: #123; }" {
+		t.Errorf("static override not served: %q", r.body)
+	}
+	if r := e.do(c, "GET", "/static/app.js", nil); r.code != http.StatusOK || !strings.Contains(r.body, "EventSource") {
+		t.Errorf("embedded app.js not served beside the override: %d", r.code)
 	}
 }
 
