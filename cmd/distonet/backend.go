@@ -28,6 +28,7 @@ type registryBackend interface {
 	ListNodes() ([]api.NodeView, error)
 	ShowNode(name string, secrets bool) (api.NodeView, error)
 	PoolStatus() ([]byte, error)
+	ChangeVolume(name, action string, size int64) error
 	Close() error
 }
 
@@ -82,6 +83,13 @@ func (b *localBackend) ShowNode(name string, secrets bool) (api.NodeView, error)
 		return api.NodeView{}, err
 	}
 	return api.ViewOf(n, tl, b.cfg.ISCSIAddr(), secrets), nil
+}
+
+func (b *localBackend) ChangeVolume(name, action string, size int64) error {
+	if _, err := b.st.Node(name); err != nil {
+		return err
+	}
+	return appliance.ChangeVolume(b.cfg.StateDir, name, action, size)
 }
 
 func (b *localBackend) PoolStatus() ([]byte, error) { return appliance.PoolStatus(b.st) }
@@ -163,4 +171,8 @@ func (b *remoteBackend) PoolStatus() ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte(raw), '\n'), nil
+}
+
+func (b *remoteBackend) ChangeVolume(name, action string, size int64) error {
+	return b.do(http.MethodPost, "/api/nodes/"+url.PathEscape(name)+"/volume", api.VolumeRequest{Action: action, Size: size}, nil)
 }

@@ -416,3 +416,53 @@ func TestDonateExportRefusesAFilesystem(t *testing.T) {
 		t.Fatalf("the refused disk's superblock was touched: magic %x", raw)
 	}
 }
+
+// A node's volume is created by the running daemon, reset to an empty file system and grown
+// on request, through the daemon's API.
+func TestNodeVolumeResetAndResize(t *testing.T) {
+	cfgPath, stateDir, httpPort := writeConfig(t)
+	startDaemon(t, cfgPath, httpPort)
+	if out, err := run(t, "node", "add", "v1", "--mac", "52:54:00:00:0e:01", "--image", "demo", "--volume-size", "256MiB", "--config", cfgPath); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	vol := filepath.Join(stateDir, "volumes", "v1.img")
+	uuid := func() string {
+		out, err := exec.Command("dumpe2fs", "-h", vol).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dumpe2fs: %v: %s", err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "Filesystem UUID:") {
+				return strings.TrimSpace(strings.TrimPrefix(l, "Filesystem UUID:"))
+			}
+		}
+		t.Fatalf("no UUID in dumpe2fs output:\n%s", out)
+		return ""
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if st, err := os.Stat(vol); err == nil && st.Size() == 256<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not create the node's volume")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	before := uuid()
+	if out, err := run(t, "node", "reset", "v1", "--yes", "--config", cfgPath); err != nil {
+		t.Fatalf("reset: %v: %s", err, out)
+	}
+	if after := uuid(); after == before {
+		t.Fatal("reset kept the old file system")
+	}
+	if out, err := run(t, "node", "resize", "v1", "512MiB", "--config", cfgPath); err != nil {
+		t.Fatalf("resize: %v: %s", err, out)
+	}
+	if st, _ := os.Stat(vol); st.Size() != 512<<20 {
+		t.Fatalf("volume is %d bytes after resize", st.Size())
+	}
+	if out, err := run(t, "node", "resize", "v1", "128MiB", "--config", cfgPath); err == nil || !strings.Contains(out, "shrink") {
+		t.Fatalf("shrinking was not refused: %v: %s", err, out)
+	}
+}

@@ -184,3 +184,111 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(s, "\r", "")), "\n")
 	return lines[len(lines)-1]
 }
+
+// Two nodes boot at once. One is unknown at power-on: it gets the enrollment script and is
+// listed as discovered; after `node add` it boots. Each sees only its own volume. The known
+// node has a blank second disk and donates it over AoE: the pool inventory shows it online.
+func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
+	e2e(t)
+	d := newE2ELab(t)
+	const macA, macB = "52:54:00:e2:e0:0a", "52:54:00:e2:e0:0b"
+	if _, err := d.cli("node", "add", "na", "--mac", macA, "--image", "demo", "--donate", "aoe"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.start(); err != nil {
+		t.Fatal(err)
+	}
+	spare := filepath.Join(t.TempDir(), "spare.img")
+	if err := os.WriteFile(spare, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(spare, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	vmA, err := d.bootNode(context.Background(), "na", macA, []string{spare}, consoleLog(t, "na"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmB, err := d.bootNode(context.Background(), "nb", macB, nil, consoleLog(t, "nb"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vmB.WaitFor(regexp.MustCompile(`not enrolled in DiStoNet`), 5*time.Minute); err != nil {
+		t.Fatalf("unknown node: no enrollment script: %v\n%s", err, tail(vmB.Output(), 30))
+	}
+	var listed []listed
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		out, err := d.cli("node", "list", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal([]byte(out), &listed)
+		if slicesContains(listed, macB, "discovered") {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if !slicesContains(listed, macB, "discovered") {
+		t.Fatalf("%s not listed as discovered: %+v", macB, listed)
+	}
+	if _, err := d.cli("node", "add", "nb", "--mac", macB, "--image", "demo"); err != nil {
+		t.Fatal(err)
+	}
+	if host, root := waitInit(t, vmB, "enrolled node"); host != "nb" || root != "overlay" {
+		t.Fatalf("nb: hostname=%s root=%s", host, root)
+	}
+	if host, root := waitInit(t, vmA, "known node"); host != "na" || root != "overlay" {
+		t.Fatalf("na: hostname=%s root=%s", host, root)
+	}
+	guestRun(t, vmA, "echo from-na > /root/owner && sync")
+	guestRun(t, vmB, "echo from-nb > /root/owner && sync")
+	if got := strings.TrimSpace(lastLine(guestRun(t, vmA, "cat /root/owner"))); got != "from-na" {
+		t.Errorf("na reads its /root/owner as %q", got)
+	}
+	if got := strings.TrimSpace(lastLine(guestRun(t, vmB, "cat /root/owner"))); got != "from-nb" {
+		t.Errorf("nb reads its /root/owner as %q", got)
+	}
+	// Each node has exactly one iSCSI disk: its own volume.
+	for name, vm := range map[string]*qemu.VM{"na": vmA, "nb": vmB} {
+		out := guestRun(t, vm, "ls /sys/class/iscsi_session/ | wc -l")
+		if n := strings.TrimSpace(lastLine(out)); n != "1" {
+			t.Errorf("%s has %s iSCSI sessions, want 1", name, n)
+		}
+	}
+
+	// na's agent donates its blank second disk over AoE.
+	var disks []struct {
+		Node, Transport, Address, State string
+		SizeBytes                       int64 `json:"size_bytes"`
+	}
+	deadline = time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		out, err := d.cli("pool", "status", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Disks json.RawMessage `json:"disks"`
+		}
+		json.Unmarshal([]byte(out), &st)
+		json.Unmarshal(st.Disks, &disks)
+		if len(disks) > 0 {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if len(disks) != 1 || disks[0].Node != "na" || disks[0].Transport != "aoe" || disks[0].State != "online" || disks[0].SizeBytes != 512<<20 {
+		t.Fatalf("pool inventory = %+v\nconsole of na:\n%s", disks, tail(vmA.Output(), 30))
+	}
+	t.Logf("na donates %s (%d MiB) over AoE", disks[0].Address, disks[0].SizeBytes>>20)
+}
+
+func slicesContains(ls []listed, mac, state string) bool {
+	for _, l := range ls {
+		if l.MAC == mac && l.State == state {
+			return true
+		}
+	}
+	return false
+}

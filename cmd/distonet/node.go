@@ -20,7 +20,8 @@ func newNodeCommand(g *globalFlags) *cobra.Command {
 		Long: `Manage enrolled nodes. These commands work whether or not 'distonet serve' runs:
 while it runs they go through its API (with state_dir/admin.token), and it sees the change at once.`,
 	}
-	cmd.AddCommand(newNodeAddCommand(g), newNodeListCommand(g), newNodeShowCommand(g), newNodeRmCommand(g))
+	cmd.AddCommand(newNodeAddCommand(g), newNodeListCommand(g), newNodeShowCommand(g), newNodeRmCommand(g),
+		newNodeResetCommand(g), newNodeResizeCommand(g))
 	return cmd
 }
 

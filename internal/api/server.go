@@ -38,6 +38,8 @@ type Server struct {
 	Portal string
 	// RemoveVolume deletes a node's overlay volume when the node is removed.
 	RemoveVolume func(name string) error
+	// Volume resets ("reset") or grows ("resize", size in bytes) a node's volume.
+	Volume func(name, action string, size int64) error
 	// Pool connects the pool routes; unset answers 503.
 	Pool PoolHooks
 	// InUse reports whether an assembled pool array still uses a node's donated disk, so a
@@ -57,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /api/nodes/{name}", s.admin(s.editNode))
 	mux.HandleFunc("DELETE /api/nodes/{name}", s.admin(s.removeNode))
 	mux.HandleFunc("GET /api/nodes/{name}/timeline", s.admin(s.timeline))
+	mux.HandleFunc("POST /api/nodes/{name}/volume", s.admin(s.changeVolume))
 	mux.HandleFunc("GET /api/discovered", s.admin(s.listDiscovered))
 	mux.HandleFunc("DELETE /api/discovered/{mac}", s.admin(s.forgetDiscovered))
 	mux.HandleFunc("GET "+bootconfig.ConfigPath, s.nodeAuth(s.bootConfig))
@@ -310,4 +313,28 @@ func (s *Server) bootEvent(w http.ResponseWriter, r *http.Request, n registry.No
 		s.OnEvent(n.Name, ev)
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// VolumeRequest is the body of POST /api/nodes/{name}/volume.
+type VolumeRequest struct {
+	Action string `json:"action"` // reset | resize
+	Size   int64  `json:"size,omitempty"`
+}
+
+func (s *Server) changeVolume(w http.ResponseWriter, r *http.Request) {
+	var req VolumeRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, "", fmt.Errorf("body: %w", err))
+		return
+	}
+	if s.Volume == nil {
+		writeErr(w, http.StatusServiceUnavailable, "", errors.New("volumes are not managed here"))
+		return
+	}
+	if err := s.Volume(r.PathValue("name"), req.Action, req.Size); err != nil {
+		writeErr(w, statusOf(err), "", err)
+		return
+	}
+	s.Log.Info("node volume changed", "node", r.PathValue("name"), "action", req.Action, "size", req.Size)
+	writeJSON(w, http.StatusOK, map[string]string{"volume": req.Action})
 }

@@ -223,6 +223,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	if volumes.make == nil {
 		volumes.make = MakeVolume
 	}
+	a.api.Volume = volumes.changeVolume
 
 	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/distonet/distonet/netboot/tftp"
 	"github.com/distonet/distonet/nfsroot"
 	"github.com/distonet/distonet/overlay/iscsit"
+	"github.com/distonet/distonet/overlay/volume"
 )
 
 // service is what every protocol server offers the appliance.
@@ -240,4 +241,38 @@ func (v *volumeTargets) reconcile() {
 		v.current[iqn] = n.Secrets.CHAPSecret
 		v.a.log.Info("iscsi target ready", "node", n.Name, "target", iqn)
 	}
+}
+
+// changeVolume resets or grows a node's volume: its target is removed first (a volume must
+// not change under a served target), and the next reconcile serves it again.
+func (v *volumeTargets) changeVolume(name, action string, size int64) error {
+	n, err := v.a.store.Node(name)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	if _, ok := v.current[n.TargetIQN()]; ok {
+		if err := v.target.RemoveTarget(n.TargetIQN()); err != nil {
+			v.mu.Unlock()
+			return fmt.Errorf("node %s: stop serving its volume: %w", name, err)
+		}
+		delete(v.current, n.TargetIQN())
+	}
+	err = ChangeVolume(v.a.cfg.StateDir, name, action, size)
+	v.mu.Unlock()
+	v.reconcile()
+	return err
+}
+
+// ChangeVolume resets (empties) or grows a node's volume file; the daemon must not be serving
+// it (the CLI uses it directly only when the daemon is stopped).
+func ChangeVolume(stateDir, name, action string, size int64) error {
+	path := VolumePath(stateDir, name)
+	switch action {
+	case "reset":
+		return volume.Reset(path)
+	case "resize":
+		return volume.Resize(path, size)
+	}
+	return fmt.Errorf("volume action %q: want reset or resize", action)
 }
