@@ -306,6 +306,7 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 				return err
 			}
 			next++
+			timeouts = 0 // give up after 10 silent timeouts in a row, not in total
 			if len(data) < blk {
 				if check && (got != f.size || crc != f.crc) {
 					return fmt.Errorf("%s %s: got %d bytes crc %08x, want %d crc %08x", tg.name, f.name, got, crc, f.size, f.crc)
