@@ -301,11 +301,21 @@ func TestBrowserEnrollment(t *testing.T) {
 		t.Error("a file with an error enrolled its good line")
 	}
 	good := strings.Replace(bad, "no-such-image", "alpine-3.20", 1)
-	run(t, ctx, "bulk file without errors",
+	var previewRows int
+	run(t, ctx, "bulk file without errors: preview",
 		chromedp.SetValue(chromedp.CSS(`#csv`), good),
 		chromedp.Click(chromedp.CSS(`#bulk-form button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#bulk-preview`)),
+		into(&previewRows, chromedp.Evaluate[int](`document.querySelectorAll('#bulk-preview tbody tr').length`)),
+		screenshot(t, shots, "10-bulk-preview"),
+	)
+	if _, err := e.store.Node("room2-pc01"); err == nil || previewRows != 2 {
+		t.Errorf("preview: %d rows, enrolled already: %v", previewRows, err == nil)
+	}
+	run(t, ctx, "bulk file without errors: confirm",
+		chromedp.Click(chromedp.CSS(`#bulk-confirm button`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="room2-pc02"]`)),
-		screenshot(t, shots, "10-dashboard-after-bulk"),
+		screenshot(t, shots, "11-dashboard-after-bulk"),
 	)
 
 	// Removal asks for confirmation, warns about the volume, then deletes it.
@@ -315,7 +325,7 @@ func TestBrowserEnrollment(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`a.button.danger`)),
 		chromedp.WaitVisible(chromedp.CSS(`#remove-form`)),
 		into(&warning, chromedp.Text(chromedp.CSS(`#remove-form`))),
-		screenshot(t, shots, "11-remove-confirm"),
+		screenshot(t, shots, "12-remove-confirm"),
 		chromedp.SendKeys(chromedp.CSS(`#confirm`), "room1-pc07"),
 		chromedp.Click(chromedp.CSS(`#remove-form button.danger`)),
 		chromedp.WaitVisible(chromedp.CSS(`#nodes`)),

@@ -456,23 +456,52 @@ type bulkData struct {
 	Errors  []LineError
 	CSV     string
 	Columns string
+	Preview []bulkPreview // a checked file, waiting for confirmation
+}
+
+// bulkPreview is one node of a checked file as it will be enrolled.
+type bulkPreview struct {
+	Line int
+	Node registry.Node
 }
 
 func (w *Web) bulkPage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	w.render(wr, r, http.StatusOK, "bulk", w.newPage(c, "Bulk enrollment", "bulk", bulkData{Columns: strings.Join(BulkColumns, ",")}))
 }
 
+// bulk checks a CSV file and shows what it would enroll (step=check, the form's button), or
+// enrolls it (step=enroll, the preview's button; also the default, for scripts). Both steps
+// check the whole file: nothing is enrolled from a file with a problem.
 func (w *Web) bulk(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	d := bulkData{Columns: strings.Join(BulkColumns, ",")}
-	var src io.Reader
 	if f, _, err := r.FormFile("file"); err == nil {
-		defer f.Close()
-		src = io.LimitReader(f, w.opt.MaxUpload)
+		raw, err := io.ReadAll(io.LimitReader(f, w.opt.MaxUpload))
+		f.Close()
+		if err != nil {
+			w.message(wr, r, c, http.StatusBadRequest, "Bad request", "The file could not be read: "+err.Error())
+			return
+		}
+		d.CSV = string(raw)
 	} else {
 		d.CSV = r.PostFormValue("csv")
-		src = strings.NewReader(d.CSV)
 	}
-	added, errs := w.bulkEnroll(src)
+	nodes, rows, errs := w.bulkCheck(strings.NewReader(d.CSV))
+	if len(errs) > 0 {
+		d.Errors = errs
+		w.render(wr, r, http.StatusUnprocessableEntity, "bulk", w.newPage(c, "Bulk enrollment", "bulk", d))
+		return
+	}
+	if r.PostFormValue("step") == "check" {
+		for i, n := range nodes {
+			if err := n.Validate(); err != nil { // fills defaults (donate none) as AddNode will
+				w.log.Error("web: bulk preview", "node", n.Name, "err", err)
+			}
+			d.Preview = append(d.Preview, bulkPreview{Line: rows[i].Line, Node: n})
+		}
+		w.render(wr, r, http.StatusOK, "bulk", w.newPage(c, "Bulk enrollment", "bulk", d))
+		return
+	}
+	added, errs := w.bulkApply(nodes, rows)
 	if len(errs) > 0 {
 		d.Errors = errs
 		w.render(wr, r, http.StatusUnprocessableEntity, "bulk", w.newPage(c, "Bulk enrollment", "bulk", d))
@@ -484,18 +513,19 @@ func (w *Web) bulk(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	http.Redirect(wr, r, "/", http.StatusSeeOther)
 }
 
-// bulkEnroll enrolls every line of a CSV file or, if any line is wrong, none.
-func (w *Web) bulkEnroll(src io.Reader) (added []string, errs []LineError) {
-	rows, errs := ParseBulk(src)
+// bulkCheck validates every line of a CSV file as an enrollment, against the file itself and
+// the registry, and returns the nodes to add or every problem found.
+func (w *Web) bulkCheck(src io.Reader) (nodes []registry.Node, rows []BulkRow, errs []LineError) {
+	rows, errs = ParseBulk(src)
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, nil, errs
 	}
 	imgs, err := w.images()
 	if err != nil {
-		return nil, []LineError{{Message: err.Error()}}
+		return nil, nil, []LineError{{Message: err.Error()}}
 	}
 	names, macs := map[string]int{}, map[string]int{}
-	nodes := make([]registry.Node, 0, len(rows))
+	nodes = make([]registry.Node, 0, len(rows))
 	for _, row := range rows {
 		f := row.form()
 		n := f.check(imgs, true)
@@ -521,11 +551,16 @@ func (w *Web) bulkEnroll(src io.Reader) (added []string, errs []LineError) {
 		nodes = append(nodes, n)
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, nil, errs
 	}
+	return nodes, rows, nil
+}
+
+// bulkApply enrolls checked nodes; if one fails (the registry changed since the check), it
+// removes those this file added and reports the line.
+func (w *Web) bulkApply(nodes []registry.Node, rows []BulkRow) (added []string, errs []LineError) {
 	for i, n := range nodes {
 		if _, err := w.opt.Store.AddNode(n); err != nil {
-			// Something changed since the check (another admin, the CLI): undo this file's part.
 			for _, done := range added {
 				if _, rerr := w.opt.Store.RemoveNode(done); rerr != nil {
 					w.log.Error("web: bulk rollback", "node", done, "err", rerr)

@@ -1079,3 +1079,34 @@ func TestShownState(t *testing.T) {
 		})
 	}
 }
+
+func TestBulkCheckThenEnroll(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c, tok := e.login()
+	file := "mac,name,image,donate\n52-54-00-00-10-01,pc01,debian-12,\n"
+	r := e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {file}, "step": {"check"}})
+	if r.code != http.StatusOK || !strings.Contains(r.body, `<td>pc01</td><td class="mono">52:54:00:00:10:01</td>`) || !strings.Contains(r.body, "<td>none</td>") {
+		t.Fatalf("check: %d\n%s", r.code, r.body)
+	}
+	if nodes, _ := e.store.Nodes(); len(nodes) != 0 {
+		t.Fatal("the check step enrolled nodes")
+	}
+	// The preview carries the file to the confirmation, escaped in an attribute.
+	m := regexp.MustCompile(`name="csv" value="([^"]*)"`).FindStringSubmatch(r.body)
+	if m == nil {
+		t.Fatal("no file in the confirmation form")
+	}
+	carried := strings.NewReplacer("&#10;", "\n", "&#xA;", "\n").Replace(m[1])
+	if carried != file {
+		t.Fatalf("carried file %q, want %q", carried, file)
+	}
+	if r := e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {file}, "step": {"enroll"}}); r.code != http.StatusSeeOther {
+		t.Fatalf("enroll: %d", r.code)
+	}
+	// Confirming twice (a double click) enrolls once and says why the second is refused.
+	r = e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {file}, "step": {"enroll"}})
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(r.body, "pc01 is already enrolled") {
+		t.Errorf("second confirm: %d", r.code)
+	}
+}
