@@ -99,6 +99,9 @@ func bootOnce(b *testing.B, demo classic.Demo, dir, mode string, i int) (first, 
 	if _, err := vm.WaitFor(ready, 8*time.Minute); err != nil {
 		b.Fatalf("%v\nconsole:\n%s", err, vm.Output())
 	}
+	// Let the ready line's end reach the console log before marking the reboot, so the
+	// second boot's stages are not taken from the first boot's last line.
+	time.Sleep(time.Second)
 	rebootAt := vm.Elapsed()
 	// The image's shell is on the console; a forced reboot restarts the same machine.
 	if err := vm.Send("sync; reboot -f\n"); err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/distonet/distonet/images/qemu"
 )
 
-// Marker is a console line prefix that ends a stage.
+// Marker is console text whose first line ends a stage.
 type Marker struct {
 	Stage  string
 	Prefix string
@@ -42,7 +42,7 @@ type Stage struct {
 }
 
 // Stages finds each marker's first line at or after from (the console of a guest that
-// reboots holds several boots). A kernel log prefix "[  1.234] " is ignored.
+// reboots holds several boots), in order.
 func Stages(lines []qemu.Line, from time.Duration) []Stage {
 	var out []Stage
 	next := 0
@@ -50,12 +50,10 @@ func Stages(lines []qemu.Line, from time.Duration) []Stage {
 		if l.At < from {
 			continue
 		}
-		text := l.Text
-		if i := strings.Index(text, "] "); strings.HasPrefix(text, "[") && i > 0 {
-			text = text[i+2:]
-		}
 		for j := next; j < len(Markers); j++ {
-			if strings.HasPrefix(text, Markers[j].Prefix) {
+			// Contains, not HasPrefix: kernel timestamps and firmware escape sequences
+			// may precede a marker on its line.
+			if strings.Contains(l.Text, Markers[j].Prefix) {
 				out = append(out, Stage{Markers[j].Stage, l.At})
 				next = j + 1
 				break
