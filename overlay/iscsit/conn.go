@@ -4,15 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
-
-	"github.com/gostor/gotgt/pkg/api"
-	"github.com/gostor/gotgt/pkg/scsi"
 )
 
 // conn is one TCP connection: a login phase, then (for MaxConnections=1) the whole life of
@@ -132,7 +128,7 @@ type session struct {
 	tsih      uint16
 	chapUser  string
 	key       sessionKey
-	itn       *api.ITNexus
+	itnID     [16]byte // gotgt's I_T nexus identifier (a UUID-sized value)
 
 	mu       sync.Mutex
 	expCmdSN uint32
@@ -152,13 +148,13 @@ func newSession(c *conn, l *login) *session {
 // start is called once the final login response is built: commands numbered from cmdSN on.
 func (ss *session) start(cmdSN uint32) {
 	ss.expCmdSN = cmdSN
-	if ss.tgt != nil {
-		ss.itn = &api.ITNexus{Tag: fmt.Sprintf("%s,i,0x%x,%s,t,0x1", ss.initiator, ss.isid, ss.tgt.spec.IQN)}
-		ss.itn.ID[0] = byte(ss.tsih >> 8)
-		ss.itn.ID[1] = byte(ss.tsih)
-		copy(ss.itn.ID[2:8], ss.isid[:])
-		scsi.AddITNexus(ss.tgt.st, ss.itn)
-	}
+	// The I_T nexus ID gotgt's core sees on each command. It is deliberately not added to
+	// the gotgt target's ITNexus map: AddCommandQueue iterates that map without its lock,
+	// so adding or removing a nexus while another session runs a command is a fatal
+	// concurrent map access; nothing in gotgt's core reads the entries.
+	ss.itnID[0] = byte(ss.tsih >> 8)
+	ss.itnID[1] = byte(ss.tsih)
+	copy(ss.itnID[2:8], ss.isid[:])
 }
 
 // close ends the session's connection; wait waits until its commands are answered.
@@ -174,9 +170,6 @@ func (ss *session) finish() {
 		for _, lu := range ss.tgt.luns {
 			lu.res.nexusLost(ss.nexus())
 		}
-	}
-	if ss.itn != nil {
-		scsi.RemoveITNexus(ss.tgt.st, ss.itn)
 	}
 	close(ss.done)
 }

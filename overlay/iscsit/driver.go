@@ -85,7 +85,11 @@ func cutPrefix(p string) (string, string, bool) {
 	return "", "", false
 }
 
-func (d *gotgtDriver) RereadTargetLUNMap() { d.s.svc.RereadTargetLUNMap() }
+func (d *gotgtDriver) RereadTargetLUNMap() {
+	d.s.svcMu.Lock()
+	defer d.s.svcMu.Unlock()
+	d.s.svc.RereadTargetLUNMap()
+}
 
 func (d *gotgtDriver) Close() error {
 	if d.cancel != nil {

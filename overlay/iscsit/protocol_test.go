@@ -3,6 +3,7 @@ package iscsit
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -256,5 +257,61 @@ func TestSendTargets(t *testing.T) {
 	}
 	if _, err := n.dial(t, loginOpts{initiator: initA, user: a.CHAPUser, secret: "wrong", discovery: true}); err == nil {
 		t.Error("discovery with a wrong CHAP secret accepted")
+	}
+}
+
+// TestChurnWhileServing adds and removes targets and logs sessions in and out while another
+// session keeps running commands that go through gotgt's core: gotgt's shared maps must
+// never be changed under a running command (run with -race to see it).
+func TestChurnWhileServing(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	a, b := twoTargets(t, s)
+	in, err := n.dial(t, loginOpts{initiator: initA, target: a.IQN, user: a.CHAPUser, secret: a.CHAPSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() {
+		defer close(churned)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			spec := TargetSpec{IQN: IQNForNode(fmt.Sprintf("churn%d", i)), LUNs: b.LUNs, CHAPUser: "churn", CHAPSecret: "churn-secret-000000"}
+			if err := s.AddTarget(spec); err != nil {
+				churned <- err
+				return
+			}
+			var bin *testInitiator
+			err := n.cliNS.Do(func() (err error) {
+				bin, err = dialInitiator(n.srvIP+":3260", loginOpts{initiator: initB, target: spec.IQN, user: spec.CHAPUser, secret: spec.CHAPSecret})
+				return err
+			})
+			if err != nil {
+				churned <- err
+				return
+			}
+			bin.Close()
+			if err := s.RemoveTarget(spec.IQN); err != nil {
+				churned <- err
+				return
+			}
+		}
+	}()
+	inquiry := []byte{0x12, 0, 0, 0, 96, 0}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		r, err := in.command(inquiry, 96, nil)
+		if err != nil || r.status != 0 {
+			t.Fatalf("INQUIRY during churn: %v, status %d", err, r.status)
+		}
+	}
+	close(stop)
+	if err := <-churned; err != nil {
+		t.Fatalf("churn: %v", err)
 	}
 }

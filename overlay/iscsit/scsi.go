@@ -391,7 +391,7 @@ func (c *conn) gotgt(t *task, lu *lunit) result {
 		OpCode:          t.cdb[0],
 		SCB:             t.cdb,
 		SCBLength:       len(t.cdb),
-		ITNexusID:       c.sess.itn.ID,
+		ITNexusID:       c.sess.itnID,
 		RelTargetPortID: 1,
 		Tag:             uint64(t.itt),
 		InSDBBuffer:     &api.SCSIDataBuffer{Buffer: make([]byte, size), Length: size},
@@ -406,7 +406,10 @@ func (c *conn) gotgt(t *task, lu *lunit) result {
 	case t.read:
 		cmd.Direction = api.SCSIDataRead
 	}
-	if err := c.srv.svc.AddCommandQueue(c.sess.tgt.st.TID, cmd); err != nil {
+	c.srv.svcMu.RLock()
+	err := c.srv.svc.AddCommandQueue(c.sess.tgt.st.TID, cmd)
+	c.srv.svcMu.RUnlock()
+	if err != nil {
 		c.log.Error("iscsi gotgt command failed", "err", err)
 		return checkCondition(senseHardwareError, ascInternalTgtFailure)
 	}

@@ -119,6 +119,10 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	svc     *scsi.SCSITargetService
+	// svcMu makes gotgt's shared state safe: AddCommandQueue reads the target list and
+	// LUN maps that NewSCSITarget and the LUN mapping calls change without locking.
+	// Commands hold it for reading, target changes for writing.
+	svcMu sync.RWMutex
 
 	mu       sync.Mutex
 	targets  map[string]*target
@@ -168,6 +172,7 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 
 // target is a served TargetSpec with its gotgt objects.
 type target struct {
+	srv  *Server
 	spec TargetSpec
 	st   *api.SCSITarget
 	luns []*lunit
@@ -205,7 +210,9 @@ func (s *Server) AddTarget(spec TargetSpec) error {
 	if _, ok := s.targets[spec.IQN]; ok {
 		return fmt.Errorf("target %s already exists", spec.IQN)
 	}
-	t := &target{spec: spec, sessions: map[*session]struct{}{}}
+	t := &target{spec: spec, sessions: map[*session]struct{}{}, srv: s}
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
 	for i, path := range spec.LUNs {
 		lu, err := s.addLU(spec.IQN, uint64(i), path)
 		if err != nil {
@@ -274,6 +281,7 @@ func (s *Server) addLU(iqn string, lun uint64, path string) (*lunit, error) {
 	return &lunit{lu: lu, store: st, devID: devID, blocks: st.size >> blockShift}, nil
 }
 
+// releaseLUNs unmaps and closes the LUNs; the caller holds srv.svcMu for writing.
 func (t *target) releaseLUNs() {
 	for i, l := range t.luns {
 		scsi.DelLUNMapping(scsi.LUNMapping{TargetName: t.spec.IQN, LUN: uint64(i), DeviceID: l.devID})
@@ -307,7 +315,9 @@ func (s *Server) RemoveTarget(iqn string) error {
 	for _, ss := range sessions {
 		ss.wait()
 	}
+	s.svcMu.Lock()
 	t.releaseLUNs()
+	s.svcMu.Unlock()
 	s.log.Info("iscsi target removed", "target", iqn, "sessions_ended", len(sessions))
 	return nil
 }
