@@ -167,7 +167,9 @@ func (n *node) step(ctx context.Context, name, stage string, fn func(context.Con
 	for try := 1; ; try++ {
 		t0 := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		stop := n.stillWorking(name, t0)
 		msg, err := fn(sctx)
+		stop()
 		cancel()
 		if err == nil {
 			n.say(name, "%s (%.1fs)", msg, time.Since(t0).Seconds())
@@ -194,6 +196,25 @@ func (n *node) step(ctx context.Context, name, stage string, fn func(context.Con
 			backoff *= 2
 		}
 	}
+}
+
+// stillWorking prints a line every 20 s while a step runs, so a step blocked in the kernel
+// (an NFS mount of a server that does not answer, say) is never a silent hang.
+func (n *node) stillWorking(name string, t0 time.Time) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(20 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				n.say(name, "still working (%.0fs)", time.Since(t0).Seconds())
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (n *node) fatal(name string, err error) {
