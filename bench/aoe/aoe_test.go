@@ -81,7 +81,7 @@ type result struct {
 	readCPU, writeCPU float64 // target CPU milliseconds per MB moved
 }
 
-func TestCompareWithVblade(t *testing.T) {
+func TestBenchAoEVsVblade(t *testing.T) {
 	if os.Getenv("DISTONET_BENCH") != "1" {
 		t.Skip("benchmark: set DISTONET_BENCH=1 (make bench)")
 	}

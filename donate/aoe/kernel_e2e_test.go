@@ -13,16 +13,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distonet/distonet/donate/pool/poolvm"
 	"github.com/distonet/distonet/internal/lab"
 )
 
-// TestLinuxKernelDriver boots a QEMU guest (TCG) whose initramfs loads the Linux aoe driver
+// TestE2ELinuxKernelDriver boots a QEMU guest (TCG) whose initramfs loads the Linux aoe driver
 // and uses our target through /dev/etherd: discovery, the size the driver derives from
 // IDENTIFY, a bit-exact read, and a write checked on the host. It is slow (one TCG boot), so
-// it runs only with DISTONET_E2E=1 (make e2e) and needs a distribution kernel:
-// DISTONET_E2E_KERNEL (vmlinuz) and DISTONET_E2E_MODULES (lib/modules/<version>, with aoe.ko
-// and e1000.ko).
-func TestLinuxKernelDriver(t *testing.T) {
+// it runs only with DISTONET_E2E=1 (make e2e). The kernel is Debian's, fetched once by
+// poolvm.Kernel into the shared cache, unless DISTONET_E2E_KERNEL (vmlinuz) and
+// DISTONET_E2E_MODULES (lib/modules/<version> with aoe.ko and e1000.ko) name one.
+func TestE2ELinuxKernelDriver(t *testing.T) {
 	for _, mtu := range []int{1500, 9000} {
 		t.Run(mtuName(mtu), func(t *testing.T) { kernelDriver(t, mtu) })
 	}
@@ -34,7 +35,7 @@ func kernelDriver(t *testing.T, mtu int) {
 	}
 	kernel, modules := os.Getenv("DISTONET_E2E_KERNEL"), os.Getenv("DISTONET_E2E_MODULES")
 	if kernel == "" || modules == "" {
-		t.Fatal("set DISTONET_E2E_KERNEL to a vmlinuz and DISTONET_E2E_MODULES to its lib/modules/<version>")
+		kernel, modules = poolvm.Kernel(t)
 	}
 	lab.Require(t, "qemu-system-x86_64", "cpio", "gzip", "busybox")
 
