@@ -183,7 +183,15 @@ func qemuBench(t *testing.T, ns *lab.Netns, url string, write bool) float64 {
 	if write {
 		args = append(args, "-w", "--pattern=165")
 	}
-	out, err := ns.Exec("qemu-img", append(args, url)...)
+	var out string
+	var err error
+	for attempt := range 3 { // tgtd sometimes drops the first login after a quiet spell
+		if out, err = ns.Exec("qemu-img", append(args, url)...); err == nil {
+			break
+		}
+		t.Logf("attempt %d: %v", attempt+1, err)
+		time.Sleep(time.Second)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
