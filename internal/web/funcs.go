@@ -20,6 +20,7 @@ func (w *Web) funcs() template.FuncMap {
 		"macid":  macID,
 		"failed": stageFailed,
 		"badge":  badgeClass,
+		"window": func(win string) string { return windowStatus(win, w.now()) },
 		"hasImage": func(imgs []ImageInfo, name string) bool {
 			return slices.ContainsFunc(imgs, func(i ImageInfo) bool { return i.Name == name })
 		},
@@ -122,4 +123,29 @@ func badgeClass(state string) string {
 	default:
 		return "idle"
 	}
+}
+
+// windowStatus says whether a donation window is open at now (the appliance's local time),
+// for the node page. The agent on the node decides for real; this is the admin's view.
+func windowStatus(win string, now time.Time) string {
+	if win == "" {
+		return "always open"
+	}
+	wd, err := registry.ParseWindow(win)
+	if err != nil {
+		return "invalid window"
+	}
+	now = now.Local()
+	tod := time.Duration(now.Hour())*time.Hour + time.Duration(now.Minute())*time.Minute + time.Duration(now.Second())*time.Second
+	var open bool
+	if wd.Start < wd.End {
+		open = tod >= wd.Start && tod < wd.End
+	} else { // crosses midnight
+		open = tod >= wd.Start || tod < wd.End
+	}
+	clock := func(d time.Duration) string { return fmt.Sprintf("%02d:%02d", int(d.Hours()), int(d.Minutes())%60) }
+	if open {
+		return "open now, closes at " + clock(wd.End)
+	}
+	return "closed now, opens at " + clock(wd.Start)
 }

@@ -1110,3 +1110,26 @@ func TestBulkCheckThenEnroll(t *testing.T) {
 		t.Errorf("second confirm: %d", r.code)
 	}
 }
+
+func TestWindowStatus(t *testing.T) {
+	at := func(h, m int) time.Time { return time.Date(2026, 11, 26, h, m, 0, 0, time.Local) }
+	tests := []struct {
+		win  string
+		now  time.Time
+		want string
+	}{
+		{"", at(12, 0), "always open"},
+		{"20:00-07:00", at(23, 0), "open now, closes at 07:00"},
+		{"20:00-07:00", at(6, 59), "open now, closes at 07:00"},
+		{"20:00-07:00", at(7, 0), "closed now, opens at 20:00"},
+		{"20:00-07:00", at(12, 0), "closed now, opens at 20:00"},
+		{"08:30-17:45", at(8, 30), "open now, closes at 17:45"},
+		{"08:30-17:45", at(17, 45), "closed now, opens at 08:30"},
+		{"nonsense", at(12, 0), "invalid window"},
+	}
+	for _, tc := range tests {
+		if got := windowStatus(tc.win, tc.now); got != tc.want {
+			t.Errorf("windowStatus(%q, %s) = %q, want %q", tc.win, tc.now.Format("15:04"), got, tc.want)
+		}
+	}
+}
