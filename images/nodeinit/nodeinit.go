@@ -62,12 +62,15 @@ type Config struct {
 	MaxTries int
 }
 
-// Dispatch runs the node-side role this binary was started for and does not return;
-// it returns false when the binary runs as the ordinary CLI. The integrator calls it first
-// thing in main.
+// Dispatch runs the node-side role this binary was started for and does not return:
+// the node init (PID 1 as /init), modprobe (the kernel's request_module inside the
+// initramfs) or the iSCSI relogin watcher (argv[0] distonet-iscsid). It returns false when
+// the binary runs as the ordinary CLI. main calls it first thing.
 func Dispatch() bool {
 	switch base := filepath.Base(os.Args[0]); {
-	case os.Getpid() == 1:
+	// PID 1 started as /init is the initramfs; PID 1 under another name is the appliance
+	// itself run as a container's entry point, which must stay the CLI.
+	case os.Getpid() == 1 && base == "init":
 		Main()
 	case base == "modprobe":
 		os.Exit(Modprobe(os.Args[1:]))

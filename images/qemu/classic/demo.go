@@ -50,10 +50,14 @@ func BuildDemo(t testing.TB, dir, initPkg string) Demo {
 		t.Fatalf("demo image has kernels %v and module trees %v, want one each", kernels, mods)
 	}
 	d.Kernel = kernels[0]
-	res, err := initramfs.BuildFile(ctx, d.Initrd, initramfs.Options{Binary: d.Init, ModulesDir: mods[0]})
+	// DISTONET_INITRAMFS_COMPRESSION=zstd tries the other compressor the kernel supports.
+	res, err := initramfs.BuildFile(ctx, d.Initrd, initramfs.Options{Binary: d.Init, ModulesDir: mods[0],
+		Compression: os.Getenv("DISTONET_INITRAMFS_COMPRESSION")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("initramfs: %d modules for %s, missing %v", len(res.Modules), res.KernelVersion, res.Missing)
+	if fi, err := os.Stat(d.Initrd); err == nil {
+		t.Logf("initramfs: %d modules for %s, missing %v, %d KiB", len(res.Modules), res.KernelVersion, res.Missing, fi.Size()>>10)
+	}
 	return d
 }
