@@ -21,6 +21,7 @@ var (
 	ErrInUse          = errors.New("in use")
 	ErrBootDisk       = errors.New("boot disk")
 	ErrSignature      = errors.New("carries data")
+	ErrNetworkDisk    = errors.New("network disk")
 )
 
 // RefusedError says why a device may not be donated.
@@ -171,6 +172,9 @@ func CheckDonatable(path string, policy Policy) error {
 }
 
 func checkBlock(sys System, policy Policy, d Disk, part *Partition, refuse func(error, string, ...any) error) error {
+	if d.Network {
+		return refuse(ErrNetworkDisk, "%s is reached over an iSCSI session (the node's own volume?), not a local disk", d.Name)
+	}
 	if d.Removable && !policy.AllowRemovable {
 		return refuse(ErrRemovable, "%s reports removable media", d.Name)
 	}
@@ -307,7 +311,7 @@ func Candidates(policy Policy) ([]Candidate, error) {
 		return nil, err
 	}
 	for _, d := range disks {
-		if strings.HasPrefix(d.Name, "loop") {
+		if strings.HasPrefix(d.Name, "loop") || d.Network {
 			continue
 		}
 		out = append(out, Candidate{Disk: d, Path: d.Path, Err: CheckDonatable(d.Path, policy)})

@@ -132,6 +132,7 @@ type fakeDisk struct {
 	name, dev  string
 	sectors    int
 	removable  bool
+	iscsi      bool
 	holders    []string
 	partitions []fakeDisk
 }
@@ -174,6 +175,15 @@ func fakeSys(t *testing.T, mountinfo string, disks ...fakeDisk) System {
 		write(filepath.Join(dir, "removable"), rem)
 		write(filepath.Join(dir, "ro"), "0")
 		write(filepath.Join(dir, "queue", "rotational"), "1")
+		if d.iscsi {
+			target := filepath.Join(root, "sys", "devices", "platform", "host2", "session1", "target2:0:0", "2:0:0:0")
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, filepath.Join(dir, "device")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for i, p := range d.partitions {
 			pdir := filepath.Join(dir, p.name)
 			node(pdir, p)
@@ -191,6 +201,7 @@ func TestDisksAndBootDisk(t *testing.T) {
 		fakeDisk{name: "sdb", dev: "8:16", sectors: 4000, holders: []string{"md127"}},
 		fakeDisk{name: "sdc", dev: "8:32", sectors: 2000, removable: true},
 		fakeDisk{name: "zram0", dev: "252:0", sectors: 10},
+		fakeDisk{name: "sdd", dev: "8:48", sectors: 8000, iscsi: true},
 	)
 	disks, err := sys.Disks()
 	if err != nil {
@@ -200,6 +211,7 @@ func TestDisksAndBootDisk(t *testing.T) {
 		{Name: "sda", Path: "/dev/sda", Major: 8, Minor: 0, Size: 512000, Rotational: true, Partitions: []Partition{{Number: 1, Name: "sda1", Path: "/dev/sda1", Major: 8, Minor: 1, Size: 460800}}},
 		{Name: "sdb", Path: "/dev/sdb", Major: 8, Minor: 16, Size: 2048000, Rotational: true, Holders: []string{"md127"}},
 		{Name: "sdc", Path: "/dev/sdc", Major: 8, Minor: 32, Size: 1024000, Rotational: true, Removable: true},
+		{Name: "sdd", Path: "/dev/sdd", Major: 8, Minor: 48, Size: 4096000, Rotational: true, Network: true},
 	}
 	if diff := cmp.Diff(want, disks); diff != "" {
 		t.Fatalf("Disks (-want +got):\n%s", diff)
@@ -222,6 +234,7 @@ func TestDisksAndBootDisk(t *testing.T) {
 		{1, Policy{System: sys}, ErrInUse},
 		{2, Policy{System: sys}, ErrRemovable},
 		{2, Policy{System: sys, AllowRemovable: true}, nil},
+		{3, Policy{System: sys, Wipe: true, Devices: []string{"/dev/sdd"}}, ErrNetworkDisk},
 	} {
 		t.Run(disks[tc.disk].Name, func(t *testing.T) {
 			err := checkBlock(sys, tc.policy, disks[tc.disk], nil, refuse(disks[tc.disk].Name))

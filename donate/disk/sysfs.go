@@ -43,6 +43,9 @@ type Disk struct {
 	Holders      []string // devices stacked on it: dm-0, md127...
 	Partitions   []Partition
 	Model        string
+	// Network is set for a disk reached over the network (an iSCSI session: on a booted node,
+	// its own overlay volume), which is never a spare internal disk.
+	Network bool
 }
 
 // Partition is one partition of a Disk.
@@ -98,6 +101,9 @@ func (s System) disk(name string) (Disk, error) {
 	d.Holders = listDir(filepath.Join(dir, "holders"))
 	if b, err := os.ReadFile(filepath.Join(dir, "device", "model")); err == nil {
 		d.Model = strings.TrimSpace(string(b))
+	}
+	if link, err := filepath.EvalSymlinks(filepath.Join(dir, "device")); err == nil {
+		d.Network = strings.Contains(link, "/session") // SCSI host of an iSCSI session
 	}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
