@@ -136,7 +136,7 @@ func runDemo(ctx context.Context, t *demoT, bin, dir string, nodes int, keep boo
 				errs[i] = err
 				return
 			}
-			re := regexp.MustCompile(debian.InitMarker + ` hostname=(\S+) root=(\S+)`)
+			re := regexp.MustCompile(debian.InitMarker + ` hostname=(\S+) root=(\S+)\r?\n`)
 			m, err := vm.WaitFor(re, timeout)
 			if err != nil {
 				errs[i] = fmt.Errorf("%s: %w (console: %s)", n.name, err, logf.Name())

@@ -42,7 +42,7 @@ func consoleLog(t *testing.T, name string) *os.File {
 	return f
 }
 
-var initRE = regexp.MustCompile(debian.InitMarker + ` hostname=(\S+) root=(\S+)`)
+var initRE = regexp.MustCompile(debian.InitMarker + ` hostname=(\S+) root=(\S+)\r?\n`)
 
 // waitInit waits for the image's own init and returns hostname and root fs type.
 func waitInit(t *testing.T, vm *qemu.VM, what string) (host, rootType string) {
