@@ -85,6 +85,8 @@ type TargetSpec struct {
 	AllowedInitiators []string
 }
 
+const minSecretLen = 12
+
 func (s TargetSpec) validate() error {
 	var errs []error
 	if err := ValidIQN(s.IQN); err != nil {
@@ -98,6 +100,13 @@ func (s TargetSpec) validate() error {
 	}
 	if (s.MutualUser == "") != (s.MutualSecret == "") {
 		errs = append(errs, fmt.Errorf("target %s: mutual CHAP user and secret must be set together", s.IQN))
+	}
+	// RFC 7143 §12.1.3: CHAP secrets of at least 96 bits, or MD5 falls to brute force.
+	if s.CHAPSecret != "" && len(s.CHAPSecret) < minSecretLen {
+		errs = append(errs, fmt.Errorf("target %s: CHAP secret shorter than %d bytes", s.IQN, minSecretLen))
+	}
+	if s.MutualSecret != "" && len(s.MutualSecret) < minSecretLen {
+		errs = append(errs, fmt.Errorf("target %s: mutual CHAP secret shorter than %d bytes", s.IQN, minSecretLen))
 	}
 	if s.MutualUser != "" && s.CHAPUser == "" {
 		errs = append(errs, fmt.Errorf("target %s: mutual CHAP needs one-way CHAP", s.IQN))

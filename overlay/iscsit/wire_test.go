@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/md5"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -243,5 +244,32 @@ func TestMetricsTwice(t *testing.T) {
 	}
 	if got != 1 {
 		t.Errorf("second server's login counter in the registry = %v, want 1", got)
+	}
+}
+
+func TestTargetSpecValidate(t *testing.T) {
+	ok := TargetSpec{IQN: IQNForNode("v"), LUNs: []string{"/x"}, CHAPUser: "v", CHAPSecret: "twelve-bytes"}
+	if err := ok.validate(); err != nil {
+		t.Fatalf("valid spec refused: %v", err)
+	}
+	for name, mutate := range map[string]func(*TargetSpec){
+		"bad iqn":           func(s *TargetSpec) { s.IQN = "node v" },
+		"no lun":            func(s *TargetSpec) { s.LUNs = nil },
+		"user without pass": func(s *TargetSpec) { s.CHAPSecret = "" },
+		"short secret":      func(s *TargetSpec) { s.CHAPSecret = "short" },
+		"mutual same secret": func(s *TargetSpec) {
+			s.MutualUser, s.MutualSecret = "app", s.CHAPSecret
+		},
+		"mutual short": func(s *TargetSpec) { s.MutualUser, s.MutualSecret = "app", "short" },
+		"mutual without one-way": func(s *TargetSpec) {
+			s.CHAPUser, s.CHAPSecret, s.MutualUser, s.MutualSecret = "", "", "app", "long-enough-secret"
+		},
+	} {
+		s := ok
+		s.LUNs = slices.Clone(ok.LUNs)
+		mutate(&s)
+		if err := s.validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
