@@ -87,15 +87,17 @@ type Config struct {
 }
 
 // DefaultBootFiles are the iPXE binaries per architecture, named as Debian's
-// ipxe package ships them (/usr/lib/ipxe). arm64 has no Debian binary; the
-// name is iPXE's own build target.
+// ipxe package ships them (/usr/lib/ipxe). For x64 UEFI it is snponly.efi
+// (iPXE over the firmware's own network driver, which every UEFI NIC has):
+// Debian's ipxe.efi there is a symlink to /boot/ipxe.efi, outside a confined
+// TFTP root. arm64 has no Debian binary; the name is iPXE's build target.
 func DefaultBootFiles() map[Arch]string {
 	return map[Arch]string{
 		ArchBIOS:      "undionly.kpxe",
-		ArchX64:       "ipxe.efi",
-		ArchEFIBC:     "ipxe.efi",
+		ArchX64:       "snponly.efi",
+		ArchEFIBC:     "snponly.efi",
 		ArchARM64:     "snp-arm64.efi",
-		ArchX64HTTP:   "ipxe.efi",
+		ArchX64HTTP:   "snponly.efi",
 		ArchARM64HTTP: "snp-arm64.efi",
 	}
 }

@@ -204,3 +204,102 @@ func bootOnce(t *testing.T, setup func(t *testing.T, ns *lab.Netns, br string, m
 	t.Logf("serial:\n%s", b)
 	return tl
 }
+
+// TestE2EUEFIChainload boots a UEFI guest (OVMF) whose firmware PXE client is
+// EDK2's, not iPXE: DHCP must give it snponly.efi by TFTP (tftpd-hpa serves
+// Debian's binaries), then give the iPXE it loads the script URL, so the
+// chain ends at the script instead of looping. Runs with DISTONET_E2E=1.
+func TestE2EUEFIChainload(t *testing.T) {
+	if os.Getenv("DISTONET_E2E") != "1" {
+		t.Skip("end-to-end QEMU boot: set DISTONET_E2E=1 (make e2e)")
+	}
+	const ovmf = "/usr/share/ovmf/OVMF.fd"
+	lab.Require(t, "qemu-system-x86_64", "in.tftpd")
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Fatalf("UEFI firmware: %v (Debian package ovmf; run .ci/install-deps)", err)
+	}
+	ns := lab.NewNetns(t)
+	br := ns.Bridge("10.67.251.1/24")
+	tap := ns.Tap(br)
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x67, 0x00, 0x02}
+	// A TFTP root with Debian's binaries as regular files (tftpd-hpa's
+	// --secure chroot cannot follow /usr/lib/ipxe's symlinks to /boot).
+	root := t.TempDir()
+	for _, f := range []string{"undionly.kpxe", "snponly.efi", "ipxe.efi"} {
+		b, err := os.ReadFile(filepath.Join("/usr/lib/ipxe", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns.Start("in.tftpd", "--foreground", "--listen", "--address", "10.67.251.1:69", "--secure", root)
+
+	cfg := dhcp.DefaultConfig()
+	cfg.Interface = br
+	cfg.ServerIP = net.ParseIP("10.67.251.1")
+	_, cfg.Subnet, _ = net.ParseCIDR("10.67.251.0/24")
+	cfg.RangeStart, cfg.RangeEnd = net.ParseIP("10.67.251.100"), net.ParseIP("10.67.251.150")
+	cfg.BootHTTPBase = "http://10.67.251.1"
+	cfg.LeaseFile = filepath.Join(t.TempDir(), "leases.log")
+	cfg.IgnoreOtherServers = true
+	nodes := newFakeNodes()
+	(&testNet{srv: ns}).start(t, cfg, nodes)
+	s, err := ra.New(ra.Config{Interface: br})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go ns.Do(func() error { return s.Serve(ctx) })
+	t.Cleanup(func() { cancel(); s.Close() })
+
+	got := make(chan time.Time, 1)
+	l, err := ns.Listen("tcp", "10.67.251.1:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/boot/"+mac.String()+".ipxe" {
+			select {
+			case got <- time.Now():
+			default:
+			}
+		}
+		fmt.Fprint(w, "#!ipxe\necho distonet-e2e-script\nsleep 30\n")
+	})}
+	go hs.Serve(l)
+	t.Cleanup(func() { hs.Close() })
+
+	serial := filepath.Join(t.TempDir(), "serial.log")
+	start := time.Now()
+	ns.Start("qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "512", "-bios", ovmf,
+		"-display", "none", "-serial", "file:"+serial,
+		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
+		// No option ROM: OVMF's own virtio-net driver and PXE client, not iPXE's.
+		"-device", "virtio-net-pci,netdev=n0,romfile=,mac="+mac.String(), "-boot", "n", "-no-reboot")
+	select {
+	case at := <-got:
+		fmt.Printf("\nUEFI (OVMF) power-on to boot-script fetch through TFTP snponly.efi: %.1fs\n", at.Sub(start).Seconds())
+	case <-time.After(5 * time.Minute):
+		b, _ := os.ReadFile(serial)
+		t.Fatalf("UEFI guest never fetched its script; serial:\n%s", b)
+	}
+	// The registry saw the firmware's own PXE client, then iPXE, both x64 UEFI.
+	nodes.mu.Lock()
+	defer nodes.mu.Unlock()
+	var firmware, ipxe bool
+	for _, ci := range nodes.seen {
+		if ci.MAC.String() != mac.String() || !ci.HasArch || ci.Arch != dhcp.ArchX64 {
+			continue
+		}
+		if ci.IPXE {
+			ipxe = true
+		} else if strings.HasPrefix(ci.VendorClass, "PXEClient") {
+			firmware = true
+		}
+	}
+	if !firmware || !ipxe {
+		t.Errorf("seen: firmware PXE %v, iPXE %v; want both as efi-x64 (%+v)", firmware, ipxe, nodes.seen)
+	}
+}
