@@ -73,7 +73,8 @@ func Validate(c bootconfig.Config) error {
 }
 
 // Reporter POSTs stage events to the appliance in the background: a boot never waits on
-// the timeline.
+// the timeline. Token is the boot token until the boot config names an agent token, which
+// is meant to last the whole boot; set it before reporting, not concurrently.
 type Reporter struct {
 	Client *http.Client
 	Server string
@@ -88,6 +89,7 @@ func (r *Reporter) Report(stage string, ok bool, msg string) {
 	}
 	ev := bootconfig.Event{Stage: stage, OK: ok, Message: msg, Time: time.Now().UTC(), Uptime: Uptime()}
 	body, _ := json.Marshal(ev)
+	token := r.Token
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -97,7 +99,7 @@ func (r *Reporter) Report(stage string, ok bool, msg string) {
 		if err != nil {
 			return
 		}
-		req.Header.Set("Authorization", "Bearer "+r.Token)
+		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/json")
 		if resp, err := r.Client.Do(req); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)

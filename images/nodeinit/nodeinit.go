@@ -321,6 +321,10 @@ func (n *node) fetchConfig(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("save %s: %w", BootConfigFile, err)
 	}
 	n.boot = cfg
+	if cfg.AgentToken != "" {
+		// The boot token may be single-use; the agent token lasts the whole boot.
+		n.rep.Token = cfg.AgentToken
+	}
 	return fmt.Sprintf("node %s from %s", cfg.Node, n.cmd.Server), nil
 }
 
