@@ -31,7 +31,13 @@ type fileStore struct {
 var _ api.BackingStore = (*fileStore)(nil)
 
 func (s *fileStore) Open(_ *api.SCSILu, path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	flags := os.O_RDWR
+	if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeDevice != 0 {
+		// A donated disk: O_EXCL on a block device fails while it is mounted or held by
+		// md, LVM or another exporter, and keeps them off while we serve it.
+		flags |= unix.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
 		return fmt.Errorf("open backing store: %w", err)
 	}
@@ -113,7 +119,7 @@ func (s *fileStore) punch(off, length int64) error {
 	if err == nil {
 		return nil
 	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENODEV) {
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("punch hole at %d+%d: %w", off, length, err)
 	}
 	zero := make([]byte, min(length, 1<<20))

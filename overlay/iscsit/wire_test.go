@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/md5"
 	"errors"
+	"os"
 	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/gostor/gotgt/pkg/api"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -271,5 +273,38 @@ func TestTargetSpecValidate(t *testing.T) {
 		if err := s.validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestStoreNeverGrowsAndPunches(t *testing.T) {
+	p := newVolume(t, 1<<20)
+	var s fileStore
+	if err := s.Open(nil, p); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(nil)
+	if err := s.Write(make([]byte, blockSize), 1<<20-blockSize/2); err == nil {
+		t.Error("write across the end accepted")
+	}
+	data := bytes.Repeat([]byte{0x77}, 8192)
+	if err := s.Write(data, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unmap([]api.UnmapBlockDescriptor{{Offset: 4096, TL: 4096}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read(4096, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:4096], make([]byte, 4096)) || !bytes.Equal(got[4096:], data[4096:]) {
+		t.Error("unmapped range does not read as zeros or the rest changed")
+	}
+	mapped, _, err := s.extent(4096)
+	if err != nil || mapped {
+		t.Errorf("punched range reported mapped=%v (%v)", mapped, err)
+	}
+	if st, _ := os.Stat(p); st.Size() != 1<<20 {
+		t.Errorf("file size changed to %d", st.Size())
 	}
 }
