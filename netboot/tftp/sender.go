@@ -196,7 +196,9 @@ type rtoEstimator struct {
 	max          time.Duration
 }
 
-const minRTO = 20 * time.Millisecond // scheduling delays on a busy host exceed the RTT
+// minRTO is Linux TCP's floor: on a busy host, scheduling delays of tens of milliseconds
+// would otherwise fire spurious retransmissions of whole windows.
+const minRTO = 200 * time.Millisecond
 
 func (r *rtoEstimator) sample(d time.Duration) {
 	if r.srtt == 0 {
