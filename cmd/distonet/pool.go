@@ -16,7 +16,7 @@ func newPoolCommand(g *globalFlags) *cobra.Command {
 		Use:   "pool",
 		Short: "The storage pool: donated disks and the md RAID6 arrays planned over them",
 	}
-	cmd.AddCommand(newPoolStatusCommand(g))
+	cmd.AddCommand(newPoolStatusCommand(g), newPoolHeadCommand(g))
 	return cmd
 }
 

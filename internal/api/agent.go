@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -54,7 +55,7 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-func (s *Server) putExport(n registry.Node, e agentExport, state string) error {
+func (s *Server) putExport(n registry.Node, e agentExport, state, remote string) error {
 	switch e.Transport {
 	case "aoe", "iscsi":
 	default:
@@ -63,10 +64,17 @@ func (s *Server) putExport(n registry.Node, e agentExport, state string) error {
 	if e.Device == "" || e.Address == "" || e.SizeBytes <= 0 {
 		return errors.New("export: device, address and size_bytes are required")
 	}
-	return s.Store.PutDisk(registry.DonatedDisk{
+	d := registry.DonatedDisk{
 		Node: n.Name, Group: n.Group, Device: e.Device, Transport: e.Transport, Address: e.Address,
 		SizeBytes: e.SizeBytes, State: state, Window: n.Donate.Window, MAC: e.MAC, LastSeen: time.Now().UTC(),
-	})
+	}
+	if e.Transport == "iscsi" {
+		// The agent's target listens on the node's own address, the one it calls us from.
+		if ip, _, err := net.SplitHostPort(remote); err == nil {
+			d.Portal = net.JoinHostPort(ip, "3260")
+		}
+	}
+	return s.Store.PutDisk(d)
 }
 
 func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request, n registry.Node) {
@@ -75,7 +83,7 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request, n registr
 		writeErr(w, http.StatusBadRequest, "", err)
 		return
 	}
-	if err := s.putExport(n, e, "online"); err != nil {
+	if err := s.putExport(n, e, "online", r.RemoteAddr); err != nil {
 		writeErr(w, http.StatusBadRequest, "", err)
 		return
 	}

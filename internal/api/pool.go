@@ -18,11 +18,11 @@ const (
 type PoolHooks struct {
 	Status func() ([]byte, error)    // `pool status --json`
 	Layout func() ([]byte, error)    // the planned arrays (pool.Layout JSON)
-	Report func(report []byte) error // a head's []pool.ArrayStatus JSON
+	Report func(report []byte) error // one pool.ArrayStatus JSON from a head
 }
 
 func (s *Server) poolRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+PoolStatusPath, s.admin(s.rawJSON(func() ([]byte, error) { return s.Pool.Status() })))
+	mux.HandleFunc("GET "+PoolStatusPath, s.poolHead(s.rawJSON(func() ([]byte, error) { return s.Pool.Status() })))
 	mux.HandleFunc("GET "+PoolLayoutPath, s.poolHead(s.rawJSON(func() ([]byte, error) { return s.Pool.Layout() })))
 	mux.HandleFunc("POST "+PoolReportPath, s.poolHead(func(w http.ResponseWriter, r *http.Request) {
 		raw, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))

@@ -113,13 +113,48 @@ func poolHooks(st *registry.Store) api.PoolHooks {
 			return json.Marshal(l)
 		},
 		Report: func(raw []byte) error {
-			var reports []pool.ArrayStatus
-			if err := json.Unmarshal(raw, &reports); err != nil {
-				return fmt.Errorf("pool report: %w", err)
+			var rep pool.ArrayStatus
+			if err := json.Unmarshal(raw, &rep); err != nil || rep.Name == "" {
+				return fmt.Errorf("pool report: want one array status with a name: %v", err)
 			}
-			return st.PutDoc(docPoolReports, reports)
+			return recordReport(st, rep)
 		},
 	}
+}
+
+// recordReport keeps the head's latest status of each array, and the UUID md gave an array
+// the head just created (the plan keeps it from then on).
+func recordReport(st *registry.Store, rep pool.ArrayStatus) error {
+	var reports []pool.ArrayStatus
+	if _, err := st.GetDoc(docPoolReports, &reports); err != nil {
+		return err
+	}
+	replaced := false
+	for i := range reports {
+		if reports[i].Name == rep.Name {
+			reports[i], replaced = rep, true
+		}
+	}
+	if !replaced {
+		reports = append(reports, rep)
+	}
+	if err := st.PutDoc(docPoolReports, reports); err != nil {
+		return err
+	}
+	if rep.UUID == "" {
+		return nil
+	}
+	var l pool.Layout
+	if _, err := st.GetDoc(docPoolLayout, &l); err != nil {
+		return err
+	}
+	for i := range l.Arrays {
+		if l.Arrays[i].Name == rep.Name && l.Arrays[i].UUID == "" {
+			l.Arrays[i].UUID = rep.UUID
+			return st.PutDoc(docPoolLayout, l)
+		}
+	}
+	return nil
 }
 
 // planLoop re-plans the pool whenever the registry changes.

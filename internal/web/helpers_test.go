@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -42,16 +43,17 @@ func (c *clock) Add(d time.Duration) {
 
 // env is a UI over a temporary registry, served on 127.0.0.1.
 type env struct {
-	t        *testing.T
-	web      *Web
-	store    *registry.Store
-	api      *api.Server
-	dir      string
-	srv      *httptest.Server
-	clock    *clock
-	removed  []string // volumes RemoveVolume was asked to delete
-	removeMu sync.Mutex
-	images   []ImageInfo
+	t         *testing.T
+	web       *Web
+	store     *registry.Store
+	api       *api.Server
+	dir       string
+	srv       *httptest.Server
+	clock     *clock
+	removed   []string // volumes RemoveVolume was asked to delete
+	volumeOps []string // Volume calls: "name action size"
+	removeMu  sync.Mutex
+	images    []ImageInfo
 }
 
 type envOpt func(*Options)
@@ -77,6 +79,15 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	o := Options{
 		Store: st, API: e.api, StateDir: dir, Log: log, Now: e.clock.Now,
 		Images: func() ([]ImageInfo, error) { return e.images, nil },
+		Volume: func(name, action string, size int64) error {
+			e.removeMu.Lock()
+			defer e.removeMu.Unlock()
+			if action == "resize" && size < 1<<30 {
+				return fmt.Errorf("resize %s: shrinking from %d to %d is not supported", name, int64(1<<30), size)
+			}
+			e.volumeOps = append(e.volumeOps, fmt.Sprintf("%s %s %d", name, action, size))
+			return nil
+		},
 		RemoveVolume: func(name string) error {
 			e.removeMu.Lock()
 			e.removed = append(e.removed, name)

@@ -325,10 +325,18 @@ type nodeData struct {
 	Target string
 	AoE    string
 	Shown  string // the state badge (see shownState)
-	Err    string
+	// Volume actions are offered when the daemon manages volumes (Options.Volume).
+	VolumeActions bool
+	GrowErr       string
+	GrowTo        string
+	Err           string
 }
 
 func (w *Web) renderNode(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, name string, form *nodeForm) {
+	w.renderNodeVol(wr, r, c, status, name, form, "", "")
+}
+
+func (w *Web) renderNodeVol(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, name string, form *nodeForm, growTo, growErr string) {
 	n, err := w.opt.Store.Node(name)
 	if errors.Is(err, registry.ErrNotFound) {
 		w.message(wr, r, c, http.StatusNotFound, "No such node", fmt.Sprintf("No node is enrolled as %q.", name))
@@ -347,6 +355,7 @@ func (w *Web) renderNode(wr http.ResponseWriter, r *http.Request, c *reqCtx, sta
 		d.AoE = n.AoEAddress()
 	}
 	d.Shown = shownState(d.View.State, d.View.LastBoot, w.now())
+	d.VolumeActions = w.opt.Volume != nil
 	d.Boots = slices.Clone(tl.Boots)
 	slices.Reverse(d.Boots) // newest first
 	disks, err := w.opt.Store.Disks()
@@ -362,6 +371,7 @@ func (w *Web) renderNode(wr http.ResponseWriter, r *http.Request, c *reqCtx, sta
 	if form != nil {
 		d.Form = *form
 	}
+	d.GrowTo, d.GrowErr = growTo, growErr
 	if err := errors.Join(errs...); err != nil {
 		d.Err = err.Error()
 	}
@@ -383,7 +393,8 @@ func (w *Web) editNode(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	edited := f.check(imgs, false)
 	if !f.failed() {
 		_, err = w.opt.Store.UpdateNode(name, func(n *registry.Node) error {
-			n.Group, n.Image, n.Role, n.IP, n.VolumeSize = edited.Group, edited.Image, edited.Role, edited.IP, edited.VolumeSize
+			// The volume size changes only through the volume actions (grow, reset).
+			n.Group, n.Image, n.Role, n.IP = edited.Group, edited.Image, edited.Role, edited.IP
 			n.Donate.Mode, n.Donate.Window = edited.Donate.Mode, edited.Donate.Window
 			return nil
 		})
@@ -400,13 +411,70 @@ func (w *Web) editNode(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	http.Redirect(wr, r, "/nodes/"+name, http.StatusSeeOther)
 }
 
+// volume grows or resets a node's overlay volume through the daemon (Options.Volume).
+func (w *Web) volume(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	name := r.PathValue("name")
+	if w.opt.Volume == nil {
+		w.message(wr, r, c, http.StatusServiceUnavailable, "Not available", "Volumes are not managed by this appliance process.")
+		return
+	}
+	switch r.PostFormValue("action") {
+	case "resize":
+		growTo := strings.TrimSpace(r.PostFormValue("size"))
+		size, err := parseSize(growTo)
+		if err == nil && size == 0 {
+			err = errors.New("volume size: required")
+		}
+		if err == nil {
+			err = w.opt.Volume(name, "resize", size)
+		}
+		if err == nil {
+			// Record the new size, so the node page and a later re-creation agree with the file.
+			_, err = w.opt.Store.UpdateNode(name, func(n *registry.Node) error { n.VolumeSize = size; return nil })
+		}
+		if err != nil {
+			w.log.Warn("web: grow volume", "node", name, "err", err)
+			w.renderNodeVol(wr, r, c, http.StatusUnprocessableEntity, name, nil, growTo, err.Error())
+			return
+		}
+		w.log.Info("node volume grown", "node", name, "size", size, "via", "web")
+		w.sessions.setFlash(c.sess, fmt.Sprintf("Grew the volume of %s to %s.", name, humanBytes(size)))
+	case "reset":
+		if r.PostFormValue("confirm") != name {
+			w.renderConfirm(wr, r, c, http.StatusUnprocessableEntity, name, "reset", "type the node's name exactly to confirm")
+			return
+		}
+		if err := w.opt.Volume(name, "reset", 0); err != nil {
+			w.log.Error("web: reset volume", "node", name, "err", err)
+			w.message(wr, r, c, http.StatusInternalServerError, "Reset failed", err.Error())
+			return
+		}
+		w.log.Info("node volume reset", "node", name, "via", "web")
+		w.sessions.setFlash(c.sess, "Reset the volume of "+name+": it starts from its image at its next boot.")
+	default:
+		w.message(wr, r, c, http.StatusBadRequest, "Bad request", "volume action: want resize or reset")
+		return
+	}
+	http.Redirect(wr, r, "/nodes/"+name, http.StatusSeeOther)
+}
+
+func (w *Web) resetPage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
+	w.renderConfirm(wr, r, c, http.StatusOK, r.PathValue("name"), "reset", "")
+}
+
 type removeData struct {
-	Node  registry.Node
-	Disks int
-	Error string
+	Node   registry.Node
+	Disks  int
+	Error  string
+	Action string // remove (the node) or reset (its volume)
 }
 
 func (w *Web) renderRemove(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, name, problem string) {
+	w.renderConfirm(wr, r, c, status, name, "remove", problem)
+}
+
+// renderConfirm asks to type the node's name before an action that deletes its data.
+func (w *Web) renderConfirm(wr http.ResponseWriter, r *http.Request, c *reqCtx, status int, name, action, problem string) {
 	n, err := w.opt.Store.Node(name)
 	if errors.Is(err, registry.ErrNotFound) {
 		w.message(wr, r, c, http.StatusNotFound, "No such node", fmt.Sprintf("No node is enrolled as %q.", name))
@@ -416,7 +484,7 @@ func (w *Web) renderRemove(wr http.ResponseWriter, r *http.Request, c *reqCtx, s
 		w.message(wr, r, c, http.StatusInternalServerError, "Error", err.Error())
 		return
 	}
-	d := removeData{Node: n.Redacted(), Error: problem}
+	d := removeData{Node: n.Redacted(), Error: problem, Action: action}
 	if disks, err := w.opt.Store.Disks(); err == nil {
 		for _, x := range disks {
 			if x.Node == name {
@@ -424,7 +492,11 @@ func (w *Web) renderRemove(wr http.ResponseWriter, r *http.Request, c *reqCtx, s
 			}
 		}
 	}
-	w.render(wr, r, status, "remove", w.newPage(c, "Remove "+name, "dashboard", d))
+	title := "Remove " + name
+	if action == "reset" {
+		title = "Reset the volume of " + name
+	}
+	w.render(wr, r, status, "remove", w.newPage(c, title, "dashboard", d))
 }
 
 func (w *Web) removePage(wr http.ResponseWriter, r *http.Request, c *reqCtx) {

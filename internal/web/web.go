@@ -51,8 +51,11 @@ type Options struct {
 	Images func() ([]ImageInfo, error)
 	// RemoveVolume deletes a removed node's overlay volume; nil falls back to API.RemoveVolume.
 	RemoveVolume func(name string) error
-	Log          *slog.Logger     // default slog.Default()
-	Now          func() time.Time // default time.Now
+	// Volume resets ("reset") or grows ("resize", to size bytes) a node's volume; nil falls
+	// back to API.Volume, and without either the node page offers no volume actions.
+	Volume func(name, action string, size int64) error
+	Log    *slog.Logger     // default slog.Default()
+	Now    func() time.Time // default time.Now
 
 	// SessionTTL is a session's absolute lifetime (default 12h); SessionIdle its lifetime
 	// without requests (default 2h).
@@ -120,6 +123,9 @@ func New(opt Options) (*Web, error) {
 	}
 	if opt.RemoveVolume == nil && opt.API != nil {
 		opt.RemoveVolume = opt.API.RemoveVolume
+	}
+	if opt.Volume == nil && opt.API != nil {
+		opt.Volume = opt.API.Volume
 	}
 	w := &Web{
 		opt: opt, log: opt.Log, now: opt.Now, key: []byte(randomToken(32)),
@@ -191,6 +197,8 @@ func (w *Web) routes() {
 	m.HandleFunc("POST /nodes/{name}", w.authed(w.editNode))
 	m.HandleFunc("GET /nodes/{name}/remove", w.authed(w.removePage))
 	m.HandleFunc("POST /nodes/{name}/remove", w.authed(w.removeNode))
+	m.HandleFunc("GET /nodes/{name}/volume/reset", w.authed(w.resetPage))
+	m.HandleFunc("POST /nodes/{name}/volume", w.authed(w.volume))
 	m.HandleFunc("GET /images", w.authed(w.imagesPage))
 	m.HandleFunc("GET /pool", w.authed(w.poolPage))
 	m.HandleFunc("GET /events", w.authed(w.events))

@@ -1133,3 +1133,52 @@ func TestWindowStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestVolumeActions(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if _, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	grow := func(size string) resp {
+		return e.do(c, "POST", "/nodes/n1/volume", url.Values{"csrf": {tok}, "action": {"resize"}, "size": {size}})
+	}
+	for size, want := range map[string]string{
+		"":     "volume size: required",
+		"lots": "volume size &#34;lots&#34;: want a size",
+		"512M": "resize n1: shrinking from 1073741824 to 536870912 is not supported",
+	} {
+		r := grow(size)
+		if got := fieldErrors(r.body)["grow-size"]; r.code != http.StatusUnprocessableEntity || !strings.HasPrefix(got, want) {
+			t.Errorf("grow to %q: %d, beside the field %q, want %q", size, r.code, got, want)
+		}
+	}
+	if r := grow("40G"); r.code != http.StatusSeeOther {
+		t.Fatalf("grow: %d\n%s", r.code, r.body)
+	}
+	if n, _ := e.store.Node("n1"); n.VolumeSize != 40<<30 {
+		t.Errorf("registry size after grow: %d", n.VolumeSize)
+	}
+	r := e.do(c, "GET", "/nodes/n1/volume/reset", nil)
+	if !strings.Contains(r.body, "empties the node&#39;s iSCSI volume") && !strings.Contains(r.body, "empties the node's iSCSI volume") {
+		t.Errorf("reset page does not warn:\n%s", r.body)
+	}
+	if r := e.do(c, "POST", "/nodes/n1/volume", url.Values{"csrf": {tok}, "action": {"reset"}, "confirm": {"n2"}}); r.code != http.StatusUnprocessableEntity {
+		t.Errorf("reset with a wrong confirmation: %d", r.code)
+	}
+	if r := e.do(c, "POST", "/nodes/n1/volume", url.Values{"csrf": {tok}, "action": {"reset"}, "confirm": {"n1"}}); r.code != http.StatusSeeOther {
+		t.Errorf("reset: %d", r.code)
+	}
+	if d := cmp.Diff([]string{"n1 resize 42949672960", "n1 reset 0"}, e.volumeOps); d != "" {
+		t.Errorf("volume calls (-want +got):\n%s", d)
+	}
+	// Without a volume manager the page offers no volume actions.
+	e2 := newEnv(t, func(o *Options) { o.Volume = nil })
+	e2.setPassword()
+	e2.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"})
+	c2, _ := e2.login()
+	if r := e2.do(c2, "GET", "/nodes/n1", nil); strings.Contains(r.body, "grow-form") || !strings.Contains(r.body, "need the running daemon") {
+		t.Error("volume actions offered without a volume manager")
+	}
+}
