@@ -105,3 +105,12 @@ func FuzzParsePaths(f *testing.F) {
 		}
 	})
 }
+
+func TestNewHandlerConfig(t *testing.T) {
+	if _, err := NewHandler(Config{}, nil, nil); err == nil {
+		t.Error("nil Scripts accepted")
+	}
+	if _, err := NewHandler(Config{Root: "/nonexistent/distonet"}, fakeScripts{}, nil); err == nil {
+		t.Error("a missing root was accepted")
+	}
+}

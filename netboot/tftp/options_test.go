@@ -169,3 +169,20 @@ func FuzzNegotiate(f *testing.F) {
 		}
 	})
 }
+
+func TestNewServerConfig(t *testing.T) {
+	if _, err := NewServer(Config{Root: filepath.Join(t.TempDir(), "missing")}, nil, nil); err == nil {
+		t.Error("a missing root was accepted")
+	}
+	s, err := NewServer(Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Addr: ":69", Timeout: time.Second, Retries: 5, MaxBlockSize: 65464, MaxWindow: 64, ShutdownGrace: time.Second}
+	if d := cmp.Diff(want, s.cfg); d != "" {
+		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
