@@ -74,7 +74,7 @@ func Dispatch() bool {
 		Main()
 	case base == "modprobe":
 		os.Exit(Modprobe(os.Args[1:]))
-	case base == ISCSIDName:
+	case strings.TrimPrefix(base, "@") == ISCSIDName:
 		os.Exit(RunISCSID(os.Args[1:]))
 	default:
 		return false
@@ -498,7 +498,9 @@ func (n *node) switchRoot() {
 		n.fatal("switch_root", fmt.Errorf("chroot: %w", err))
 	}
 	_ = unix.Chdir("/")
-	if err := startHelper(ISCSIDName, ISCSIStateFile); err != nil {
+	// A leading '@' in argv[0] marks a root-storage daemon: systemd spares it in its final
+	// killing spree at shutdown, so the root disk can still recover until it is unmounted.
+	if err := startHelper("@"+ISCSIDName, ISCSIStateFile); err != nil {
 		n.say("iscsi", "relogin watcher not started: %v (an appliance restart will stall this node)", err)
 	}
 	if !n.cfg.NoAgent {
