@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -142,7 +143,11 @@ func (g *guest) scenario() error {
 	defer cancel()
 	run := &recordingRunner{}
 	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if err := startNFSServer(ctx); err != nil {
+		return err
+	}
 	h := New(Config{Runner: run, MountRoot: "/mnt/pool", Logger: logger,
+		Exporter:  &KernelNFS{Runner: run, Clients: "10.78.0.0/24"},
 		Attachers: map[string]Attacher{pool.TransportAoE: &AoE{Runner: run, Wait: 30 * time.Second}}})
 
 	// The inventory: four overnight donors in two rooms, sizes as the agents report them.
@@ -186,7 +191,7 @@ func (g *guest) scenario() error {
 		return fmt.Errorf("open: %w", err)
 	}
 	calls := strings.Join(run.take(), "\n")
-	if !strings.Contains(calls, "--create /dev/md/"+a.Name) || !strings.Contains(calls, "--bitmap=internal") || !strings.Contains(calls, "mke2fs -t ext4") {
+	if !strings.Contains(calls, "--create /dev/md/"+a.Name) || !strings.Contains(calls, "--bitmap=internal") || !strings.Contains(calls, "mke2fs -t ext4") || !strings.Contains(calls, "exportfs -r") {
 		return fmt.Errorf("open: no create/mkfs in:\n%s", calls)
 	}
 	if st := reg.status(a.Name); st.UUID == "" || st.MountPoint != mnt {
@@ -206,6 +211,10 @@ func (g *guest) scenario() error {
 	unix.Sync()
 	want := fmt.Sprintf("%x", sha256.Sum256(buf))
 	g.say("CHECK wrote 24 MiB, sha256 " + want[:16])
+	g.say("CHECK nfs " + data + " " + want)
+	if err := g.need("nfsread", 0); err != nil {
+		return fmt.Errorf("nfs export: %w", err)
+	}
 
 	// 2. Donor pc2 dies; its agent stops heartbeating and the registry marks it offline:
 	// the head fails it at once, and the data still reads back.
@@ -311,4 +320,34 @@ func memberAddrs(a pool.Array) []string {
 		out = append(out, d.Address)
 	}
 	return out
+}
+
+// startNFSServer brings up the guest's kernel NFS server the way nfs-kernel-server's unit
+// does: nfsd filesystem, rpcbind, mountd, nfsd threads.
+func startNFSServer(ctx context.Context) error {
+	for _, d := range []string{"/proc/fs/nfsd", "/var/lib/nfs", "/run/rpcbind", "/etc/exports.d"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, f := range []string{"/var/lib/nfs/etab", "/var/lib/nfs/rmtab"} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	if out, err := exec.CommandContext(ctx, "mount", "-t", "nfsd", "nfsd", "/proc/fs/nfsd").CombinedOutput(); err != nil {
+		return fmt.Errorf("mount nfsd: %v: %s", err, out)
+	}
+	for _, argv := range [][]string{{"/sbin/rpcbind", "-f", "-w"}, {"/usr/sbin/rpc.mountd", "-F"}} {
+		c := exec.Command(argv[0], argv[1:]...)
+		c.Stdout, c.Stderr = os.Stdout, os.Stdout
+		if err := c.Start(); err != nil {
+			return fmt.Errorf("%s: %w", argv[0], err)
+		}
+		time.Sleep(500 * time.Millisecond) // let it register with rpcbind before the next
+	}
+	if out, err := exec.CommandContext(ctx, "/usr/sbin/rpc.nfsd", "-p", "2049", "4").CombinedOutput(); err != nil {
+		return fmt.Errorf("rpc.nfsd: %v: %s", err, out)
+	}
+	return nil
 }

@@ -53,6 +53,9 @@ type Config struct {
 	BridgeAddr, GuestAddr string
 	// Setup starts other donors on the bridge (for example tgtd) before the guest boots.
 	Setup func(t lab.T, ns *lab.Netns, bridge string)
+	// OnNeed answers the guest's other NEED verbs (kill and start are built in): a nil error
+	// answers DONE, an error makes the guest's Need fail with it.
+	OnNeed func(ns *lab.Netns, verb string, arg int) error
 }
 
 // Modules are loaded in the guest in this order (dependencies first, from modules.dep);
@@ -171,16 +174,21 @@ func Run(t lab.T, cfg Config) string {
 			if _, err := fmt.Sscanf(line, "NEED %s %d", &verb, &shelf); err != nil {
 				t.Fatalf("poolvm: guest asked %q: %v", line, err)
 			}
-			switch verb {
-			case "kill":
+			answer := "DONE"
+			switch {
+			case verb == "kill":
 				kill(shelf)
-			case "start":
+			case verb == "start":
 				start(shelf)
+			case cfg.OnNeed != nil:
+				if err := cfg.OnNeed(ns, verb, shelf); err != nil {
+					answer = "FAILED " + strings.ReplaceAll(err.Error(), "\n", " | ")
+				}
 			default:
 				t.Fatalf("poolvm: guest asked %q", line)
 			}
-			t.Logf("host: %s donor %d", verb, shelf)
-			if _, err := conn.Write([]byte("DONE\n")); err != nil {
+			t.Logf("host: %s %d: %s", verb, shelf, answer)
+			if _, err := conn.Write([]byte(answer + "\n")); err != nil {
 				t.Fatal(err)
 			}
 		case strings.HasPrefix(line, "RESULT "):
@@ -269,7 +277,7 @@ func Kernel(t lab.T) (kernel, modDir string) {
 }
 
 const initScript = `#!/bin/sh
-export PATH=/sbin:/bin
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /modules/order); do insmod /modules/$m || echo "insmod $m failed"; done
 ip link set lo up; ip link set eth0 up
@@ -510,12 +518,13 @@ func (c *Control) Say(line string) {
 	_, _ = c.f.WriteString(line + "\n")
 }
 
-// Need asks the host to kill or start donor shelf and waits until it has.
+// Need asks the host to do verb (kill or start donor arg, or a verb the test's OnNeed
+// knows) and waits until it has.
 func (c *Control) Need(verb string, shelf int) error {
 	c.Say(fmt.Sprintf("NEED %s %d", verb, shelf))
 	line, err := c.in.ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "DONE" {
-		return fmt.Errorf("poolvm: host did not %s donor %d: %q %v", verb, shelf, line, err)
+		return fmt.Errorf("poolvm: host did not %s %d: %q %v", verb, shelf, strings.TrimSpace(line), err)
 	}
 	return nil
 }
