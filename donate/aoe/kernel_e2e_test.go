@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/md5"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,11 +26,13 @@ import (
 // DISTONET_E2E_MODULES (lib/modules/<version> with aoe.ko and e1000.ko) name one.
 func TestE2ELinuxKernelDriver(t *testing.T) {
 	for _, mtu := range []int{1500, 9000} {
-		t.Run(mtuName(mtu), func(t *testing.T) { kernelDriver(t, mtu) })
+		t.Run(mtuName(mtu), func(t *testing.T) { kernelDriver(t, mtu, false) })
 	}
+	// The guest's MAC is not on the allow-list: the driver must never see the device.
+	t.Run("masked", func(t *testing.T) { kernelDriver(t, 1500, true) })
 }
 
-func kernelDriver(t *testing.T, mtu int) {
+func kernelDriver(t *testing.T, mtu int, masked bool) {
 	if os.Getenv("DISTONET_E2E") != "1" {
 		t.Skip("end-to-end: set DISTONET_E2E=1 (make e2e)")
 	}
@@ -54,14 +57,22 @@ func kernelDriver(t *testing.T, mtu int) {
 	}
 	f.Close()
 	pattern := randomBytes(t, 1<<20)
-	initrd := buildInitramfs(t, modules, pattern, mtu)
+	wait := 90
+	if masked {
+		wait = 20
+	}
+	initrd := buildInitramfs(t, modules, pattern, mtu, wait)
 
 	ns := lab.NewNetns(t)
 	br := ns.Bridge("")
 	tap := ns.Tap(br)
 	ns.SetMTU(tap, mtu)
 	ns.SetMTU(br, mtu)
-	tg := newTargetIn(t, &link{T: ns, TIf: br}, TargetConfig{Shelf: 7, Slot: 3, Device: file})
+	cfg := TargetConfig{Shelf: 7, Slot: 3, Device: file}
+	if masked {
+		cfg.AllowMACs = []net.HardwareAddr{otherMAC}
+	}
+	tg := newTargetIn(t, &link{T: ns, TIf: br}, cfg)
 	serveTarget(t, tg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -85,6 +96,15 @@ func kernelDriver(t *testing.T, mtu int) {
 		t.Fatalf("guest did not finish (qemu: %v):\n%s", err, out)
 	}
 	t.Logf("guest results: %v; target %+v", results, tg.Stats())
+	if masked {
+		if results["AOE-NODEV"] != "yes" {
+			t.Errorf("a guest outside the allow-list used the device: %v", results)
+		}
+		if st := tg.Stats(); st.Dropped == 0 || st.Reads != 0 || st.Writes != 0 {
+			t.Errorf("target %+v: want only dropped frames", st)
+		}
+		return
+	}
 	if got, want := results["AOE-FRAME"], fmt.Sprint(SectorsPerFrame(mtu)*SectorSize); got != want {
 		t.Errorf("kernel uses %s-byte data frames, want %s", got, want)
 	}
@@ -125,22 +145,26 @@ insmod /aoe.ko
 ip link set eth0 mtu @MTU@
 ip link set eth0 up
 dev=/dev/etherd/e7.3
-for i in $(seq 1 90); do
+for i in $(seq 1 @WAIT@); do
 	[ -b $dev ] && break
 	[ -e /dev/etherd/discover ] && echo > /dev/etherd/discover
 	sleep 1
 done
-echo "AOE-SIZE $(cat '/sys/block/etherd!e7.3/size')"
-echo "AOE-FRAME $(cat '/sys/block/etherd!e7.3/payload' 2>/dev/null || echo none)"
-echo "AOE-MD5 $(dd if=$dev bs=4096 count=256 2>/dev/null | md5sum)"
-dd if=/pattern of=$dev bs=4096 seek=2048 conv=fsync 2>/dev/null
-echo "AOE-WRITE $?"
-sync
+if [ -b $dev ]; then
+	echo "AOE-SIZE $(cat '/sys/block/etherd!e7.3/size')"
+	echo "AOE-FRAME $(cat '/sys/block/etherd!e7.3/payload' 2>/dev/null || echo none)"
+	echo "AOE-MD5 $(dd if=$dev bs=4096 count=256 2>/dev/null | md5sum)"
+	dd if=/pattern of=$dev bs=4096 seek=2048 conv=fsync 2>/dev/null
+	echo "AOE-WRITE $?"
+	sync
+else
+	echo "AOE-NODEV yes"
+fi
 echo "AOE-DONE ok"
 poweroff -f
 `
 
-func buildInitramfs(t *testing.T, modules string, pattern []byte, mtu int) string {
+func buildInitramfs(t *testing.T, modules string, pattern []byte, mtu, wait int) string {
 	t.Helper()
 	root := t.TempDir()
 	for _, d := range []string{"bin", "proc", "sys", "dev"} {
@@ -166,7 +190,7 @@ func buildInitramfs(t *testing.T, modules string, pattern []byte, mtu int) strin
 		}
 		copyFile(t, src, filepath.Join(root, name), 0o644)
 	}
-	if err := os.WriteFile(filepath.Join(root, "init"), []byte(strings.ReplaceAll(guestInit, "@MTU@", fmt.Sprint(mtu))), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(root, "init"), []byte(strings.NewReplacer("@MTU@", fmt.Sprint(mtu), "@WAIT@", fmt.Sprint(wait)).Replace(guestInit)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(root, "pattern"), pattern, 0o644); err != nil {
