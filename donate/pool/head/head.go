@@ -45,6 +45,7 @@ type Config struct {
 	// Mkfs makes the filesystem (default "/sbin/mke2fs", called with -t ext4: busybox's
 	// own mke2fs only makes ext2).
 	Mkfs  string
+	Fsck  string // default "/sbin/e2fsck", run with -p before mounting an existing filesystem
 	Blkid string // default "blkid"
 	// Filesystem is "ext4" (default) or "none" to leave arrays raw for the admin.
 	Filesystem string
@@ -83,6 +84,7 @@ func New(cfg Config) *Head {
 	}
 	def(&cfg.Mdadm, "mdadm")
 	def(&cfg.Mkfs, "/sbin/mke2fs")
+	def(&cfg.Fsck, "/sbin/e2fsck")
 	def(&cfg.Blkid, "blkid")
 	def(&cfg.Filesystem, "ext4")
 	def(&cfg.MountRoot, "/srv/distonet/pool")
@@ -454,7 +456,7 @@ func (h *Head) replaceUnplanned(ctx context.Context, a pool.Array, d Detail, dev
 }
 
 // filesystem makes ext4 on an array that carries no signature at all (just created, or the
-// head died between create and mkfs), mounts it and exports it.
+// head died between create and mkfs), or checks the one it holds, then mounts and exports it.
 func (h *Head) filesystem(ctx context.Context, a pool.Array, created bool) error {
 	if h.cfg.Filesystem == "" {
 		return nil
@@ -481,6 +483,15 @@ func (h *Head) filesystem(ctx context.Context, a pool.Array, created bool) error
 		h.log.Info("pool filesystem made", "array", a.Name, "fs", h.cfg.Filesystem, "created", created, "stage", "mkfs")
 	case err != nil:
 		return fmt.Errorf("array %s: probe filesystem: %w", a.Name, err)
+	default:
+		// An existing filesystem: preen it first (quick when it was unmounted cleanly).
+		// e2fsck exits 1 or 2 when it fixed something, 4 and up when it could not.
+		if _, err := h.cfg.Runner.Run(ctx, h.cfg.Fsck, "-p", dev); err != nil {
+			if code := exitCode(err); code < 1 || code > 2 {
+				return fmt.Errorf("array %s: filesystem check failed, left unmounted for the admin: %w", a.Name, err)
+			}
+			h.log.Warn("pool filesystem repaired", "array", a.Name, "stage", "fsck")
+		}
 	}
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return fmt.Errorf("array %s: %w", a.Name, err)

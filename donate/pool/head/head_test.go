@@ -226,6 +226,7 @@ func TestUpAssemblesDegradedWithinParity(t *testing.T) {
 		"mdadm --examine --export /dev/vdd": {ok(examineOut(fixtureUUID, "data0"))},
 		"mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vde /dev/vdc /dev/vdd": {ok("")},
 		"blkid -p -o value -s TYPE /dev/md/data0":                                                    {ok("ext4\n")},
+		"/sbin/e2fsck -p /dev/md/data0":                                                              {ok("")},
 	}
 	present := devMap(3, 4, 5)
 	r := newRig(t, present, script)
@@ -241,6 +242,7 @@ func TestUpAssemblesDegradedWithinParity(t *testing.T) {
 		"mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vde /dev/vdc /dev/vdd",
 		mdadmDet,
 		"blkid -p -o value -s TYPE /dev/md/data0",
+		"/sbin/e2fsck -p /dev/md/data0",
 		"mount -t ext4 /dev/md/data0 " + r.mnt(),
 		mdadmDet,
 	}
@@ -348,6 +350,7 @@ func TestUpRejoinsReturningMembers(t *testing.T) {
 				"mdadm /dev/md/data0 --re-add /dev/vdb":   tt.readd,
 				"mdadm /dev/md/data0 --add /dev/vdb":      {ok("")},
 				"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+				"/sbin/e2fsck -p /dev/md/data0":           {ok("")},
 			}
 			r := newRig(t, devMap(2, 3, 4, 5), script)
 			script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
@@ -374,6 +377,7 @@ func TestUpRemovesFaultyEntryBeforeReAdd(t *testing.T) {
 		"mdadm --examine --export /dev/vda":       {ok(examineOut("9e9f35f0:00d2e1ab:c0cf185d:203f8bfa", "data0"))},
 		"mdadm /dev/md/data0 --re-add /dev/vda":   {ok("")},
 		"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+		"/sbin/e2fsck -p /dev/md/data0":           {ok("")},
 	}
 	a := data0("9e9f35f0:00d2e1ab:c0cf185d:203f8bfa")
 	a.Spares = nil
@@ -443,6 +447,7 @@ func TestWithdrawFailsAndRemovesAtOnce(t *testing.T) {
 		mdadmDet: {ok(string(fixture(t, "detail-clean.txt")))},
 		"mdadm /dev/md/data0 --fail /dev/vda --remove /dev/vda": {ok("")},
 		"blkid -p -o value -s TYPE /dev/md/data0":               {ok("ext4\n")},
+		"/sbin/e2fsck -p /dev/md/data0":                         {ok("")},
 	}
 	a := data0(fixtureUUID)
 	a.Spares = nil
@@ -526,6 +531,7 @@ func TestUpHotReplacesUnplannedMemberWithSpare(t *testing.T) {
 		mdadmDet: {ok(string(fixture(t, "detail-spare.txt")))},
 		"mdadm /dev/md/data0 --replace /dev/vdb --with /dev/vde": {ok("")},
 		"blkid -p -o value -s TYPE /dev/md/data0":                {ok("ext4\n")},
+		"/sbin/e2fsck -p /dev/md/data0":                          {ok("")},
 	}
 	r := newRig(t, devMap(1, 3, 4, 5), script)
 	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
@@ -550,6 +556,7 @@ func TestUpKeepsUnplannedMemberWithoutSpare(t *testing.T) {
 	script := map[string][]reply{
 		mdadmDet: {ok(string(fixture(t, "detail-clean.txt")))},
 		"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+		"/sbin/e2fsck -p /dev/md/data0":           {ok("")},
 	}
 	r := newRig(t, devMap(2, 3, 4), script)
 	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
@@ -571,6 +578,7 @@ func TestUpRemovesReplacedMember(t *testing.T) {
 		mdadmDet:                                  {ok(strings.ReplaceAll(string(fixture(t, "b-detail-faulty.txt")), "pool-always-0", "data0"))},
 		"mdadm /dev/md/data0 --remove /dev/vda":   {ok("")},
 		"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+		"/sbin/e2fsck -p /dev/md/data0":           {ok("")},
 	}
 	r := newRig(t, devMap(2, 3, 4), script)
 	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
@@ -588,6 +596,7 @@ func TestUpNeverReplacesAPlannedMemberItDidNotAttach(t *testing.T) {
 	script := map[string][]reply{
 		mdadmDet: {ok(string(fixture(t, "detail-spare.txt")))},
 		"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+		"/sbin/e2fsck -p /dev/md/data0":           {ok("")},
 	}
 	r := newRig(t, devMap(1, 2, 3, 4, 5), script)
 	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
@@ -623,5 +632,29 @@ func TestStatusTakesSyncProgressFromMdstat(t *testing.T) {
 	}
 	if st.State != pool.ArraySyncing || st.SyncAction != "resync" || st.SyncPercent != 4.8 || st.SyncSpeed != "1152K/sec" || st.SyncFinish != "0.8min" {
 		t.Errorf("status %+v", st)
+	}
+}
+
+func TestUpLeavesABrokenFilesystemUnmounted(t *testing.T) {
+	for _, tt := range []struct {
+		code    int
+		mounted bool
+	}{{1, true}, {2, true}, {4, false}, {8, false}} {
+		t.Run(fmt.Sprintf("e2fsck exit %d", tt.code), func(t *testing.T) {
+			a := data0(fixtureUUID)
+			a.Spares = nil
+			script := map[string][]reply{
+				mdadmDet: {ok(string(fixture(t, "detail-clean.txt")))},
+				"blkid -p -o value -s TYPE /dev/md/data0": {ok("ext4\n")},
+				"/sbin/e2fsck -p /dev/md/data0":           {fail(tt.code, "pool-always-0: UNEXPECTED INCONSISTENCY\n")},
+			}
+			r := newRig(t, devMap(1, 2, 3, 4), script)
+			script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
+			_, err := r.head.Up(context.Background(), a, nil)
+			mounted := strings.Contains(strings.Join(r.run.calls, "\n"), "mount -t ext4")
+			if mounted != tt.mounted || (err == nil) != tt.mounted {
+				t.Errorf("mounted %v err %v", mounted, err)
+			}
+		})
 	}
 }

@@ -63,7 +63,7 @@ type Config struct {
 var Modules = []string{"crc32c_generic", "virtio_pci", "virtio_net", "raid456", "ext4", "aoe"}
 
 // Binaries are copied into the guest with the shared libraries ldd lists.
-var Binaries = []string{"/sbin/mdadm", "/sbin/mke2fs", "/sbin/blkid", "/bin/bash"}
+var Binaries = []string{"/sbin/mdadm", "/sbin/mke2fs", "/sbin/e2fsck", "/sbin/blkid", "/bin/bash"}
 
 // Tools lists what the host needs.
 var Tools = []string{"qemu-system-x86_64", "vblade", "mdadm", "cpio", "gzip", "apt-get", "apt-cache", "dpkg", "depmod", "ldd", "busybox", "go"}
