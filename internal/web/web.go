@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -294,9 +295,13 @@ func (w *Web) authed(h func(http.ResponseWriter, *http.Request, *reqCtx)) http.H
 	}
 }
 
+// nextRE is what a post-login redirect may look like: a path on this site. Browsers drop
+// tabs and newlines and read '\\' as '/', so "/\t/evil.example" would leave the site.
+var nextRE = regexp.MustCompile(`^/[A-Za-z0-9._~%/?=&:+-]*$`)
+
 // safeNext keeps a post-login redirect on this site.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if !nextRE.MatchString(next) || strings.HasPrefix(next, "//") {
 		return "/"
 	}
 	return next

@@ -771,7 +771,11 @@ func TestEventsStreamChanges(t *testing.T) {
 }
 
 func TestSafeNext(t *testing.T) {
-	for in, want := range map[string]string{"": "/", "/pool": "/pool", "//evil.example/": "/", "https://evil.example/": "/", "/\\evil": "/", "pool": "/"} {
+	for in, want := range map[string]string{
+		"": "/", "/pool": "/pool", "/nodes/pc-01?fragment=1": "/nodes/pc-01?fragment=1", "/login?next=%2F": "/login?next=%2F",
+		"//evil.example/": "/", "https://evil.example/": "/", "/\\evil": "/", "pool": "/",
+		"/\t/evil.example": "/", "/\n/evil.example": "/", "/ /x": "/", "/%0a": "/%0a",
+	} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}
