@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -278,13 +279,11 @@ func (a *Agent) start(ctx context.Context, p Policy) error {
 	if p.Device != "" {
 		dp.Devices = []string{p.Device}
 	}
-	// Our own earlier donation carries the pool head's RAID superblock: keep it.
-	prev := a.donatedBefore()
-	dev, err := disk.Choose(withAccepted(dp, prev))
+	dev, err := a.chooseDevice(dp)
 	if err != nil {
 		return err
 	}
-	if p.Wipe && !slices.Contains(prev, dev) {
+	if p.Wipe && !slices.Contains(a.donatedBefore(), dev) {
 		if err := disk.CheckDonatable(dev, disk.Policy{MinSize: -1, AllowRemovable: true, System: a.cfg.System}); errors.Is(err, disk.ErrSignature) {
 			a.log.Warn("wiping signatures as the policy allows", "device", dev)
 			if err := disk.Wipe(dev); err != nil {
@@ -310,11 +309,34 @@ func (a *Agent) start(ctx context.Context, p Policy) error {
 	return nil
 }
 
-func withAccepted(p disk.Policy, prev []string) disk.Policy {
-	if len(p.Devices) == 1 && slices.Contains(prev, p.Devices[0]) || len(p.Devices) == 0 && len(prev) > 0 {
-		p.AcceptSignatures = []string{"linux_raid_member"}
+// chooseDevice prefers a disk this node donated before (allowed by the policy): it carries
+// the pool head's RAID superblock, which is accepted there and only there, so the member
+// re-adds with its write-intent bitmap. Otherwise the policy's normal choice.
+func (a *Agent) chooseDevice(dp disk.Policy) (string, error) {
+	named := func(dev string) bool {
+		for _, d := range dp.Devices {
+			if label, ok := strings.CutPrefix(d, "LABEL="); ok {
+				if p, err := disk.FindByLabel(dp.System, label); err == nil && p == dev {
+					return true
+				}
+			} else if d == dev {
+				return true
+			}
+		}
+		return len(dp.Devices) == 0
 	}
-	return p
+	for _, dev := range a.donatedBefore() {
+		if !named(dev) {
+			continue
+		}
+		again := dp
+		again.Devices = []string{dev}
+		again.AcceptSignatures = []string{"linux_raid_member"}
+		if err := disk.CheckDonatable(dev, again); err == nil {
+			return dev, nil
+		}
+	}
+	return disk.Choose(dp)
 }
 
 // withdraw asks the appliance to release the member, waits for the release (or the

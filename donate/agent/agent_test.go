@@ -315,3 +315,54 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimSpace(p)))
 	return len(p), nil
 }
+
+type nopRunning struct{ dev string }
+
+func (r nopRunning) Export() Export {
+	return Export{Device: r.dev, Transport: "aoe", Address: "e1.1", SizeBytes: 1}
+}
+func (nopRunning) Stop() error { return nil }
+
+// TestAgentKeepsOwnRaidSuperblock: a disk this node donated before carries the pool head's md
+// superblock and is donated again as is (no wipe, so the member re-adds with its bitmap); a
+// disk with a foreign md superblock is refused.
+func TestAgentKeepsOwnRaidSuperblock(t *testing.T) {
+	mdDisk := func() string {
+		p := filepath.Join(t.TempDir(), "md.img")
+		b := make([]byte, 8<<20)
+		copy(b[4096:], []byte{0xfc, 0x4e, 0x2b, 0xa9}) // md 1.2 superblock magic
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	own, foreign := mdDisk(), mdDisk()
+	state := t.TempDir()
+	b, _ := json.Marshal(donatedFile{Devices: []string{own}})
+	if err := os.WriteFile(filepath.Join(state, "donated.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		dev    string
+		export bool
+	}{{own, true}, {foreign, false}} {
+		app := &fakeAppliance{policy: Policy{Mode: "aoe", Device: tc.dev, Shelf: 1, Slot: 1, Wipe: false}}
+		var started []string
+		a, _ := New(Config{Appliance: app, StateDir: state, MinSize: -1, HeartbeatInterval: 10 * time.Millisecond,
+			ReleaseTimeout: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+			AoE: exporterFunc(func(d string, _ Policy) (Running, error) { started = append(started, d); return nopRunning{d}, nil })})
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_ = a.Run(ctx)
+		cancel()
+		if got := len(started) > 0; got != tc.export {
+			t.Fatalf("%s: exported=%v, want %v", tc.dev, got, tc.export)
+		}
+		sb := make([]byte, 4)
+		f, _ := os.Open(tc.dev)
+		_, _ = f.ReadAt(sb, 4096)
+		f.Close()
+		if !bytes.Equal(sb, []byte{0xfc, 0x4e, 0x2b, 0xa9}) {
+			t.Fatalf("%s: the md superblock was erased", tc.dev)
+		}
+	}
+}
