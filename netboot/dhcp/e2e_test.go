@@ -43,7 +43,7 @@ func TestE2EFirmwareWaits(t *testing.T) {
 	}{
 		{"dnsmasq, no RA", func(t *testing.T, ns *lab.Netns, br string, mac net.HardwareAddr) {
 			dir := t.TempDir()
-			ns.Start("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
+			startKept(t, ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
 				"--interface="+br, "--bind-interfaces", "--no-ping",
 				"--dhcp-range=10.67.250.100,10.67.250.150,1h", "--dhcp-leasefile="+filepath.Join(dir, "leases"),
 				"--dhcp-userclass=set:ipxe,iPXE", "--dhcp-boot=tag:ipxe,http://10.67.250.1/boot/"+mac.String()+".ipxe",
@@ -63,7 +63,7 @@ func TestE2EFirmwareWaits(t *testing.T) {
 			// answers on a second address of the same bridge.
 			dir := t.TempDir()
 			ns.MustExec("ip", "addr", "add", "10.67.250.2/24", "dev", br)
-			ns.Start("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
+			startKept(t, ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
 				"--interface="+br, "--bind-interfaces", "--listen-address=10.67.250.2", "--no-ping",
 				"--dhcp-range=10.67.250.100,10.67.250.150,1h", "--dhcp-leasefile="+filepath.Join(dir, "leases"),
 				"--pid-file="+filepath.Join(dir, "pid"))
@@ -172,7 +172,7 @@ func bootOnce(t *testing.T, setup func(t *testing.T, ns *lab.Netns, br string, m
 	setup(t, ns, br, mac)
 	serial := filepath.Join(t.TempDir(), "serial.log")
 	start := time.Now()
-	ns.Start("qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,graphics=off", "-m", "256", "-display", "none",
+	startKept(t, ns, "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,graphics=off", "-m", "256", "-display", "none",
 		"-serial", "file:"+serial, "-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=n0,mac="+mac.String(), "-boot", "n", "-no-reboot")
 	go func() {
@@ -234,7 +234,7 @@ func TestE2EUEFIChainload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ns.Start("in.tftpd", "--foreground", "--listen", "--address", "10.67.251.1:69", "--secure", root)
+	startKept(t, ns, "in.tftpd", "--foreground", "--listen", "--address", "10.67.251.1:69", "--secure", root)
 
 	cfg := dhcp.DefaultConfig()
 	cfg.Interface = br
@@ -273,7 +273,7 @@ func TestE2EUEFIChainload(t *testing.T) {
 
 	serial := filepath.Join(t.TempDir(), "serial.log")
 	start := time.Now()
-	ns.Start("qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "512", "-bios", ovmf,
+	startKept(t, ns, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "512", "-bios", ovmf,
 		"-display", "none", "-serial", "file:"+serial,
 		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
 		// No option ROM: OVMF's own virtio-net driver and PXE client, not iPXE's.

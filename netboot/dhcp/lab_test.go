@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -185,4 +187,28 @@ func readEnv(t *testing.T, dir, suffix string) map[string]string {
 		}
 	}
 	return env
+}
+
+// startKept is ns.Start for a process that must live until the test ends.
+// lab's Start sets Pdeathsig, which Linux delivers when the forking *thread*
+// exits; ns.Do retires every thread it locks, so a process forked on such a
+// thread dies at a random moment mid-test. Forking from a thread that stays
+// locked until cleanup avoids that.
+func startKept(t *testing.T, ns *lab.Netns, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	ch := make(chan *exec.Cmd, 1)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		ch <- ns.Start(name, args...)
+		<-release
+	}()
+	t.Cleanup(func() { close(release) })
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(30 * time.Second):
+		t.Fatalf("could not start %s", name)
+		return nil
+	}
 }

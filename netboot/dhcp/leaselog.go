@@ -3,6 +3,7 @@ package dhcp
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -127,4 +128,17 @@ func (l *leaseLog) close() error {
 	err := l.f.Close()
 	l.lock.Close()
 	return err
+}
+
+// LoadLeases reads a lease log as a server would replay it, without locking it
+// (a running server may be appending): for tools that show leases while the
+// daemon is stopped or running. Records that fail their checksum are skipped.
+func LoadLeases(path string) ([]Lease, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read lease log: %w", err)
+	}
+	t := newLeaseTable(&Config{Logger: slog.Default()})
+	t.load(data)
+	return t.list(), nil
 }

@@ -94,12 +94,14 @@ func newLeaseTable(cfg *Config) *leaseTable {
 	t := &leaseTable{
 		byIP:         make(map[uint32]*lease),
 		byClient:     make(map[string]*lease),
-		server:       ipToU32(cfg.ServerIP),
 		subnet:       cfg.Subnet,
 		fixed:        make(map[uint32]fixedOwner),
 		logger:       cfg.Logger,
 		kick:         make(chan struct{}, 1),
 		compactEvery: 10000,
+	}
+	if cfg.ServerIP.To4() != nil {
+		t.server = ipToU32(cfg.ServerIP)
 	}
 	if cfg.RangeStart != nil {
 		t.start, t.end = ipToU32(cfg.RangeStart), ipToU32(cfg.RangeEnd)

@@ -33,7 +33,7 @@ func TestRenewAndRelease(t *testing.T) {
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := tn.cli.Start("udhcpc", "-i", tn.cliIf, "-f", "-R", "-t", "5", "-T", "1", "-s", script)
+	cmd := startKept(t, tn.cli, "udhcpc", "-i", tn.cliIf, "-f", "-R", "-t", "5", "-T", "1", "-s", script)
 	var bound dhcp.Lease
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -20,7 +20,7 @@ import (
 func startDnsmasq(t *testing.T, ns *lab.Netns, ifname, lo, hi string) {
 	t.Helper()
 	dir := t.TempDir()
-	ns.Start("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
+	startKept(t, ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
 		"--interface="+ifname, "--bind-interfaces", "--no-ping", "--log-dhcp",
 		"--dhcp-range="+lo+","+hi+",12h", "--dhcp-leasefile="+filepath.Join(dir, "leases"),
 		"--pid-file="+filepath.Join(dir, "pid"))

@@ -271,6 +271,10 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UDPConn, port int) {
 func (s *Server) handle(ctx context.Context, conn *net.UDPConn, port int, src *net.UDPAddr, req *dhcpv4.DHCPv4) {
 	mt := req.MessageType()
 	s.m.requests.WithLabelValues(mt.String()).Inc()
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("request", "type", mt.String(), "mac", req.ClientHWAddr.String(), "ciaddr", req.ClientIPAddr.String(),
+			"requested", req.RequestedIPAddress().String(), "from", src.String())
+	}
 	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() && !s.cfg.Subnet.Contains(gi) {
 		// A relay from another subnet: this server serves one link only.
 		s.m.errors.WithLabelValues(errForeignRelay).Inc()
@@ -512,6 +516,9 @@ func (s *Server) send(conn *net.UDPConn, port int, to *net.UDPAddr, req, reply *
 		if err != nil {
 			_, err = conn.WriteToUDP(b, &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort})
 		}
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("reply", "type", mt.String(), "mac", req.ClientHWAddr.String(), "yiaddr", reply.YourIPAddr.String(), "err", err)
 	}
 	if err != nil {
 		s.m.errors.WithLabelValues(errSend).Inc()
