@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -21,7 +22,7 @@ import (
 )
 
 func newAgentCommand() *cobra.Command {
-	var bootConfig, stateDir, iface string
+	var bootConfig, stateDir, iface, logFile string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the donation agent on a booted node (the node init starts it)",
@@ -45,7 +46,19 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 					loc = l
 				}
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", bc.Node)
+			// The agent heartbeats every few seconds: its log goes to a file, not the console
+			// a person types on.
+			var logOut io.Writer = os.Stderr
+			if logFile != "" {
+				f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+				if err != nil {
+					return fmt.Errorf("agent: log: %w", err)
+				}
+				defer f.Close()
+				logOut = f
+				fmt.Fprintf(os.Stderr, "distonet-agent: donation agent for %s (mode %s), log in %s\n", bc.Node, bc.Donate.Mode, logFile)
+			}
+			log := slog.New(slog.NewTextHandler(logOut, nil)).With("node", bc.Node)
 			if iface == "" {
 				iface = bootInterface()
 			}
@@ -72,6 +85,7 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 	}
 	cmd.Flags().StringVar(&bootConfig, "boot-config", "/run/distonet/boot.json", "the boot config the node init fetched")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/distonet-agent", "where the agent keeps its AoE mask list and reservations (persistent on the overlay root)")
+	cmd.Flags().StringVar(&logFile, "log", "/run/distonet/agent.log", "log file (\"\" logs to standard error)")
 	cmd.Flags().StringVar(&iface, "interface", "", "the boot network interface (default: the one holding the default route or the first up Ethernet)")
 	return cmd
 }

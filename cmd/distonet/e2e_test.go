@@ -202,7 +202,7 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 	if err := os.WriteFile(spare, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(spare, 512<<20); err != nil {
+	if err := os.Truncate(spare, 2<<30); err != nil { // sparse; the agent's policy wants ≥ 1 GiB
 		t.Fatal(err)
 	}
 	vmA, err := d.bootNode(context.Background(), "na", macA, []string{spare}, consoleLog(t, "na"), "")
@@ -278,7 +278,7 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	if len(disks) != 1 || disks[0].Node != "na" || disks[0].Transport != "aoe" || disks[0].State != "online" || disks[0].SizeBytes != 512<<20 {
+	if len(disks) != 1 || disks[0].Node != "na" || disks[0].Transport != "aoe" || disks[0].State != "online" || disks[0].SizeBytes != 2<<30 {
 		t.Fatalf("pool inventory = %+v\nconsole of na:\n%s", disks, tail(vmA.Output(), 30))
 	}
 	t.Logf("na donates %s (%d MiB) over AoE", disks[0].Address, disks[0].SizeBytes>>20)
