@@ -315,6 +315,8 @@ type page struct {
 	Flash    string
 	LoggedIn bool
 	Waiting  int // discovered MACs, shown in the menu
+
+	sess *session // whose flash the full page shows (a fragment leaves it for the page)
 	Now      time.Time
 	D        any // the page's own data
 }
@@ -323,7 +325,7 @@ func (w *Web) newPage(c *reqCtx, title, nav string, d any) page {
 	p := page{Title: title, Nav: nav, Now: w.now(), D: d}
 	if c != nil {
 		p.CSRF, p.LoggedIn = c.sess.csrf, true
-		p.Flash = w.sessions.takeFlash(c.sess)
+		p.sess = c.sess
 		if d, err := w.opt.Store.DiscoveredMACs(); err == nil {
 			p.Waiting = len(d)
 		}
@@ -337,6 +339,8 @@ func (w *Web) render(wr http.ResponseWriter, r *http.Request, status int, name s
 	block := "layout"
 	if r.URL.Query().Get("fragment") != "" && t.Lookup("live") != nil {
 		block = "live"
+	} else if p.sess != nil {
+		p.Flash = w.sessions.takeFlash(p.sess)
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, block, p); err != nil {
