@@ -317,8 +317,8 @@ type page struct {
 	Waiting  int // discovered MACs, shown in the menu
 
 	sess *session // whose flash the full page shows (a fragment leaves it for the page)
-	Now      time.Time
-	D        any // the page's own data
+	Now  time.Time
+	D    any // the page's own data
 }
 
 func (w *Web) newPage(c *reqCtx, title, nav string, d any) page {
