@@ -315,10 +315,10 @@ type page struct {
 	Flash    string
 	LoggedIn bool
 	Waiting  int // discovered MACs, shown in the menu
+	Now      time.Time
+	D        any // the page's own data
 
 	sess *session // whose flash the full page shows (a fragment leaves it for the page)
-	Now  time.Time
-	D    any // the page's own data
 }
 
 func (w *Web) newPage(c *reqCtx, title, nav string, d any) page {
