@@ -19,6 +19,7 @@ import (
 
 	"github.com/distonet/distonet/images/debian"
 	"github.com/distonet/distonet/internal/api"
+	"github.com/distonet/distonet/internal/demolab"
 )
 
 func newDemoCommand() *cobra.Command {
@@ -55,8 +56,8 @@ end (Ctrl-C). Needs root, qemu-system-x86, ipxe-qemu (make demo installs them).`
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			t := &demoT{out: cmd.ErrOrStderr()}
-			defer t.done()
+			t := &demolab.T{Out: cmd.ErrOrStderr()}
+			defer t.Done()
 			return runDemo(ctx, t, bin, dir, nodes, keep, webPort, password, timeout, cmd.OutOrStdout())
 		},
 	}
@@ -70,46 +71,46 @@ end (Ctrl-C). Needs root, qemu-system-x86, ipxe-qemu (make demo installs them).`
 	return cmd
 }
 
-func runDemo(ctx context.Context, t *demoT, bin, dir string, nodes int, keep bool, webAddr, password string, timeout time.Duration, out io.Writer) (err error) {
+func runDemo(ctx context.Context, t *demolab.T, bin, dir string, nodes int, keep bool, webAddr, password string, timeout time.Duration, out io.Writer) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			f, ok := r.(demoFatal)
+			f, ok := r.(demolab.Fatal)
 			if !ok {
 				panic(r)
 			}
-			err = f.err
+			err = f.Err
 		}
 	}()
 	fmt.Fprintln(out, "== DiStoNet demo: building the demo image (Debian kernel + busybox, cached after the first run)")
-	rootfs, err := demoRootfs(ctx, out)
+	rootfs, err := demolab.Rootfs(ctx, out)
 	if err != nil {
 		return fmt.Errorf("demo image: %w", err)
 	}
-	d := newDemoLab(t, bin, dir, out)
-	fmt.Fprintf(out, "== lab: namespace %s, boot network %s on bridge %s\n", d.ns.Name(), demoAddress, d.bridge)
-	if err := d.importImage("demo", rootfs); err != nil {
+	d := demolab.New(t, bin, dir, out)
+	fmt.Fprintf(out, "== lab: namespace %s, boot network %s on bridge %s\n", d.NS.Name(), demolab.Address, d.Bridge)
+	if err := d.ImportImage("demo", rootfs); err != nil {
 		return err
 	}
 	type node struct{ name, mac string }
 	var ns []node
 	for i := 1; i <= nodes; i++ {
 		n := node{fmt.Sprintf("demo%d", i), fmt.Sprintf("52:54:00:d5:00:%02x", i)}
-		if _, err := d.cli("node", "add", n.name, "--mac", n.mac, "--image", "demo", "--group", "room-a", "--donate", "none"); err != nil {
+		if _, err := d.CLI("node", "add", n.name, "--mac", n.mac, "--image", "demo", "--group", "room-a", "--donate", "none"); err != nil {
 			return err
 		}
 		ns = append(ns, n)
 	}
-	setPW := d.ns.Command(ctx, d.bin, "admin", "passwd", "--config", d.cfgPath)
+	setPW := d.NS.Command(ctx, bin, "admin", "passwd", "--config", d.CfgPath)
 	setPW.Stdin = strings.NewReader(password + "\n")
 	if raw, err := setPW.CombinedOutput(); err != nil {
 		return fmt.Errorf("admin passwd: %w: %s", err, raw)
 	}
-	if err := d.start(); err != nil {
+	if err := d.Start(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "== appliance running (log: %s)\n", d.serveLog.Name())
+	fmt.Fprintf(out, "== appliance running (log: %s)\n", d.ServeLog.Name())
 	if webAddr != "" {
-		if ln, err := d.proxy(ctx, webAddr); err == nil {
+		if ln, err := d.Proxy(ctx, webAddr); err == nil {
 			fmt.Fprintf(out, "== web UI: http://%s/  (admin / %s)\n", ln.Addr(), password)
 		} else {
 			fmt.Fprintf(out, "== web UI proxy not started: %v\n", err)
@@ -131,7 +132,7 @@ func runDemo(ctx context.Context, t *demoT, bin, dir string, nodes int, keep boo
 			}
 			defer logf.Close()
 			fmt.Fprintf(out, "== %s (%s): powering on, console in %s\n", n.name, n.mac, logf.Name())
-			vm, err := d.bootNode(bootCtx, n.name, n.mac, nil, logf, "")
+			vm, err := d.BootNode(bootCtx, n.name, n.mac, nil, logf, "")
 			if err != nil {
 				errs[i] = err
 				return
@@ -147,7 +148,7 @@ func runDemo(ctx context.Context, t *demoT, bin, dir string, nodes int, keep boo
 	}
 	wg.Wait()
 	for _, n := range ns {
-		raw, err := d.cli("node", "show", n.name, "--json")
+		raw, err := d.CLI("node", "show", n.name, "--json")
 		if err != nil {
 			fmt.Fprintln(out, err)
 			continue
@@ -160,7 +161,7 @@ func runDemo(ctx context.Context, t *demoT, bin, dir string, nodes int, keep boo
 			}
 		}
 	}
-	fmt.Fprintf(out, "\n== look around: ip netns exec %s %s --config %s node list\n", d.ns.Name(), d.bin, d.cfgPath)
+	fmt.Fprintf(out, "\n== look around: ip netns exec %s %s --config %s node list\n", d.NS.Name(), bin, d.CfgPath)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/distonet/distonet/images/debian"
 	"github.com/distonet/distonet/images/qemu"
+	"github.com/distonet/distonet/internal/demolab"
 	"github.com/distonet/distonet/internal/lab"
 )
 
@@ -79,21 +80,21 @@ func guestRun(t *testing.T, vm *qemu.VM, cmd string) string {
 	return m[1]
 }
 
-func newE2ELab(t *testing.T) *demoLab {
+func newE2ELab(t *testing.T) *demolab.Lab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	rootfs, err := demoRootfs(ctx, testWriter{t})
+	rootfs, err := demolab.Rootfs(ctx, testWriter{t})
 	if err != nil {
 		t.Fatalf("demo rootfs: %v", err)
 	}
-	d := newDemoLab(t, distonet, t.TempDir(), testWriter{t})
-	if err := d.importImage("demo", rootfs); err != nil {
+	d := demolab.New(t, distonet, t.TempDir(), testWriter{t})
+	if err := d.ImportImage("demo", rootfs); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() && d.serveLog != nil {
-			raw, _ := os.ReadFile(d.serveLog.Name())
+		if t.Failed() && d.ServeLog != nil {
+			raw, _ := os.ReadFile(d.ServeLog.Name())
 			t.Logf("serve log:\n%s", tail(string(raw), 80))
 		}
 	})
@@ -114,13 +115,13 @@ func TestE2EPXEBootPersistentRoot(t *testing.T) {
 	e2e(t)
 	d := newE2ELab(t)
 	const mac = "52:54:00:e2:e0:01"
-	if _, err := d.cli("node", "add", "n1", "--mac", mac, "--image", "demo"); err != nil {
+	if _, err := d.CLI("node", "add", "n1", "--mac", mac, "--image", "demo"); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.start(); err != nil {
+	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := d.bootNode(context.Background(), "n1", mac, nil, consoleLog(t, "n1"), "")
+	vm, err := d.BootNode(context.Background(), "n1", mac, nil, consoleLog(t, "n1"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestE2EPXEBootPersistentRoot(t *testing.T) {
 	if !strings.HasPrefix(proof, "persisted-") || after != proof {
 		t.Fatalf("file under / did not survive the reboot: before %q, after %q", proof, after)
 	}
-	out, err := d.cli("node", "show", "n1", "--json")
+	out, err := d.CLI("node", "show", "n1", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestE2EPXEBootPersistentRoot(t *testing.T) {
 			t.Errorf("timeline lacks stage %q", want)
 		}
 	}
-	metrics, err := d.get("/metrics")
+	metrics, err := d.Get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,10 +193,10 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 	e2e(t)
 	d := newE2ELab(t)
 	const macA, macB = "52:54:00:e2:e0:0a", "52:54:00:e2:e0:0b"
-	if _, err := d.cli("node", "add", "na", "--mac", macA, "--image", "demo", "--donate", "aoe"); err != nil {
+	if _, err := d.CLI("node", "add", "na", "--mac", macA, "--image", "demo", "--donate", "aoe"); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.start(); err != nil {
+	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
 	spare := filepath.Join(t.TempDir(), "spare.img")
@@ -205,11 +206,11 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 	if err := os.Truncate(spare, 2<<30); err != nil { // sparse; the agent's policy wants ≥ 1 GiB
 		t.Fatal(err)
 	}
-	vmA, err := d.bootNode(context.Background(), "na", macA, []string{spare}, consoleLog(t, "na"), "")
+	vmA, err := d.BootNode(context.Background(), "na", macA, []string{spare}, consoleLog(t, "na"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	vmB, err := d.bootNode(context.Background(), "nb", macB, nil, consoleLog(t, "nb"), "")
+	vmB, err := d.BootNode(context.Background(), "nb", macB, nil, consoleLog(t, "nb"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 	var listed []listed
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		out, err := d.cli("node", "list", "--json")
+		out, err := d.CLI("node", "list", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +233,7 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 	if !slicesContains(listed, macB, "discovered") {
 		t.Fatalf("%s not listed as discovered: %+v", macB, listed)
 	}
-	if _, err := d.cli("node", "add", "nb", "--mac", macB, "--image", "demo"); err != nil {
+	if _, err := d.CLI("node", "add", "nb", "--mac", macB, "--image", "demo"); err != nil {
 		t.Fatal(err)
 	}
 	if host, root := waitInit(t, vmB, "enrolled node"); host != "nb" || root != "overlay" {
@@ -264,7 +265,7 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 	}
 	deadline = time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
-		out, err := d.cli("pool", "status", "--json")
+		out, err := d.CLI("pool", "status", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}

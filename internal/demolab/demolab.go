@@ -1,4 +1,7 @@
-package main
+// Package demolab is a boot network in a namespace of its own: a bridge carrying the
+// appliance's address, `distonet serve` running inside, and QEMU nodes on tap devices that
+// PXE-boot from it. The demo command, the end-to-end tests and the boot benchmark share it.
+package demolab
 
 import (
 	"context"
@@ -20,37 +23,37 @@ import (
 	"github.com/distonet/distonet/internal/lab"
 )
 
-// demoLab is a boot network in a namespace of its own: a bridge carrying the appliance's
-// address, `distonet serve` running inside, and QEMU nodes on tap devices. The demo and the
-// end-to-end tests share it.
-type demoLab struct {
+// Lab is one boot network with the appliance running in it.
+type Lab struct {
 	t        lab.T
 	bin      string // the distonet binary
-	ns       *lab.Netns
-	bridge   string
+	NS       *lab.Netns
+	Bridge   string
 	dir      string // config and state
-	cfgPath  string
-	stateDir string
+	CfgPath  string
+	StateDir string
 	out      io.Writer
 	serve    *exec.Cmd
-	serveLog *os.File
+	ServeLog *os.File
 }
 
+// The lab's boot network.
 const (
-	demoAddress = "10.202.0.1/24"
-	demoServer  = "10.202.0.1"
+	Address = "10.202.0.1/24"
+	Server  = "10.202.0.1"
 )
 
-// demoPackages go into the demo image beside the kernel and busybox.
-var demoPackages []string
+// Packages go into the demo image beside the kernel and busybox.
+var Packages []string
 
-// newDemoLab creates the namespace, the bridge and the appliance's configuration.
-func newDemoLab(t lab.T, bin, dir string, out io.Writer) *demoLab {
+// New creates the namespace, the bridge and the appliance's configuration. bin is the
+// distonet binary (static: it also goes into the nodes' initramfs).
+func New(t lab.T, bin, dir string, out io.Writer) *Lab {
 	t.Helper()
-	d := &demoLab{t: t, bin: bin, dir: dir, out: out, stateDir: filepath.Join(dir, "state")}
-	d.ns = lab.NewNetns(t)
-	d.bridge = d.ns.Bridge(demoAddress)
-	d.cfgPath = filepath.Join(dir, "distonet.yaml")
+	d := &Lab{t: t, bin: bin, dir: dir, out: out, StateDir: filepath.Join(dir, "state")}
+	d.NS = lab.NewNetns(t)
+	d.Bridge = d.NS.Bridge(Address)
+	d.CfgPath = filepath.Join(dir, "distonet.yaml")
 	cfg := fmt.Sprintf(`# DiStoNet demo lab: the boot network is a bridge in network namespace %s.
 interface: %s
 address: %s
@@ -67,20 +70,20 @@ volumes:
   size: 2GiB
 donate:
   pool_head_macs: ["52:54:00:d5:0f:01"]
-`, d.ns.Name(), d.bridge, demoAddress, d.stateDir, demoServer)
-	if err := os.WriteFile(d.cfgPath, []byte(cfg), 0o600); err != nil {
+`, d.NS.Name(), d.Bridge, Address, d.StateDir, Server)
+	if err := os.WriteFile(d.CfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("demo config: %v", err)
 	}
 	return d
 }
 
-// cli runs a distonet subcommand against the lab's config (outside the namespace: it only
+// CLI runs a distonet subcommand against the lab's config (outside the namespace: it only
 // touches state_dir, or the daemon's API through the namespace below).
-func (d *demoLab) cli(args ...string) (string, error) {
+func (d *Lab) CLI(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	args = append(args, "--config", d.cfgPath)
-	cmd := d.ns.Command(ctx, d.bin, args...)
+	args = append(args, "--config", d.CfgPath)
+	cmd := d.NS.Command(ctx, d.bin, args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("distonet %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
@@ -88,9 +91,9 @@ func (d *demoLab) cli(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// demoRootfs builds the demo image's rootfs once and caches it by package list.
-func demoRootfs(ctx context.Context, out io.Writer) (string, error) {
-	sum := sha256.Sum256([]byte(strings.Join(append(append([]string{}, debian.BasePackages...), demoPackages...), ",") + debian.InitScript))
+// Rootfs builds the demo image's rootfs once and caches it by package list.
+func Rootfs(ctx context.Context, out io.Writer) (string, error) {
+	sum := sha256.Sum256([]byte(strings.Join(append(append([]string{}, debian.BasePackages...), Packages...), ",") + debian.InitScript))
 	cache := debian.CacheDirForTests()
 	dir := filepath.Join(filepath.Dir(cache), "rootfs-"+hex.EncodeToString(sum[:6]))
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
@@ -98,35 +101,35 @@ func demoRootfs(ctx context.Context, out io.Writer) (string, error) {
 		return dir, nil
 	}
 	os.RemoveAll(dir)
-	if err := debian.Build(ctx, debian.Options{Dir: dir, CacheDir: cache, Packages: demoPackages, Progress: out}); err != nil {
+	if err := debian.Build(ctx, debian.Options{Dir: dir, CacheDir: cache, Packages: Packages, Progress: out}); err != nil {
 		return "", err
 	}
 	return dir, os.WriteFile(filepath.Join(dir, ".complete"), nil, 0o644)
 }
 
-// importImage imports the rootfs as image name.
-func (d *demoLab) importImage(name, rootfs string) error {
-	out, err := d.cli("image", "import", name, "--rootfs", rootfs)
+// ImportImage imports the rootfs as image name.
+func (d *Lab) ImportImage(name, rootfs string) error {
+	out, err := d.CLI("image", "import", name, "--rootfs", rootfs)
 	fmt.Fprint(d.out, out)
 	return err
 }
 
-// start runs `distonet serve` in the namespace and waits until it answers.
-func (d *demoLab) start() error {
+// Start runs `distonet serve` in the namespace and waits until it answers.
+func (d *Lab) Start() error {
 	logf, err := os.Create(filepath.Join(d.dir, "serve.log"))
 	if err != nil {
 		return err
 	}
-	d.serveLog = logf
-	d.serve = d.ns.Command(context.Background(), d.bin, "serve", "--config", d.cfgPath)
+	d.ServeLog = logf
+	d.serve = d.NS.Command(context.Background(), d.bin, "serve", "--config", d.CfgPath)
 	d.serve.Stdout, d.serve.Stderr = logf, logf
 	if err := d.serve.Start(); err != nil {
 		return fmt.Errorf("start serve: %w", err)
 	}
-	d.t.Cleanup(func() { d.stop() })
+	d.t.Cleanup(func() { d.Stop() })
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := d.get("/healthz"); err == nil {
+		if _, err := d.Get("/healthz"); err == nil {
 			return nil
 		}
 		if d.serve.ProcessState != nil {
@@ -138,8 +141,8 @@ func (d *demoLab) start() error {
 	return fmt.Errorf("distonet serve did not come up:\n%s", raw)
 }
 
-// stop ends the daemon with SIGTERM (a clean shutdown) and waits for it.
-func (d *demoLab) stop() {
+// Stop ends the daemon with SIGTERM (a clean shutdown) and waits for it.
+func (d *Lab) Stop() {
 	if d.serve == nil || d.serve.Process == nil {
 		return
 	}
@@ -155,9 +158,9 @@ func (d *demoLab) stop() {
 	d.serve = nil
 }
 
-// get fetches a URL path from the appliance, from inside the namespace.
-func (d *demoLab) get(path string) (string, error) {
-	resp, err := d.ns.HTTPClient(5 * time.Second).Get("http://" + demoServer + path)
+// Get fetches a URL path from the appliance, from inside the namespace.
+func (d *Lab) Get(path string) (string, error) {
+	resp, err := d.NS.HTTPClient(5 * time.Second).Get("http://" + Server + path)
 	if err != nil {
 		return "", err
 	}
@@ -172,10 +175,10 @@ func (d *demoLab) get(path string) (string, error) {
 	return string(raw), nil
 }
 
-// bootNode starts a QEMU guest that PXE-boots from the lab on a new tap.
-func (d *demoLab) bootNode(ctx context.Context, name, mac string, disks []string, serial io.Writer, nic string) (*qemu.VM, error) {
-	tap := d.ns.Tap(d.bridge)
-	vm, err := qemu.Start(ctx, qemu.Options{Netns: d.ns.Name(), Tap: tap, MAC: mac, NIC: nic, NetBoot: true, Disks: disks,
+// BootNode starts a QEMU guest that PXE-boots from the lab on a new tap.
+func (d *Lab) BootNode(ctx context.Context, name, mac string, disks []string, serial io.Writer, nic string) (*qemu.VM, error) {
+	tap := d.NS.Tap(d.Bridge)
+	vm, err := qemu.Start(ctx, qemu.Options{Netns: d.NS.Name(), Tap: tap, MAC: mac, NIC: nic, NetBoot: true, Disks: disks,
 		MemoryMB: 768, Serial: serial,
 		// TCG's default CPU lacks RDRAND; without it (or a virtio-rng) the guest kernel's
 		// entropy pool is not ready when the node init's DHCP client asks for a random xid.
@@ -187,9 +190,9 @@ func (d *demoLab) bootNode(ctx context.Context, name, mac string, disks []string
 	return vm, nil
 }
 
-// proxy forwards a loopback port of the host into the lab's web UI, so a browser on this
+// Proxy forwards a loopback port of the host into the lab's web UI, so a browser on this
 // machine reaches it without routing into the namespace. It runs until ctx ends.
-func (d *demoLab) proxy(ctx context.Context, listen string) (net.Listener, error) {
+func (d *Lab) Proxy(ctx context.Context, listen string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err
@@ -203,7 +206,7 @@ func (d *demoLab) proxy(ctx context.Context, listen string) (net.Listener, error
 			}
 			go func() {
 				defer c.Close()
-				up, err := d.ns.Dial(ctx, "tcp", demoServer+":80")
+				up, err := d.NS.Dial(ctx, "tcp", Server+":80")
 				if err != nil {
 					return
 				}
@@ -219,37 +222,37 @@ func (d *demoLab) proxy(ctx context.Context, listen string) (net.Listener, error
 	return ln, nil
 }
 
-// demoT lets the lab run outside a test: cleanups run in reverse at the end of the demo.
-type demoT struct {
+// T lets the lab run outside a test: cleanups run in reverse at Done.
+type T struct {
 	mu       sync.Mutex
 	cleanups []func()
 	failed   bool
-	out      io.Writer
+	Out      io.Writer
 }
 
-func (t *demoT) Helper() {}
-func (t *demoT) Fatalf(format string, args ...any) {
+func (t *T) Helper() {}
+func (t *T) Fatalf(format string, args ...any) {
 	t.failed = true
-	panic(demoFatal{fmt.Errorf(format, args...)})
+	panic(Fatal{Err: fmt.Errorf(format, args...)})
 }
-func (t *demoT) Fatal(args ...any) {
+func (t *T) Fatal(args ...any) {
 	t.failed = true
-	panic(demoFatal{errors.New(fmt.Sprint(args...))})
+	panic(Fatal{Err: errors.New(fmt.Sprint(args...))})
 }
-func (t *demoT) Errorf(format string, args ...any) {
+func (t *T) Errorf(format string, args ...any) {
 	t.failed = true
-	fmt.Fprintf(t.out, "demo: "+format+"\n", args...)
+	fmt.Fprintf(t.Out, "demo: "+format+"\n", args...)
 }
-func (t *demoT) Logf(format string, args ...any) { fmt.Fprintf(t.out, format+"\n", args...) }
-func (t *demoT) Cleanup(f func()) {
+func (t *T) Logf(format string, args ...any) { fmt.Fprintf(t.Out, format+"\n", args...) }
+func (t *T) Cleanup(f func()) {
 	t.mu.Lock()
 	t.cleanups = append(t.cleanups, f)
 	t.mu.Unlock()
 }
-func (t *demoT) Failed() bool { return t.failed }
+func (t *T) Failed() bool { return t.failed }
 
-// done runs the cleanups, newest first.
-func (t *demoT) done() {
+// Done runs the cleanups, newest first.
+func (t *T) Done() {
 	t.mu.Lock()
 	cs := t.cleanups
 	t.cleanups = nil
@@ -259,4 +262,5 @@ func (t *demoT) done() {
 	}
 }
 
-type demoFatal struct{ err error }
+// Fatal is what T.Fatal panics with; the demo recovers it into an error.
+type Fatal struct{ Err error }
