@@ -1188,3 +1188,31 @@ func TestVolumeActions(t *testing.T) {
 		t.Error("volume actions offered without a volume manager")
 	}
 }
+
+func TestDiscoveredMACTakenShownBesideIt(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:01"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	// The CLI enrolls the MAC while the admin's form is open; the page still lists it.
+	if _, err := e.store.AddNode(registry.Node{Name: "other", MAC: "52:54:00:00:00:02", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.SeeMAC(registry.Discovered{MAC: "52:54:00:00:00:03"}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(c, "POST", "/discovered/52:54:00:00:00:03/enroll", url.Values{"csrf": {tok}, "name": {"other"}, "image": {"debian-12"}})
+	if got := fieldErrors(r.body)["m525400000003-name"]; r.code != http.StatusUnprocessableEntity || got != "node other: name already enrolled" {
+		t.Errorf("taken name: %d %q", r.code, got)
+	}
+	// A MAC enrolled meanwhile: the row is gone, the page says why.
+	if _, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	r = e.do(c, "POST", "/discovered/52:54:00:00:00:01/enroll", url.Values{"csrf": {tok}, "name": {"n9"}, "image": {"debian-12"}})
+	if r.code != http.StatusUnprocessableEntity || !strings.Contains(r.body, "52:54:00:00:00:01 is no longer waiting for enrollment") || !strings.Contains(r.body, "already enrolled as n1") {
+		t.Errorf("MAC enrolled meanwhile: %d\n%s", r.code, r.body)
+	}
+}
