@@ -140,7 +140,6 @@ type Client struct {
 	pending   map[uint32]*request
 	closed    chan struct{}
 	once      sync.Once
-	recvErr   error
 	wg        sync.WaitGroup
 	bufs      sync.Pool
 	txMu      sync.Mutex
@@ -184,6 +183,10 @@ func DialConfig(ctx context.Context, ifname string, target net.HardwareAddr, she
 	conn, ifi, err := listen(ifname)
 	if err != nil {
 		return nil, err
+	}
+	if SectorsPerFrame(ifi.MTU) < 1 {
+		conn.Close()
+		return nil, fmt.Errorf("aoe dial: mtu %d of %s cannot carry one sector", ifi.MTU, ifname)
 	}
 	c := &Client{
 		conn: conn, local: ifi.HardwareAddr, target: slices.Clone(target), shelf: shelf, slot: slot,
@@ -266,11 +269,6 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 	for {
 		k, err := rx.recv(bufs, lens)
 		if err != nil {
-			select {
-			case <-c.closed:
-			default:
-				c.recvErr = err
-			}
 			c.failAll(fmt.Errorf("aoe receive: %w", err))
 			return
 		}
