@@ -38,7 +38,7 @@ func (c consoleLog) Write(p []byte) (int, error) {
 // nfs-ganesha and tgt, checks the image's init runs on overlay(NFS + iSCSI) with the node's
 // hostname, writes a file, reboots, and finds the file again. Then it kills and restarts
 // tgtd under the running node: I/O must pause, the relogin watcher must log in again, and
-// the write must complete without an I/O error.
+// the write must complete without an I/O error. The node's 2-minute DHCP lease must be renewed.
 func TestE2EBootClassicStack(t *testing.T) {
 	needE2E(t)
 	dir := t.TempDir()
@@ -47,7 +47,7 @@ func TestE2EBootClassicStack(t *testing.T) {
 	classic.FormatVolume(t, vol, 256<<20)
 	const token = "tok-e2e-1"
 	st := classic.Start(t, classic.Options{Subnet: "10.206.0", Rootfs: demo.Rootfs, Volume: vol,
-		CHAPUser: "node1", CHAPSecret: "chap-secret-0123", Token: token})
+		CHAPUser: "node1", CHAPSecret: "chap-secret-0123", Token: token, LeaseTime: "2m"})
 	tap := st.Tap()
 	const mac = "52:54:00:20:60:01"
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -130,6 +130,16 @@ func TestE2EBootClassicStack(t *testing.T) {
 		t.Errorf("file written across the outage reads %q", got)
 	} else if lines := strings.Fields(got); len(lines) > 0 && lines[len(lines)-1] != "0" {
 		t.Errorf("kernel logged I/O errors across the outage:\n%s", got)
+	}
+
+	// With a 2-minute lease the node's keeper renews after a minute.
+	renewed := regexp.MustCompile(`distonet-iscsid: dhcp: renewed 10\.206\.0\.\d+ on eth0 for 2m0s`)
+	for deadline := time.Now().Add(2 * time.Minute); !renewed.MatchString(vm.Output()); {
+		if time.Now().After(deadline) {
+			t.Errorf("the DHCP lease was not renewed within 2 minutes")
+			break
+		}
+		time.Sleep(time.Second)
 	}
 
 	stages := map[string]bool{}

@@ -77,25 +77,32 @@ func linkUp(name string) error {
 
 // Lease is the address configuration a node got by DHCP.
 type Lease struct {
-	IP     net.IP
-	Mask   net.IPMask
-	Router net.IP
-	Server net.IP // DHCP server identifier
+	Ifname string        `json:"ifname"`
+	IP     net.IP        `json:"ip"`
+	Mask   net.IPMask    `json:"mask"`
+	Router net.IP        `json:"router,omitempty"`
+	Server net.IP        `json:"server"` // DHCP server identifier
+	Time   time.Duration `json:"time"`   // lease time (0: the server gave none)
 }
 
 // dhcp runs DISCOVER/OFFER/REQUEST/ACK on the interface.
-func dhcp(ctx context.Context, ifname string) (Lease, error) {
+func dhcp(ctx context.Context, ifname string, want net.IP) (Lease, error) {
 	c, err := nclient4.New(ifname, nclient4.WithTimeout(4*time.Second), nclient4.WithRetry(3))
 	if err != nil {
 		return Lease{}, fmt.Errorf("DHCP client on %s: %w", ifname, err)
 	}
 	defer c.Close()
-	l, err := c.Request(ctx, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("DiStoNet-node")))
+	mods := []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("DiStoNet-node"))}
+	if want != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(want)))
+	}
+	l, err := c.Request(ctx, mods...)
 	if err != nil {
 		return Lease{}, fmt.Errorf("DHCP on %s: %w", ifname, err)
 	}
 	ack := l.ACK
-	lease := Lease{IP: ack.YourIPAddr.To4(), Mask: ack.SubnetMask(), Server: ack.ServerIdentifier()}
+	lease := Lease{Ifname: ifname, IP: ack.YourIPAddr.To4(), Mask: ack.SubnetMask(), Server: ack.ServerIdentifier(),
+		Time: ack.IPAddressLeaseTime(0)}
 	if lease.Mask == nil {
 		lease.Mask = lease.IP.DefaultMask()
 	}
@@ -179,4 +186,37 @@ func rtnlDo(fd int, typ uint16, flags uint16, body []byte) error {
 		}
 	}
 	return nil
+}
+
+// keepLease renews the node's address at half its lease time for as long as the node runs:
+// the root is on NFS and iSCSI over this address, so it must never lapse. The renewal asks
+// for the same address; the node cannot change address under its mounts, so a server that
+// offers another one only gets a warning.
+func keepLease(ctx context.Context, l Lease, say func(string, ...any)) {
+	for {
+		wait := l.Time / 2
+		if wait < 30*time.Second {
+			wait = 30 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if l.Time == 0 {
+			return // an infinite lease needs no renewal
+		}
+		nl, err := dhcp(ctx, l.Ifname, l.IP)
+		switch {
+		case err != nil:
+			say("dhcp: renewing %s failed, retrying: %v", l.IP, err)
+			l.Time = time.Minute // retry soon; wait is half of this, floored at 30s
+		case !nl.IP.Equal(l.IP):
+			say("dhcp: WARNING: server %s offered %s instead of %s; keeping %s (the root is mounted over it)", nl.Server, nl.IP, l.IP, l.IP)
+			l.Time = time.Minute
+		default:
+			l.Time = nl.Time
+			say("dhcp: renewed %s on %s for %s", l.IP, l.Ifname, l.Time)
+		}
+	}
 }

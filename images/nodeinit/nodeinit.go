@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ const (
 	BootConfigFile = RunDir + "/boot.json"  // the boot config (0600: it holds secrets)
 	BinaryCopy     = RunDir + "/distonet"   // this binary, copied out of the initramfs
 	ISCSIStateFile = RunDir + "/iscsi.json" // the kernel session, for the relogin watcher
+	LeaseFile      = RunDir + "/lease.json" // the DHCP lease, for its renewal
 	LowerDir       = RunDir + "/lower"      // the image over NFS (read-only)
 	UpperMount     = RunDir + "/upper"      // the node's volume (ext4 on iSCSI)
 	newRoot        = "/newroot"
@@ -300,7 +302,7 @@ func (n *node) network(ctx context.Context) (string, error) {
 	if err := linkUp(ifi.Name); err != nil {
 		return "", err
 	}
-	lease, err := dhcp(ctx, ifi.Name)
+	lease, err := dhcp(ctx, ifi.Name, nil)
 	if err != nil {
 		return "", err
 	}
@@ -308,6 +310,9 @@ func (n *node) network(ctx context.Context) (string, error) {
 		return "", err
 	}
 	n.nic, n.lease = ifi, lease
+	if b, err := json.Marshal(lease); err == nil {
+		_ = os.WriteFile(LeaseFile, b, 0o600)
+	}
 	ones, _ := lease.Mask.Size()
 	return fmt.Sprintf("%s (%s) is %s/%d from DHCP server %s", ifi.Name, ifi.HardwareAddr, lease.IP, ones, lease.Server), nil
 }
@@ -555,9 +560,10 @@ func StartAgent() error {
 	return startHelper(BinaryCopy, AgentArgs...)
 }
 
-// RunISCSID is the relogin watcher: it reads the session the init logged in and logs in
-// again whenever the kernel reports the connection lost (an appliance restart), so the
-// root's I/O resumes instead of failing after the recovery timeout.
+// RunISCSID is the node's root keeper after switch_root: it reads the session the init
+// logged in and logs in again whenever the kernel reports the connection lost (an appliance
+// restart), so the root's I/O resumes instead of failing after the recovery timeout; and it
+// renews the DHCP lease the root's NFS and iSCSI connections run over.
 func RunISCSID(args []string) int {
 	file := ISCSIStateFile
 	if len(args) > 0 {
@@ -567,6 +573,13 @@ func RunISCSID(args []string) int {
 	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0o644)
 	say := func(format string, a ...any) {
 		fmt.Fprintf(os.Stdout, "distonet-iscsid: "+format+"\n", a...)
+	}
+	ctx := context.Background()
+	if b, err := os.ReadFile(LeaseFile); err == nil {
+		var l Lease
+		if err := json.Unmarshal(b, &l); err == nil && l.Ifname != "" {
+			go keepLease(ctx, l, say)
+		}
 	}
 	k, err := iscsi.OpenKernel()
 	if err != nil {
@@ -578,7 +591,7 @@ func RunISCSID(args []string) int {
 		say("%v", err)
 		return 1
 	}
-	err = s.Watch(context.Background(), func(msg string, err error) {
+	err = s.Watch(ctx, func(msg string, err error) {
 		if err != nil {
 			say("session %d: %s: %v", s.SID, msg, err)
 			return

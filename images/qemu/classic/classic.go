@@ -42,6 +42,8 @@ type Options struct {
 	// IPXEBoot, when set, is the boot file URL dnsmasq gives clients that are iPXE already
 	// (user class "iPXE"), e.g. http://10.206.0.1:8080/boot.ipxe.
 	IPXEBoot string
+	// LeaseTime is dnsmasq's lease time (default 12h; dnsmasq's minimum is 2m).
+	LeaseTime string
 }
 
 // Stack is a running classic stack.
@@ -74,6 +76,9 @@ func Start(t testing.TB, o Options) *Stack {
 	if o.Node == "" {
 		o.Node = "node1"
 	}
+	if o.LeaseTime == "" {
+		o.LeaseTime = "12h"
+	}
 	if o.ServeSecret == "" {
 		o.ServeSecret = o.CHAPSecret
 	}
@@ -91,7 +96,7 @@ func Start(t testing.TB, o Options) *Stack {
 	// DHCP only (port=0 turns DNS off); --no-ping answers at once.
 	dnsmasq := []string{"-d", "-u", "root", "--port=0", "--conf-file=/dev/null", "--interface=" + s.Bridge,
 		"--bind-interfaces", "--no-ping", "--dhcp-authoritative",
-		"--dhcp-range=" + o.Subnet + ".100," + o.Subnet + ".199,255.255.255.0,12h",
+		"--dhcp-range=" + o.Subnet + ".100," + o.Subnet + ".199,255.255.255.0," + o.LeaseTime,
 		"--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--pid-file=" + filepath.Join(dir, "dnsmasq.pid")}
 	if o.IPXEBoot != "" {
 		dnsmasq = append(dnsmasq, "--dhcp-userclass=set:ipxe,iPXE", "--dhcp-boot=tag:ipxe,"+o.IPXEBoot)
