@@ -474,6 +474,11 @@ func TestBrowserDashboardDense(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#enroll-form .err`)),
 		into(&errs, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#enroll-form .err')).map(e => e.previousElementSibling.id + ": " + e.textContent)`)),
 		screenshot(t, shots, "24-enroll-invalid"),
+		chromedp.EmulateViewport(1024, 768),
+		chromedp.Navigate(e.srv.URL+"/discovered"),
+		chromedp.WaitVisible(chromedp.CSS(`#discovered`)),
+		screenshot(t, shots, "25-discovered-1024px"),
+		chromedp.ResetViewport(),
 	)
 	want := []string{
 		`f-mac: mac "52:54:00:zz": want an Ethernet address such as 52:54:00:12:34:56`,
