@@ -739,15 +739,16 @@ func (t *Target) persistLocked(changed bool) {
 
 // reserve reads or sets the reserve list (AoE r11 section 3.4), persisting changes.
 func (t *Target) reserve(b, arg []byte, src net.HardwareAddr) (int, Error) {
+	if len(arg) < ReserveArgLen { // as vblade: too short to answer
+		return 0, 0
+	}
 	var r ReserveArg
 	if err := r.UnmarshalBinary(arg); err != nil {
-		if len(arg) >= ReserveArgLen && ReserveCommand(arg[0]) != ReserveRead {
+		// A MAC count beyond the frame: a set is refused, a read is still answered.
+		if ReserveCommand(arg[0]) != ReserveRead {
 			return HeaderLen + ReserveArgLen, ErrorBadArgument
 		}
-		r = ReserveArg{Command: ReserveCommand(arg[0])}
-		if len(arg) < ReserveArgLen {
-			return 0, 0
-		}
+		r = ReserveArg{Command: ReserveRead}
 	}
 	var aerr Error
 	t.state.mu.Lock()
