@@ -481,7 +481,7 @@ func (t *leaseTable) list() []Lease {
 		if l.offered {
 			continue
 		}
-		out = append(out, Lease{IP: u32ToIP(l.ip), MAC: l.hw, ClientID: l.clientID, Hostname: l.hostname, State: l.state, Expiry: l.expiry})
+		out = append(out, Lease{IP: u32ToIP(l.ip), MAC: bytes.Clone(l.hw), ClientID: bytes.Clone(l.clientID), Hostname: l.hostname, State: l.state, Expiry: l.expiry})
 	}
 	sort.Slice(out, func(i, j int) bool { return ipToU32(out[i].IP) < ipToU32(out[j].IP) })
 	return out
