@@ -190,10 +190,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		switch st, _ := a.State(); {
 		case st == StateIdle && want:
 			if err := a.start(ctx, policy); err != nil {
-				a.log.Warn("not donating", "err", err)
 				a.mu.Lock()
+				repeated := a.lastErr == err.Error()
 				a.lastErr = err.Error()
 				a.mu.Unlock()
+				if !repeated { // retried every heartbeat: say it once
+					a.log.Warn("not donating", "err", err)
+				}
 			}
 		case st == StateOnline && !want:
 			a.log.Info("withdrawing", "reason", why)
