@@ -512,3 +512,29 @@ func TestBrowserDashboardDense(t *testing.T) {
 		t.Errorf("filter 'room2 ready' shows %d rows, want %d", visible, wantReadyRoom2)
 	}
 }
+
+func TestBrowserLoginRateLimit(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	ctx := browser(t)
+	shots := artifacts(t)
+	for i := 0; i < 5; i++ {
+		run(t, ctx, fmt.Sprintf("wrong password %d", i+1),
+			chromedp.Navigate(e.srv.URL+"/login"),
+			chromedp.SendKeys(chromedp.CSS(`#password`), "guess"),
+			chromedp.Submit(chromedp.CSS(`#login-form`)),
+			chromedp.WaitVisible(chromedp.CSS(`#login-error`)),
+		)
+	}
+	var msg string
+	run(t, ctx, "sixth attempt, right password",
+		chromedp.SendKeys(chromedp.CSS(`#password`), testPassword),
+		chromedp.Submit(chromedp.CSS(`#login-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#login-error`)),
+		into(&msg, chromedp.Text(chromedp.CSS(`#login-error`))),
+		screenshot(t, shots, "26-login-rate-limited"),
+	)
+	if !strings.HasPrefix(msg, "Too many failed attempts from 127.0.0.1: wait ") {
+		t.Errorf("rate-limit message = %q", msg)
+	}
+}
