@@ -77,7 +77,7 @@ type Target struct {
 	closeErr  error
 	serving   atomic.Bool
 
-	frames, dropped, reads, writes, syncs, ataErrors, batches, sendErrs atomic.Uint64
+	frames, dropped, reads, writes, syncs, ataErrors, batches, sendErrs, ioErrs atomic.Uint64
 
 	// Reads of one received batch are collected and served together (Serve's goroutine only).
 	batching bool
@@ -529,7 +529,7 @@ func (t *Target) ata(f *frame, arg []byte, src net.HardwareAddr) (int, Error, bo
 			return base + len(data), 0, false
 		}
 		if k, err := t.dev.ReadAt(data, off); err != nil || k != len(data) {
-			t.log.Warn("aoe read failed", "lba", lba, "sectors", count, "err", err)
+			t.ioWarn("aoe read failed", "lba", lba, "sectors", count, "err", err)
 			setRegs(StatusDRDY|StatusERR, ErrUNC, a.SectorCount)
 			return base, 0, false
 		}
@@ -541,12 +541,20 @@ func (t *Target) ata(f *frame, arg []byte, src net.HardwareAddr) (int, Error, bo
 	}
 	t.writes.Add(1)
 	if k, err := t.dev.WriteAt(data, off); err != nil || k != len(data) {
-		t.log.Warn("aoe write failed", "lba", lba, "sectors", count, "err", err)
+		t.ioWarn("aoe write failed", "lba", lba, "sectors", count, "err", err)
 		setRegs(StatusDRDY|StatusERR|StatusDF, ErrABRT, a.SectorCount)
 		return base, 0, false
 	}
 	setRegs(StatusDRDY, 0, 0)
 	return base, 0, !t.cfg.Unsafe
+}
+
+// ioWarn logs the first device error and every hundredth after it: a dying disk must not
+// flood the journal at frame rate (the count is in Stats().ATAErrors).
+func (t *Target) ioWarn(msg string, args ...any) {
+	if n := t.ioErrs.Add(1); n == 1 || n%100 == 0 {
+		t.log.Warn(msg, append(args, "device_errors", n)...)
+	}
 }
 
 // flushReads serves the batch's reads, one preadv per run of contiguous requests: an
@@ -568,7 +576,7 @@ func (t *Target) flushReads() {
 		t.iovs = iovs[:0]
 		k, err := readv(t.dev, iovs, ps[i].off)
 		if err != nil || k != total {
-			t.log.Warn("aoe read failed", "offset", ps[i].off, "bytes", total, "err", err)
+			t.ioWarn("aoe read failed", "offset", ps[i].off, "bytes", total, "err", err)
 			for _, p := range ps[i:j] {
 				regs := p.f.b[HeaderLen : HeaderLen+ATAArgLen]
 				regs[3], regs[1], regs[2] = StatusDRDY|StatusERR, ErrUNC, p.count
