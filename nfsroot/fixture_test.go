@@ -230,7 +230,7 @@ func allowedNets(t testing.TB, cidrs ...string) []*net.IPNet {
 // the test ends or the returned stop is called.
 func startServer(t *testing.T, ns *lab.Netns, exports Exports) (stop func()) {
 	t.Helper()
-	s, err := NewServer(Config{Portmap: ":111", AllowedNets: allowedNets(t, "10.41.0.0/24", "127.0.0.0/8")}, exports, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	s, err := NewServer(Config{Portmap: ":111", AllowedNets: allowedNets(t, "10.41.0.0/24", "10.41.9.0/24", "127.0.0.0/8")}, exports, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
