@@ -62,8 +62,9 @@ func TestBenchVsTgt(t *testing.T) {
 	dir := t.TempDir()
 
 	// tgt: its own control port, target 1, LUN 1 (tgt keeps LUN 0 for its controller).
-	tgtFile := filepath.Join(dir, "tgt.img")
+	tgtFile, ourFile := filepath.Join(dir, "tgt.img"), filepath.Join(dir, "ours.img")
 	mkfile(t, tgtFile)
+	mkfile(t, ourFile)
 	const ctl = "13555"
 	srvNS.Start("tgtd", "-f", "-C", ctl, "--iscsi", "portal=10.54.0.1:3261")
 	tgtIQN := "iqn.2026-01.org.distonet.bench:tgt"
@@ -85,8 +86,6 @@ func TestBenchVsTgt(t *testing.T) {
 	tgtadm("--op", "bind", "--mode", "account", "--tid", "1", "--user", chapUser)
 
 	// Ours, in-process, listening inside the server namespace.
-	ourFile := filepath.Join(dir, "ours.img")
-	mkfile(t, ourFile)
 	srv, err := iscsit.NewServer(iscsit.Config{Addr: "10.54.0.1:3260"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +106,9 @@ func TestBenchVsTgt(t *testing.T) {
 	peers := []peer{
 		{"tgt", fmt.Sprintf("iscsi://%s%%%s@10.54.0.1:3261/%s/1", chapUser, chapPass, tgtIQN)},
 		{"distonet", fmt.Sprintf("iscsi://%s%%%s@10.54.0.1:3260/%s/0", chapUser, chapPass, ourIQN)},
+	}
+	for _, p := range peers {
+		waitReady(t, cliNS, p.url)
 	}
 	all := map[string][]figures{}
 	for round := range rounds {
@@ -172,6 +174,20 @@ func mkfile(t *testing.T, path string) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitReady waits until an INQUIRY through the URL succeeds (tgtd and the page cache need a
+// moment after the disks were written).
+func waitReady(t *testing.T, ns *lab.Netns, url string) {
+	t.Helper()
+	var err error
+	for range 60 {
+		if _, err = ns.Exec("iscsi-inq", url); err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("target not ready: %v", err)
 }
 
 var runCompleted = regexp.MustCompile(`Run completed in ([0-9.]+) seconds`)
