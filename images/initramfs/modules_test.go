@@ -78,7 +78,7 @@ func TestBuild(t *testing.T) {
 	res, err := Build(context.Background(), &out, Options{
 		Binary:     bin,
 		ModulesDir: "testdata/modtree/6.1.0-test",
-		Modules:    []string{"crc32c_generic", "iscsi_tcp", "ext4", "overlay", "virtio_net", "e1000e"},
+		Modules:    []string{"crc32c_generic", "iscsi_tcp", "ext4", "overlay", "virtio_net", "e1000e", "aoe"},
 		Extra:      map[string][]byte{"/etc/distonet/x": []byte("y")},
 	})
 	if err != nil {
@@ -125,6 +125,7 @@ func TestBuild(t *testing.T) {
 		"sbin/modprobe":                    "/init",
 		p + "kernel/lib/crc32c-generic.ko": "fake module crc32c\n",
 		p + "kernel/fs/overlay.ko":         "fake module overlay\n",
+		p + "kernel/drivers/aoe.ko":        "fake module aoe\n",
 		p + "kernel/fs/jbd2.ko":            "fake module fs/jbd2\n",
 		p + "modules.alias":                "alias crypto-crc32c crc32c_generic\nalias fs-overlay overlay\n",
 		"etc/distonet/x":                   "y",

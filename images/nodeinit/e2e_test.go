@@ -159,7 +159,9 @@ func TestE2EBootClassicStack(t *testing.T) {
 }
 
 // TestE2EBootWrongCHAP boots with a CHAP secret the target does not accept: the console must
-// say why, and the init must keep retrying rather than hang silently.
+// say why, and the init must keep retrying rather than hang silently. It also covers the
+// other NIC path: an e1000 (the legacy PXE machine) and no BOOTIF=, so the init must load
+// the e1000 driver and pick the NIC that has a link.
 func TestE2EBootWrongCHAP(t *testing.T) {
 	needE2E(t)
 	dir := t.TempDir()
@@ -173,7 +175,7 @@ func TestE2EBootWrongCHAP(t *testing.T) {
 	defer cancel()
 	vm, err := qemu.Start(ctx, qemu.Options{Netns: st.NS.Name(), Kernel: demo.Kernel, Initrd: demo.Initrd,
 		Append: fmt.Sprintf("console=ttyS0 no_timer_check %s=%s %s=%s", bootconfig.ArgServer, st.URL, bootconfig.ArgToken, token),
-		Tap:    st.Tap(), Serial: consoleLog{t}})
+		Tap:    st.Tap(), NIC: "e1000", Serial: consoleLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +185,9 @@ func TestE2EBootWrongCHAP(t *testing.T) {
 			t.Logf("console:\n%s", vm.Output())
 		}
 	}()
+	if _, err := vm.WaitFor(regexp.MustCompile(`distonet-init: network: eth0 \(\S+\) is 10\.206\.1\.\d+/24`), 6*time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := vm.WaitFor(regexp.MustCompile(`distonet-init: iscsi: FAILED \(try 1\): iSCSI login refused: authentication failed \(CHAP\)`), 6*time.Minute); err != nil {
 		t.Fatal(err)
 	}
