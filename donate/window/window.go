@@ -171,3 +171,17 @@ func (w Window) Decide(prev, now time.Time) Decision {
 	}
 	return d
 }
+
+// Tracker remembers the previous decision instant of one member, so callers can ask
+// Decide(now) alone; Scheduler does the same for every member.
+type Tracker struct {
+	Window Window
+	prev   time.Time
+}
+
+// Decide returns the decision at now and remembers now for the next call.
+func (t *Tracker) Decide(now time.Time) Decision {
+	d := t.Window.Decide(t.prev, now)
+	t.prev = now
+	return d
+}

@@ -266,3 +266,24 @@ func TestWakeOnLANBroadcast(t *testing.T) {
 		t.Fatalf("received %x: %v", buf[:n], err)
 	}
 }
+
+func TestTrackerEdgesOnce(t *testing.T) {
+	night, _ := Parse("20:00-07:00")
+	tr := Tracker{Window: night}
+	var wakes, withdraws int
+	for now := day(18, 0); now.Before(day(9, 0).AddDate(0, 0, 1)); now = now.Add(15 * time.Minute) {
+		d := tr.Decide(now)
+		if d.Wake {
+			wakes++
+		}
+		if d.Withdraw {
+			withdraws++
+		}
+		if d.Open != night.Contains(now) || (d.Boot == BootDiskless) != d.Open {
+			t.Fatalf("%v: %+v", now, d)
+		}
+	}
+	if wakes != 1 || withdraws != 1 {
+		t.Fatalf("over one night: %d wakes, %d withdrawals; want exactly one each", wakes, withdraws)
+	}
+}
