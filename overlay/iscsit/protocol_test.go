@@ -315,3 +315,35 @@ func TestChurnWhileServing(t *testing.T) {
 		t.Fatalf("churn: %v", err)
 	}
 }
+
+// TestWriteCacheIsTruthful: the caching page says WCE=1 and MODE SENSE says DPOFUA, so Linux
+// sends SYNCHRONIZE CACHE and FUA (which we honour, see TestCrashSafety); Linux probes with
+// a 4-byte allocation length first, which gotgt's MODE SENSE could not answer.
+func TestWriteCacheIsTruthful(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	a, _ := twoTargets(t, s)
+	in, err := n.dial(t, loginOpts{initiator: initA, target: a.IQN, user: a.CHAPUser, secret: a.CHAPSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alloc := range []uint8{4, 255} {
+		r, err := in.command([]byte{0x1a, 0x08, 0x08, 0, alloc, 0}, uint32(alloc), nil) // DBD, caching page
+		if err != nil || r.status != 0 {
+			t.Fatalf("MODE SENSE(6) alloc %d: %v status %d", alloc, err, r.status)
+		}
+		if len(r.data) != int(min(alloc, 4+20)) {
+			t.Errorf("alloc %d: %d bytes", alloc, len(r.data))
+		}
+		if r.data[2]&0x10 == 0 {
+			t.Errorf("alloc %d: DPOFUA not set", alloc)
+		}
+		if alloc > 4 && (r.data[4]&0x3f != 0x08 || r.data[6]&0x04 == 0) {
+			t.Errorf("caching page %x: WCE not set", r.data[4:])
+		}
+	}
+	r, err := in.command([]byte{0x5a, 0x08, 0x08, 0, 0, 0, 0, 0, 4, 0}, 4, nil) // MODE SENSE(10), alloc 4
+	if err != nil || r.status != 0 || len(r.data) != 4 {
+		t.Errorf("MODE SENSE(10) alloc 4: %v status %d, %d bytes", err, r.status, len(r.data))
+	}
+}
