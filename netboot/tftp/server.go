@@ -419,8 +419,10 @@ func (s *Server) resolve(peer *net.UDPAddr, requested string) (*transfer, error)
 	if err != nil {
 		return nil, err
 	}
-	// Read ahead in large chunks: blocks are small and each read would be a syscall.
-	t.size, t.src, t.close = size, s.abortable(bufio.NewReaderSize(f, 256<<10)), func() { f.Close() }
+	// Read ahead in 64 KiB chunks: blocks are small and each read would be a syscall; no
+	// more, as a boot storm runs hundreds of transfers at once.
+	buf := int(min(max(size, 4096), 64<<10))
+	t.size, t.src, t.close = size, s.abortable(bufio.NewReaderSize(f, buf)), func() { f.Close() }
 	return t, nil
 }
 
