@@ -119,7 +119,7 @@ func (h *Head) attacher(d pool.Disk) (Attacher, error) {
 	return a, nil
 }
 
-// planned lists an array's disks: members in slot order, then spares.
+// plannedDisks lists an array's disks: members in slot order, then spares.
 func plannedDisks(a pool.Array) (disks []pool.Disk, roles []string, slots []int) {
 	for i, d := range a.Members {
 		if d.Address != "" {
