@@ -237,9 +237,10 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	stop := context.AfterFunc(ctx, func() { _ = s.Close() })
 	defer stop()
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.serveUDP(pc) }()
 	go func() { defer s.wg.Done(); s.expireLoop() }()
+	go func() { defer s.wg.Done(); s.warm() }()
 	if pm != nil {
 		s.wg.Add(1)
 		go func() {
@@ -282,6 +283,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
+// warm indexes the current version of every export before the first node asks, so a
+// boot storm right after a (re)start does not wait on the walk of a large image.
+func (s *Server) warm() {
+	for _, exp := range s.exports.List() {
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		_, _ = s.h.tree(exp) // failures are logged and retried on use
+	}
+}
+
 func (s *Server) expireLoop() {
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
@@ -290,7 +304,7 @@ func (s *Server) expireLoop() {
 		case <-s.done:
 			return
 		case <-tick.C:
-			s.h.expire(10 * time.Minute)
+			s.h.expire(time.Hour)
 		}
 	}
 }
