@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/gostor/gotgt/pkg/config"
 	"github.com/gostor/gotgt/pkg/scsi"
@@ -111,14 +112,22 @@ func (d *gotgtDriver) Stats() scsi.Stats {
 func (d *gotgtDriver) SetClusterIP(string)           {}
 func (d *gotgtDriver) EnableBlockMultipleHostLogin() {}
 
-// quietGotgt keeps gotgt's logrus output (a warning per CHECK CONDITION) out of the
-// appliance's logs; our transport logs what matters with slog.
-func quietGotgt() {
-	if logrus.GetLevel() >= logrus.InfoLevel {
+// quietGotgt sends gotgt's logrus output (a warning per CHECK CONDITION, errors for
+// commands it cannot do) to the appliance's slog, at debug level: our transport logs what
+// matters. logrus is global; nothing else in DiStoNet uses it.
+func quietGotgt(log *slog.Logger) {
+	gotgtLogOnce.Do(func() {
 		logrus.SetLevel(logrus.ErrorLevel)
-	}
-	if logrus.StandardLogger().Out == nil {
-		logrus.SetOutput(io.Discard)
-	}
-	_ = slog.LevelDebug
+		logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true, DisableQuote: true})
+		logrus.SetOutput(slogWriter{log.With("lib", "gotgt")})
+	})
+}
+
+var gotgtLogOnce sync.Once
+
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

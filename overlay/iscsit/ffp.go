@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 )
 
 // task is one SCSI command on its way through the transport.
@@ -624,5 +623,3 @@ func commandKind(op byte) string {
 	}
 	return "other"
 }
-
-var _ = strings.TrimSpace

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 )
 
@@ -334,5 +333,3 @@ func (in *testInitiator) syncCache() error {
 	}
 	return nil
 }
-
-var _ = strings.Cut

@@ -2,7 +2,6 @@ package iscsit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/distonet/distonet/internal/lab"
 )
@@ -234,8 +232,3 @@ func runChild() int {
 	}
 	return 0
 }
-
-var (
-	_ = time.Second
-	_ = errors.New
-)

@@ -159,7 +159,7 @@ func NewServer(cfg Config, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	quietGotgt()
+	quietGotgt(logger)
 	s := &Server{
 		cfg:      cfg,
 		log:      logger,
