@@ -26,6 +26,7 @@ func ModulesDir() string {
 // ModuleLoader loads modules with their dependencies from one module tree.
 type ModuleLoader struct {
 	Dir  string
+	Sys  string // sysfs mount point (default /sys)
 	deps *initramfs.ModuleDeps
 }
 
@@ -70,6 +71,108 @@ func finitModule(file string) error {
 	}
 	defer f.Close()
 	return unix.FinitModule(int(f.Fd()), "", 0)
+}
+
+// Coldplug loads the named modules the way udev would at boot: a module whose
+// modules.alias entries name PCI or virtio devices is loaded only when such a device is
+// present (NIC drivers for other machines are skipped), every other module always. PCI
+// matches are loaded first, since virtio devices appear only once virtio_pci runs. Without
+// readable PCI modaliases everything is loaded.
+func (l *ModuleLoader) Coldplug(names []string) (loaded int, skipped []string, err error) {
+	sys := l.Sys
+	if sys == "" {
+		sys = "/sys"
+	}
+	gated := busAliases(l.Dir)
+	first, virtio, skipped := planColdplug(names, gated, modaliases(sys+"/bus/pci/devices/*/modalias"))
+	loaded, err = l.Load(first)
+	if len(virtio) > 0 {
+		want, skip := planVirtio(virtio, gated, modaliases(sys+"/bus/virtio/devices/*/modalias"))
+		skipped = append(skipped, skip...)
+		n, err2 := l.Load(want)
+		loaded += n
+		err = errors.Join(err, err2)
+	}
+	return loaded, skipped, err
+}
+
+// planColdplug splits names into those to load now, virtio drivers to decide once the
+// virtio bus is populated, and drivers for PCI devices that are absent.
+func planColdplug(names []string, gated map[string][]string, pci []string) (now, virtio, skipped []string) {
+	if len(pci) == 0 {
+		return names, nil, nil
+	}
+	for _, n := range names {
+		pats := gated[initramfs.ModuleName(n)]
+		switch {
+		case len(pats) == 0, matchAny(pats, pci):
+			now = append(now, n)
+		case hasPrefix(pats, "virtio:"):
+			virtio = append(virtio, n)
+		default:
+			skipped = append(skipped, n)
+		}
+	}
+	return now, virtio, skipped
+}
+
+func planVirtio(names []string, gated map[string][]string, present []string) (want, skipped []string) {
+	for _, n := range names {
+		if matchAny(gated[initramfs.ModuleName(n)], present) {
+			want = append(want, n)
+		} else {
+			skipped = append(skipped, n)
+		}
+	}
+	return want, skipped
+}
+
+// busAliases maps module names to their pci: and virtio: alias patterns.
+func busAliases(dir string) map[string][]string {
+	out := map[string][]string{}
+	b, err := os.ReadFile(filepath.Join(dir, "modules.alias"))
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "alias" && (strings.HasPrefix(f[1], "pci:") || strings.HasPrefix(f[1], "virtio:")) {
+			name := initramfs.ModuleName(f[2])
+			out[name] = append(out[name], f[1])
+		}
+	}
+	return out
+}
+
+func modaliases(glob string) []string {
+	files, _ := filepath.Glob(glob)
+	var out []string
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			out = append(out, strings.TrimSpace(string(b)))
+		}
+	}
+	return out
+}
+
+func matchAny(patterns, aliases []string) bool {
+	for _, p := range patterns {
+		for _, a := range aliases {
+			if ok, _ := path.Match(p, a); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasPrefix(patterns []string, prefix string) bool {
+	for _, p := range patterns {
+		if strings.HasPrefix(p, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadList reads the initramfs's list of modules to load at boot.

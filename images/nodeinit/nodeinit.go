@@ -265,13 +265,17 @@ func (n *node) loadModules(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	count, err := l.Load(names)
+	count, skipped, err := l.Coldplug(names)
 	if err != nil {
 		// Some modules failing (a CPU without crc32c-intel, say) does not stop the boot;
 		// the step that needs one says so.
 		n.say("modules", "some failed: %v", err)
 	}
-	return fmt.Sprintf("loaded %d for kernel %s", count, filepath.Base(dir)), nil
+	msg := fmt.Sprintf("loaded %d for kernel %s", count, filepath.Base(dir))
+	if len(skipped) > 0 {
+		msg += " (no device for " + strings.Join(skipped, " ") + ")"
+	}
+	return msg, nil
 }
 
 // waitEntropy waits for the kernel's random pool, which DHCP's transaction ids need, and

@@ -213,7 +213,7 @@ func TestResolveAlias(t *testing.T) {
 	tests := map[string][]string{
 		"crypto-crc32c": {"crc32c_generic"},
 		"fs-overlay":    {"overlay"},
-		"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00": {"virtio_net"},
+		"pci:v00008086d0000100Esv00008086sd0000001Ebc02sc00i00": {"e1000"},
 		"fs-xfs": nil,
 	}
 	for in, want := range tests {
