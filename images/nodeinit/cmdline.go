@@ -14,7 +14,7 @@ type Cmdline struct {
 	Token  string           // distonet.token=
 	MAC    net.HardwareAddr // BOOTIF=01-aa-bb-cc-dd-ee-ff (nil: first NIC with a link)
 	Rescue bool             // distonet.rescue: stop in a shell before switch_root
-	Debug  bool             // distonet.debug: more console output
+	Debug  bool             // distonet.debug: print the boot config (without secrets)
 }
 
 // ParseCmdline reads /proc/cmdline's text. Unknown words are the kernel's or the image's.

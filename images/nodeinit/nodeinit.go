@@ -330,6 +330,12 @@ func (n *node) fetchConfig(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("save %s: %w", BootConfigFile, err)
 	}
 	n.boot = cfg
+	if n.cmd.Debug {
+		// Everything but the secrets.
+		n.say("config", "nfs %s:%s options %q; iscsi %s %s LUN %d as %s (CHAP user %q); overlay %q; donate %s",
+			cfg.NFS.Server, cfg.NFS.Path, NFSMountData(cfg.NFS), cfg.ISCSI.Portal, cfg.ISCSI.Target, cfg.ISCSI.LUN,
+			cfg.ISCSI.Initiator, cfg.ISCSI.CHAPUser, cfg.Overlay.Options, cfg.Donate.Mode)
+	}
 	if cfg.AgentToken != "" {
 		// The boot token may be single-use; the agent token lasts the whole boot.
 		n.rep.Token = cfg.AgentToken
