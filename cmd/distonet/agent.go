@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 	_ "time/tzdata" // nodes have no zoneinfo; windows are read in the appliance's zone
@@ -17,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/distonet/distonet/donate/agent"
+	"github.com/distonet/distonet/donate/pool/head"
 	"github.com/distonet/distonet/internal/bootconfig"
 	"github.com/distonet/distonet/overlay/iscsit"
 )
@@ -79,6 +82,24 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if bc.Role == "pool-head" {
+				// This node assembles the pool: run the head beside the agent, on the
+				// appliance's plan, with the node's own token.
+				srv, err := head.NewServer(head.ServerConfig{
+					Head:     head.New(head.Config{Logger: log.With("svc", "pool-head")}),
+					Registry: &headClient{base: strings.TrimRight(bc.Server, "/"), token: bc.AgentToken, client: &http.Client{Timeout: 30 * time.Second}},
+					Location: loc, Name: bc.Node, Logger: log.With("svc", "pool-head"),
+				})
+				if err != nil {
+					return err
+				}
+				go func() {
+					if err := srv.Serve(ctx); err != nil {
+						log.Error("pool head stopped", "err", err)
+					}
+				}()
+				log.Info("pool head running on this node")
+			}
 			log.Info("donation agent running", "server", bc.Server, "interface", iface, "mode", bc.Donate.Mode)
 			return a.Run(ctx)
 		},

@@ -151,7 +151,7 @@ func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 	ip := b.cfg.ServerIP().String()
 	nfsPort, mountPort := portOf(b.cfg.NFS.Listen, "2049"), portOf(b.cfg.NFS.Listen, "2049")
 	c := bootconfig.Config{
-		Node: n.Name, Hostname: n.Name, Server: b.cfg.BaseURL(), AgentToken: n.Secrets.AgentToken,
+		Node: n.Name, Hostname: n.Name, Role: n.Role, Server: b.cfg.BaseURL(), AgentToken: n.Secrets.AgentToken,
 		NFS: bootconfig.NFS{
 			Server: ip, Path: "/images/" + n.Image,
 			Options: fmt.Sprintf("vers=3,proto=tcp,port=%s,mountport=%s,mountproto=tcp,nolock,ro,actimeo=600,addr=%s", nfsPort, mountPort, ip),

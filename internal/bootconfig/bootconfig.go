@@ -22,12 +22,14 @@ const (
 
 // Config is what a node needs to build its root and start its agent.
 type Config struct {
-	Node     string  `json:"node"`
-	Hostname string  `json:"hostname"`
-	NFS      NFS     `json:"nfs"`
-	ISCSI    ISCSI   `json:"iscsi"`
-	Overlay  Overlay `json:"overlay"`
-	Donate   Donate  `json:"donate"`
+	Node     string `json:"node"`
+	Hostname string `json:"hostname"`
+	// Role is "pool-head" for the node that assembles the pool; its agent runs the pool head.
+	Role    string  `json:"role,omitempty"`
+	NFS     NFS     `json:"nfs"`
+	ISCSI   ISCSI   `json:"iscsi"`
+	Overlay Overlay `json:"overlay"`
+	Donate  Donate  `json:"donate"`
 	// AgentToken authenticates the donation agent to the appliance for the whole boot
 	// (the boot token is single-use).
 	AgentToken string `json:"agent_token"`
