@@ -14,6 +14,7 @@ const (
 	resultBadRequest = "bad_request" // malformed request
 	resultFailed     = "failed"      // started but did not finish (client gone, client error)
 	resultShutdown   = "shutdown"    // aborted because the server closed
+	resultBusy       = "busy"        // refused: Config.MaxTransfers reached
 )
 
 type metrics struct {
@@ -38,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	// Pre-create every label so dashboards show zeroes rather than gaps.
-	for _, r := range []string{resultOK, resultNotFound, resultDenied, resultBadRequest, resultFailed, resultShutdown} {
+	for _, r := range []string{resultOK, resultNotFound, resultDenied, resultBadRequest, resultFailed, resultShutdown, resultBusy} {
 		m.transfers.WithLabelValues(r)
 	}
 	if reg != nil {

@@ -58,6 +58,9 @@ type Config struct {
 	MaxBlockSize int
 	// MaxWindow caps windowsize (RFC 7440); default 64; a negative value refuses the option.
 	MaxWindow int
+	// MaxTransfers caps concurrent transfers (each holds an open file, a socket and
+	// buffers); requests beyond it get an ERROR and the client retries. Default 1000.
+	MaxTransfers int
 	// ShutdownGrace bounds Close: transfers still running after it are abandoned (a dead
 	// client would otherwise hold a transfer for Timeout×Retries). Default 1s.
 	ShutdownGrace time.Duration
@@ -80,6 +83,9 @@ func (c *Config) setDefaults() {
 	c.MaxBlockSize = max(c.MaxBlockSize, defaultBlockSize)
 	if c.MaxWindow == 0 {
 		c.MaxWindow = 64
+	}
+	if c.MaxTransfers <= 0 {
+		c.MaxTransfers = 1000
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = time.Second
@@ -324,9 +330,14 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	key := peer.String()
 	s.mu.Lock()
 	_, dup := s.busy[key]
+	full := len(s.busy) >= s.cfg.MaxTransfers
 	s.mu.Unlock()
 	if dup || s.closing.Load() {
 		return // a retransmitted RRQ: the transfer already answers it
+	}
+	if full {
+		s.refuse(peer, src, req.Filename, ErrorPacket{Code: ErrUndefined, Message: "server busy, retry later"}, resultBusy, nil)
+		return
 	}
 	t, err := s.resolve(peer, req.Filename)
 	if err != nil {

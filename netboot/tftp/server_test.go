@@ -598,3 +598,22 @@ func TestRetransmittedRequest(t *testing.T) {
 		t.Errorf("%v transfers, want 1", got)
 	}
 }
+
+func TestMaxTransfers(t *testing.T) {
+	b := newBed(t, Config{MaxTransfers: 1})
+	first := newRawClient(t, b)
+	first.request("big.bin", "octet")
+	first.recv() // block 1, not acknowledged: the transfer stays open
+	second := newRawClient(t, b)
+	second.request("small.bin", "octet")
+	var e ErrorPacket
+	if err := e.UnmarshalBinary(second.recv()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(e.Message, "busy") {
+		t.Errorf("got %+v, want a busy refusal", e)
+	}
+	if got := value(t, b.srv.metrics.transfers.WithLabelValues(resultBusy)); got != 1 {
+		t.Errorf("busy count %v, want 1", got)
+	}
+}
