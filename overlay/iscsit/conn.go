@@ -108,7 +108,7 @@ func loginResult(err error) string {
 	switch le.status {
 	case statusAuthFailed:
 		return "auth_failed"
-	case statusNotFound:
+	case statusNotFound, statusServiceUnavailable:
 		return "not_found"
 	case statusNotAuthorized:
 		return "not_allowed"

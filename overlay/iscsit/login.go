@@ -10,26 +10,27 @@ import (
 
 // Login status classes and details (RFC 7143 §11.13.5).
 const (
-	statusSuccess         = 0x0000
-	statusInitiatorError  = 0x0200
-	statusAuthFailed      = 0x0201
-	statusNotAuthorized   = 0x0202
-	statusNotFound        = 0x0203
-	statusUnsupportedVer  = 0x0205
-	statusTooManyConns    = 0x0206
-	statusMissingParam    = 0x0207
-	statusSessionNotExist = 0x020a
-	statusTargetError     = 0x0300
-	statusOutOfResources  = 0x0302
-	stageSecurity         = 0
-	stageOperational      = 1
-	stageFullFeature      = 3
-	loginMaxData          = 65536
-	targetPortalGroupTag  = "1"
-	sessionTypeDiscovery  = "Discovery"
-	sessionTypeNormal     = "Normal"
-	loginFlagTransit      = 0x80
-	loginFlagContinue     = 0x40
+	statusSuccess            = 0x0000
+	statusInitiatorError     = 0x0200
+	statusAuthFailed         = 0x0201
+	statusNotAuthorized      = 0x0202
+	statusNotFound           = 0x0203
+	statusUnsupportedVer     = 0x0205
+	statusTooManyConns       = 0x0206
+	statusMissingParam       = 0x0207
+	statusSessionNotExist    = 0x020a
+	statusTargetError        = 0x0300
+	statusServiceUnavailable = 0x0301
+	statusOutOfResources     = 0x0302
+	stageSecurity            = 0
+	stageOperational         = 1
+	stageFullFeature         = 3
+	loginMaxData             = 65536
+	targetPortalGroupTag     = "1"
+	sessionTypeDiscovery     = "Discovery"
+	sessionTypeNormal        = "Normal"
+	loginFlagTransit         = 0x80
+	loginFlagContinue        = 0x40
 )
 
 type authState int
@@ -223,6 +224,9 @@ func (l *login) identify(kv TextParams, tsih uint16) error {
 	}
 	t := l.c.srv.lookup(tn)
 	if t == nil {
+		if l.c.srv.starting() {
+			return failLogin(statusServiceUnavailable, "target %s not (yet) there, server starting", tn)
+		}
 		return failLogin(statusNotFound, "target %s not found", tn)
 	}
 	if !t.spec.allows(name) {

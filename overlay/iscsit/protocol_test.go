@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -345,5 +346,27 @@ func TestWriteCacheIsTruthful(t *testing.T) {
 	r, err := in.command([]byte{0x5a, 0x08, 0x08, 0, 0, 0, 0, 0, 4, 0}, 4, nil) // MODE SENSE(10), alloc 4
 	if err != nil || r.status != 0 || len(r.data) != 4 {
 		t.Errorf("MODE SENSE(10) alloc 4: %v status %d, %d bytes", err, r.status, len(r.data))
+	}
+}
+
+// TestStartupGrace: right after start, a login to a target not added yet is told to retry
+// (status class 3) instead of "not found", which initiators treat as final.
+func TestStartupGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		grace time.Duration
+		want  string
+	}{
+		{"within grace", 0, "status 0x0301"},
+		{"grace disabled", -1, "status 0x0203"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newTestNet(t)
+			n.startServer(t, Config{StartupGrace: tc.grace})
+			_, err := n.dial(t, loginOpts{initiator: initA, target: IQNForNode("notyet"), user: "u", secret: "s"})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("login to a missing target: %v, want %s", err, tc.want)
+			}
+		})
 	}
 }

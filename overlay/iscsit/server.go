@@ -34,6 +34,11 @@ type Config struct {
 	QueueDepth int
 	// LoginTimeout bounds the whole login phase of a connection. Default 15s.
 	LoginTimeout time.Duration
+	// StartupGrace is how long after Serve starts a login to an unknown target is answered
+	// "service unavailable" (retry later) rather than "not found": after an appliance
+	// restart the nodes log back in while the targets are still being added, and
+	// initiators give up on "not found". Default 30s; negative disables it.
+	StartupGrace time.Duration
 	// Metrics, when set, receives the server's Prometheus collectors.
 	Metrics prometheus.Registerer
 }
@@ -50,6 +55,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LoginTimeout <= 0 {
 		c.LoginTimeout = 15 * time.Second
+	}
+	if c.StartupGrace == 0 {
+		c.StartupGrace = 30 * time.Second
 	}
 }
 
@@ -141,6 +149,7 @@ type Server struct {
 	nextTSIH uint16
 	conns    map[*conn]struct{}
 	lns      map[net.Listener]struct{}
+	started  time.Time // first ServeListener
 	closed   bool
 	wg       sync.WaitGroup
 }
@@ -343,6 +352,13 @@ func (s *Server) Targets() []string {
 	return out
 }
 
+// starting reports whether the server is within its StartupGrace.
+func (s *Server) starting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.StartupGrace > 0 && time.Since(s.started) < s.cfg.StartupGrace
+}
+
 func (s *Server) lookup(iqn string) *target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -369,6 +385,9 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		return errors.New("iscsi server closed")
 	}
 	s.lns[ln] = struct{}{}
+	if s.started.IsZero() {
+		s.started = time.Now()
+	}
 	s.mu.Unlock()
 	s.log.Info("iscsi target listening", "addr", ln.Addr().String())
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
