@@ -72,7 +72,7 @@ const (
 	writeBudget = 64 << 20 // bytes written per run, unless the time cap hits first
 	readBudget  = 128 << 20
 	timeCap     = 4 * time.Second
-	rounds      = 3       // interleaved rounds; the median is reported (the cores are shared)
+	rounds      = 5       // interleaved rounds; the median is reported (the cores are shared)
 	chunk       = 4 << 20 // bytes per ReadAt/WriteAt call: many frames, 16 in flight
 )
 

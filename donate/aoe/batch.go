@@ -3,7 +3,6 @@ package aoe
 import (
 	"errors"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -27,10 +26,6 @@ type batchIO struct {
 	msgs []mmsghdr
 	iovs []unix.Iovec
 	bufs [][]byte // scratch for callers
-	// blocking: the socket is in blocking mode with a receive timeout, so recv sleeps in
-	// the kernel like vblade's read() instead of going through the netpoller (one epoll
-	// round trip and a goroutine wake-up less per frame when frames trickle in).
-	blocking bool
 }
 
 func newBatchIO(rc syscall.RawConn) *batchIO {
@@ -55,16 +50,8 @@ func (b *batchIO) recv(bufs [][]byte, lens []int) (int, error) {
 	msgs := b.setup(bufs)
 	var n int
 	var serr error
-	flags := uintptr(unix.MSG_DONTWAIT)
-	if b.blocking {
-		flags = unix.MSG_WAITFORONE
-	}
 	err := b.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), flags, 0, 0)
-		if b.blocking && (e == unix.EAGAIN || e == unix.EINTR) {
-			serr = errRecvTimeout
-			return true
-		}
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EAGAIN || e == unix.EINTR {
 			return false
 		}
@@ -84,22 +71,6 @@ func (b *batchIO) recv(bufs [][]byte, lens []int) (int, error) {
 		lens[i] = int(msgs[i].len)
 	}
 	return n, nil
-}
-
-// errRecvTimeout is a blocking receive that hit SO_RCVTIMEO: time to check for shutdown.
-var errRecvTimeout = errors.New("receive timeout")
-
-// setBlocking puts the socket in blocking mode with a receive timeout (see batchIO.blocking).
-func setBlocking(rc syscall.RawConn, timeout time.Duration) error {
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		if serr = unix.SetNonblock(int(fd), false); serr != nil {
-			return
-		}
-		tv := unix.NsecToTimeval(timeout.Nanoseconds())
-		serr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	})
-	return errors.Join(err, serr)
 }
 
 // send transmits every frame in bufs (a bound packet socket needs no address).
