@@ -1,0 +1,110 @@
+package nfsroot
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	nfs "github.com/willscott/go-nfs"
+
+	"github.com/distonet/distonet/nfsroot/oncrpc"
+)
+
+// Calls sent back to back on one connection, as the kernel sends them, run concurrently
+// and every reply comes back whole (big READs go out with sendfile, small ones copied),
+// matched to its call by XID.
+func TestPipelinedCalls(t *testing.T) {
+	im := newImage(t, "pipelined\n")
+	ex := newFakeExports()
+	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
+	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8")}, ex, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	c := dialNFS(t, nil, s.Addr().String(), 0, 0)
+	busybox := c.walk(c.mustMount(exportPath), "bin/busybox")
+	want, err := os.ReadFile(filepath.Join(im.root, "bin/busybox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	type req struct {
+		off   uint64
+		count uint32
+	}
+	reqs := map[uint32]req{}
+	var stream []byte
+	for i := range 96 {
+		// Offsets and sizes that cross the sendfile threshold and end unaligned.
+		r := req{off: uint64(i) * 33331, count: uint32(1000 + (i%4)*30001)}
+		xid := uint32(1000 + i)
+		reqs[xid] = r
+		args := oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendOpaque(nil, busybox), r.off), r.count)
+		msg, _ := (&oncrpc.Call{XID: xid, Prog: progNFS, Vers: 3, Proc: uint32(nfs.NFSProcedureRead), Cred: oncrpc.SysCred("p", 0, 0), Args: args}).MarshalBinary()
+		mark := oncrpc.RecordMark(len(msg))
+		stream = append(append(stream, mark[:]...), msg...)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _, _ = conn.Write(stream) }()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	for range len(reqs) {
+		rec, err := oncrpc.ReadRecord(br, nil, 2<<20)
+		if err != nil {
+			t.Fatalf("reply: %v", err)
+		}
+		var rep oncrpc.Reply
+		if err := rep.UnmarshalBinary(rec); err != nil {
+			t.Fatal(err)
+		}
+		r, ok := reqs[rep.XID]
+		if !ok {
+			t.Fatalf("reply to unknown or repeated xid %d", rep.XID)
+		}
+		delete(reqs, rep.XID)
+		d := oncrpc.NewDecoder(rep.Results)
+		if st := nfs.NFSStatus(d.Uint32("status")); st != nfs.NFSStatusOk {
+			t.Fatalf("xid %d: %v", rep.XID, st)
+		}
+		decodePostOp(d)
+		n := d.Uint32("count")
+		d.Bool("eof")
+		data := d.Opaque("data", 1<<21)
+		if d.Err != nil || len(d.B) != 0 {
+			t.Fatalf("xid %d: reply malformed (%v, %d trailing bytes)", rep.XID, d.Err, len(d.B))
+		}
+		start := min(int(r.off), len(want))
+		end := min(int(r.off)+int(r.count), len(want))
+		if int(n) != end-start || !bytes.Equal(data, want[start:end]) {
+			t.Fatalf("xid %d: %d bytes at %d differ from the file", rep.XID, n, r.off)
+		}
+	}
+	if len(reqs) != 0 {
+		t.Errorf("%d calls got no reply", len(reqs))
+	}
+	wg.Wait()
+}
