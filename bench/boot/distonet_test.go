@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distonet/distonet/images/qemu"
 	"github.com/distonet/distonet/images/qemu/classic"
 	"github.com/distonet/distonet/internal/demolab"
 	"github.com/distonet/distonet/internal/lab"
@@ -66,7 +67,7 @@ func bootDiStoNet(b *testing.B, bin, dir string, i int) (first, again time.Durat
 	if err := d.Start(); err != nil {
 		b.Fatal(err)
 	}
-	vm, err := d.BootNode(ctx, "node1", mac, nil, nil, "")
+	vm, err := d.BootNode(ctx, "node1", mac, qemu.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

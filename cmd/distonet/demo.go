@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/distonet/distonet/images/debian"
+	"github.com/distonet/distonet/images/qemu"
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/demolab"
 )
@@ -132,7 +133,7 @@ func runDemo(ctx context.Context, t *demolab.T, bin, dir string, nodes int, keep
 			}
 			defer logf.Close()
 			fmt.Fprintf(out, "== %s (%s): powering on, console in %s\n", n.name, n.mac, logf.Name())
-			vm, err := d.BootNode(bootCtx, n.name, n.mac, nil, logf, "")
+			vm, err := d.BootNode(bootCtx, n.name, n.mac, qemu.Options{Serial: logf})
 			if err != nil {
 				errs[i] = err
 				return

@@ -121,7 +121,7 @@ func TestE2EPXEBootPersistentRoot(t *testing.T) {
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := d.BootNode(context.Background(), "n1", mac, nil, consoleLog(t, "n1"), "")
+	vm, err := d.BootNode(context.Background(), "n1", mac, qemu.Options{Serial: consoleLog(t, "n1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,11 +206,11 @@ func TestE2EEnrollTwoNodesAndDonate(t *testing.T) {
 	if err := os.Truncate(spare, 2<<30); err != nil { // sparse; the agent's policy wants ≥ 1 GiB
 		t.Fatal(err)
 	}
-	vmA, err := d.BootNode(context.Background(), "na", macA, []string{spare}, consoleLog(t, "na"), "")
+	vmA, err := d.BootNode(context.Background(), "na", macA, qemu.Options{Disks: []string{spare}, Serial: consoleLog(t, "na")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vmB, err := d.BootNode(context.Background(), "nb", macB, nil, consoleLog(t, "nb"), "")
+	vmB, err := d.BootNode(context.Background(), "nb", macB, qemu.Options{Serial: consoleLog(t, "nb")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,4 +292,41 @@ func slicesContains(ls []listed, mac, state string) bool {
 		}
 	}
 	return false
+}
+
+// The legacy path: a UEFI machine (OVMF) whose own PXE client is not iPXE gets snponly.efi
+// from the appliance's TFTP server, which chains into iPXE, which fetches the node script over
+// HTTP — no chainload loop — and the node boots to the image's init.
+func TestE2EUEFIFirmwarePXEChainloadsIPXE(t *testing.T) {
+	e2e(t)
+	const ovmf = "/usr/share/ovmf/OVMF.fd"
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Fatalf("UEFI firmware: %v (Debian package ovmf)", err)
+	}
+	d := newE2ELab(t)
+	const mac = "52:54:00:e2:ef:01"
+	if _, err := d.CLI("node", "add", "uefi1", "--mac", mac, "--image", "demo"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// No option ROM: OVMF's own virtio-net driver and PXE client, not iPXE's.
+	vm, err := d.BootNode(context.Background(), "uefi1", mac, qemu.Options{NIC: "virtio-net-pci,romfile=", Serial: consoleLog(t, "uefi1"),
+		Extra: []string{"-bios", ovmf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, root := waitInit(t, vm, "UEFI PXE boot")
+	if host != "uefi1" || root != "overlay" {
+		t.Fatalf("hostname=%s root=%s", host, root)
+	}
+	out, err := d.CLI("node", "show", "uefi1", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"message": "PXE ROM"`) {
+		t.Errorf("the timeline does not start with the firmware's own PXE request:\n%s", out)
+	}
+	t.Logf("UEFI firmware PXE → TFTP snponly.efi → iPXE → HTTP → image init in %s", vm.Elapsed().Round(time.Second))
 }

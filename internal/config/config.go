@@ -150,7 +150,7 @@ func Default() Config {
 			Root:   "/usr/lib/ipxe",
 			BootFiles: map[string]string{
 				"bios":       "undionly.kpxe",
-				"efi-x86_64": "ipxe.efi",
+				"efi-x86_64": "snponly.efi", // a regular file; Debian's ipxe.efi is a symlink out of the TFTP root
 				"efi-arm64":  "ipxe-arm64.efi",
 			},
 		},

@@ -175,14 +175,17 @@ func (d *Lab) Get(path string) (string, error) {
 	return string(raw), nil
 }
 
-// BootNode starts a QEMU guest that PXE-boots from the lab on a new tap.
-func (d *Lab) BootNode(ctx context.Context, name, mac string, disks []string, serial io.Writer, nic string) (*qemu.VM, error) {
-	tap := d.NS.Tap(d.Bridge)
-	vm, err := qemu.Start(ctx, qemu.Options{Netns: d.NS.Name(), Tap: tap, MAC: mac, NIC: nic, NetBoot: true, Disks: disks,
-		MemoryMB: 768, Serial: serial,
-		// TCG's default CPU lacks RDRAND; without it (or a virtio-rng) the guest kernel's
-		// entropy pool is not ready when the node init's DHCP client asks for a random xid.
-		Extra: []string{"-cpu", "max"}})
+// BootNode starts a QEMU guest that PXE-boots from the lab on a new tap. o may set the NIC,
+// disks, firmware (Extra) and console; the lab fills in the namespace, tap, MAC and NetBoot.
+func (d *Lab) BootNode(ctx context.Context, name, mac string, o qemu.Options) (*qemu.VM, error) {
+	o.Netns, o.Tap, o.MAC, o.NetBoot = d.NS.Name(), d.NS.Tap(d.Bridge), mac, true
+	if o.MemoryMB == 0 {
+		o.MemoryMB = 768
+	}
+	// TCG's default CPU lacks RDRAND; without it (or a virtio-rng) the guest kernel's
+	// entropy pool is not ready when the node init's DHCP client asks for a random xid.
+	o.Extra = append([]string{"-cpu", "max"}, o.Extra...)
+	vm, err := qemu.Start(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}
