@@ -18,6 +18,9 @@
 // fdatasync across outstanding tags; Unsafe turns that off), and the MAC mask list, the
 // reserve list and the config string survive restarts in a state file.
 //
+// The data path moves frames with recvmmsg/sendmmsg (a batch per system call), copies reads
+// from a read-only mapping of the device, writes with pwrite, and allocates nothing per frame.
+//
 // This package leaves disk choice and safety checks to donate/disk and scheduling to the
 // agent; it never imports another protocol package.
 package aoe
