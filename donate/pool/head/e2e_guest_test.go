@@ -30,9 +30,12 @@ func guestMain() int {
 		return 1
 	}
 	g := &guest{ctl: ctl}
-	if os.Getenv(guestEnv) == "iscsi" {
+	switch os.Getenv(guestEnv) {
+	case "iscsi":
 		err = g.iscsiScenario()
-	} else {
+	case "retire":
+		err = g.retireScenario()
+	default:
 		err = g.scenario()
 	}
 	ctl.Result(err)

@@ -257,3 +257,20 @@ func TestUnescapeMount(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMdstatHotReplaceOverAoE(t *testing.T) {
+	st, err := ParseMdstat(fixture(t, "c-mdstat-replacing-aoe.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []MdstatArray{{Device: "md127", Active: true, Level: "raid6", Blocks: 192512, RaidDisks: 4, InSync: 4, Status: "UUUU",
+		Members: []MdstatMember{{Name: "etherd/e5.0", Slot: 4, Replacement: true}, {Name: "etherd/e4.0", Slot: 3}, {Name: "etherd/e3.0", Slot: 2},
+			{Name: "etherd/e2.0", Slot: 1}, {Name: "etherd/e1.0", Slot: 0}},
+		Action: "recovery", Progress: 1.0, Finish: "1.0min", Speed: "1432K/sec", Bitmap: "1/1 pages [4KB], 65536KB chunk"}}
+	if diff := cmp.Diff(want, st.Arrays); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if st.Arrays[0].Degraded() {
+		t.Error("a hot replace is not degraded")
+	}
+}
