@@ -61,7 +61,7 @@ type Config struct {
 	// server mode. Default false: a second DHCP server on a LAN is an outage.
 	IgnoreOtherServers bool
 	// ProbeTimeout is how long the probe waits for another server's offer.
-	// Default: 4s.
+	// Default: 5s (a stock dnsmasq answers ~3.5 s late: it pings first).
 	ProbeTimeout time.Duration
 
 	// SkipProxyDHCPWait adds to each offer for a PXE/iPXE client the options
@@ -108,7 +108,7 @@ func DefaultConfig() Config {
 		Mode:              ModeServer,
 		LeaseTime:         time.Hour,
 		BootFiles:         DefaultBootFiles(),
-		ProbeTimeout:      4 * time.Second,
+		ProbeTimeout:      5 * time.Second,
 		SkipProxyDHCPWait: true,
 		OfferHold:         30 * time.Second,
 		DeclineHold:       10 * time.Minute,
@@ -190,7 +190,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.ProbeTimeout <= 0 {
-		c.ProbeTimeout = 4 * time.Second
+		c.ProbeTimeout = 5 * time.Second
 	}
 	if c.OfferHold <= 0 {
 		c.OfferHold = 30 * time.Second

@@ -74,4 +74,5 @@ const (
 	errSend         = "send"
 	errLeaseLog     = "lease_log"
 	errNoBootFile   = "no_boot_file"
+	errStale        = "stale" // queued longer than staleAfter under overload
 )

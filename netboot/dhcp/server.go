@@ -251,12 +251,17 @@ func (s *Server) closeLog() {
 
 func (s *Server) serveConn(ctx context.Context, conn *net.UDPConn, port int) {
 	buf := make([]byte, 4096)
+	oob := make([]byte, 128)
 	for {
-		n, src, err := conn.ReadFromUDP(buf)
+		n, oobn, _, src, err := conn.ReadMsgUDP(buf, oob)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
+			continue
+		}
+		if at, ok := rxTime(oob[:oobn]); ok && time.Since(at) > staleAfter {
+			s.m.errors.WithLabelValues(errStale).Inc()
 			continue
 		}
 		req, err := dhcpv4.FromBytes(buf[:n])

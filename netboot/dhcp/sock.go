@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,8 @@ func listenUDP(ifname string, port int) (*net.UDPConn, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
 	}
+	// Arrival times let the server skip requests that queued too long (see staleAfter).
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); err != nil {
 		return nil, fmt.Errorf("bind udp socket to %s: %w", ifname, err)
 	}
@@ -119,4 +122,27 @@ func checksum(b []byte, initial uint32) uint16 {
 		sum = sum&0xffff + sum>>16
 	}
 	return ^uint16(sum)
+}
+
+// staleAfter is the age past which a queued request is skipped unanswered.
+// Under overload the receive queue holds seconds of requests; answering ones
+// whose client has already retransmitted (iPXE after 1 s, PXE ROMs after 4 s)
+// or given up only delays the fresh ones behind them, so a storm beyond
+// capacity would otherwise collapse into late answers for everyone.
+const staleAfter = 2 * time.Second
+
+// rxTime returns the kernel's arrival time from SCM_TIMESTAMPNS control data.
+func rxTime(oob []byte) (time.Time, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))
+			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16]))
+			return time.Unix(sec, nsec), true
+		}
+	}
+	return time.Time{}, false
 }

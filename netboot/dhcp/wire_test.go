@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
 )
 
 func TestLeaseRecordText(t *testing.T) {
@@ -418,5 +419,32 @@ func TestExpiredLeaseReused(t *testing.T) {
 	}
 	if n := tb.active(now.Add(2 * time.Minute)); n != 0 {
 		t.Errorf("%d active leases after expiry, want 0", n)
+	}
+}
+
+// The kernel stamps what a timestamping socket receives; rxTime reads it.
+func TestRxTimeFromKernel(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, _ := c.SyscallConn()
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) })
+	before := time.Now()
+	if _, err := c.WriteToUDP([]byte("x"), c.LocalAddr().(*net.UDPAddr)); err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 16), make([]byte, 128)
+	_, oobn, _, _, err := c.ReadMsgUDP(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, ok := rxTime(oob[:oobn])
+	if !ok || at.Before(before.Add(-time.Second)) || at.After(time.Now().Add(time.Second)) {
+		t.Errorf("rxTime = %v, %v; sent at %v", at, ok, before)
+	}
+	if _, ok := rxTime(nil); ok {
+		t.Error("time read from no control data")
 	}
 }
