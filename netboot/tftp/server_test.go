@@ -266,6 +266,7 @@ func TestOptionsAcknowledged(t *testing.T) {
 		opts    []string
 		want    OACK
 		blksize int
+		file    string // default big.bin
 	}{
 		{name: "blksize tsize", opts: []string{"blksize", "1468", "tsize", "0"},
 			want: OACK{{"blksize", "1468"}, {"tsize", size}}, blksize: 1468},
@@ -278,12 +279,15 @@ func TestOptionsAcknowledged(t *testing.T) {
 		{name: "windowsize", opts: []string{"windowsize", "16", "blksize", "1468"},
 			want: OACK{{"windowsize", "16"}, {"blksize", "1468"}}, blksize: 1468},
 		{name: "tiny blksize", opts: []string{"blksize", "8", "tsize", "0"},
-			want: OACK{{"blksize", "8"}, {"tsize", size}}, blksize: 8},
+			want: OACK{{"blksize", "8"}, {"tsize", "1000"}}, blksize: 8, file: "small.bin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.file == "" {
+				tt.file = "big.bin"
+			}
 			c := newRawClient(t, b)
-			c.request(append([]string{"big.bin", "octet"}, tt.opts...)...)
+			c.request(append([]string{tt.file, "octet"}, tt.opts...)...)
 			var got OACK
 			if err := got.UnmarshalBinary(c.recv()); err != nil {
 				t.Fatal(err)
@@ -300,8 +304,8 @@ func TestOptionsAcknowledged(t *testing.T) {
 				t.Fatalf("OACK (-want +got):\n%s", d)
 			}
 			c.ack(0)
-			if file := c.fetch(tt.blksize, nil); !bytes.Equal(file, b.files["big.bin"]) {
-				t.Fatalf("got %d bytes, want %d", len(file), len(b.files["big.bin"]))
+			if file := c.fetch(tt.blksize, nil); !bytes.Equal(file, b.files[tt.file]) {
+				t.Fatalf("got %d bytes, want %d", len(file), len(b.files[tt.file]))
 			}
 		})
 	}
