@@ -173,10 +173,31 @@ func (s *Server) Reconcile(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	var errs []error
+	inPlan := map[string]bool{}
 	for _, a := range l.Arrays {
+		inPlan[a.Name] = true
 		if err := s.reconcileArray(ctx, a, state, now); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// An array this server brought up that the plan dropped is stopped cleanly.
+	s.mu.Lock()
+	var gone []pool.Array
+	for name, a := range s.up {
+		if !inPlan[name] {
+			gone = append(gone, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range gone {
+		if err := s.cfg.Head.Stop(ctx, a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.log.Info("pool array dropped from the plan: stopped", "array", a.Name, "stage", "stop")
+		s.mu.Lock()
+		delete(s.up, a.Name)
+		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

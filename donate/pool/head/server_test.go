@@ -256,3 +256,35 @@ func TestServerWaitsForLateDonorsBeforeAssemblingDegraded(t *testing.T) {
 		t.Errorf("not assembled after the grace: %q", r.run.calls)
 	}
 }
+
+func TestServerStopsAnArrayDroppedFromThePlan(t *testing.T) {
+	a := data0(fixtureUUID)
+	a.Spares = nil
+	reg := &fakeRegistry{layout: pool.Layout{Arrays: []pool.Array{a}}, members: inventoryOf(a)}
+	script := map[string][]reply{
+		mdadmDet:                     {ok(string(fixture(t, "detail-clean.txt")))},
+		"mdadm --stop /dev/md/data0": {ok("")},
+	}
+	r := newRig(t, devMap(1, 2, 3, 4), script)
+	r.head.cfg.Filesystem = ""
+	s, err := NewServer(ServerConfig{Head: r.head, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reg.mu.Lock()
+	reg.layout = pool.Layout{Arrays: []pool.Array{}}
+	reg.mu.Unlock()
+	r.run.calls = nil
+	if err := s.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{mdadmDet, "mdadm --stop /dev/md/data0"}, r.run.calls); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"aoe:e1.0", "aoe:e2.0", "aoe:e3.0", "aoe:e4.0"}, r.at.detached); diff != "" {
+		t.Errorf("released (-want +got):\n%s", diff)
+	}
+}
