@@ -413,6 +413,9 @@ func TestPlanPropertiesOnRandomInventories(t *testing.T) {
 			got, _ := Plan(Layout{}, inv, opts)
 			checkInvariants(t, got, inv, opts, true)
 
+			// Nothing left over could have formed another array.
+			checkMaximal(t, got, inv, opts)
+
 			// Order of the inventory does not matter.
 			shuffled := slices.Clone(inv)
 			r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
@@ -495,5 +498,43 @@ func TestPlanWarnsWhenAKeptArrayBreaksADomainRule(t *testing.T) {
 	}
 	if !strings.Contains(reasonText(reasons), "group A now holds 3 members, more than 2") {
 		t.Errorf("reasons:\n%s", reasonText(reasons))
+	}
+}
+
+// checkMaximal verifies that the disks a fresh plan left unused cannot form an array among
+// themselves: for each as the largest, the most members the rules allow is below MinMembers.
+func checkMaximal(t *testing.T, l Layout, inv []Member, o Options) {
+	t.Helper()
+	o = o.withDefaults()
+	used := map[string]bool{}
+	for _, a := range l.Arrays {
+		for _, d := range append(slices.Clone(a.Members), a.Spares...) {
+			used[d.ID()] = true
+		}
+	}
+	p := &planner{opts: o, used: used, names: map[string]bool{}}
+	p.admit(inv)
+	for _, w := range p.classes() {
+		free := p.free(w)
+		for i, anchor := range free {
+			floor := p.sizeFloor(anchor.SizeBytes)
+			nodes, groups, n := map[string]bool{}, map[string]int{}, 0
+			for _, m := range free[i:] {
+				if m.SizeBytes < floor {
+					break
+				}
+				if nodes[m.Node] || (m.Group != "" && groups[m.Group] >= o.MaxPerGroup) {
+					continue
+				}
+				nodes[m.Node] = true
+				if m.Group != "" {
+					groups[m.Group]++
+				}
+				n++
+			}
+			if n >= o.MinMembers {
+				t.Fatalf("class %q: %d unused disks from %s could have formed an array", w, n, anchor.ID())
+			}
+		}
 	}
 }
