@@ -48,8 +48,11 @@ type Config struct {
 
 	// BootHTTPBase is the appliance's HTTP root as clients reach it, e.g.
 	// "http://10.202.0.1". iPXE clients get <BootHTTPBase>/boot/<mac>.ipxe;
-	// UEFI HTTP boot clients get <BootHTTPBase>/boot/<BootFiles[arch]>.
+	// UEFI HTTP boot clients get <BootHTTPBase><HTTPBootPrefix><BootFiles[arch]>.
 	BootHTTPBase string
+	// HTTPBootPrefix is the URL path under which the HTTP server serves the
+	// iPXE binaries to UEFI HTTP boot clients. Default: "/boot/".
+	HTTPBootPrefix string
 	// TFTPServer is sent as next-server (siaddr) to PXE ROMs. Default: ServerIP.
 	TFTPServer net.IP
 	// BootFiles maps a client architecture to the iPXE binary it loads (a
@@ -115,6 +118,7 @@ func DefaultConfig() Config {
 		Workers:           16,
 		Port:              67,
 		PXEPort:           4011,
+		HTTPBootPrefix:    "/boot/",
 	}
 }
 
@@ -175,6 +179,12 @@ func (c *Config) validate() error {
 			bad("boot_http_base", "%q is not an http(s) URL", c.BootHTTPBase)
 		}
 		c.BootHTTPBase = strings.TrimRight(c.BootHTTPBase, "/")
+	}
+	if c.HTTPBootPrefix == "" {
+		c.HTTPBootPrefix = "/boot/"
+	}
+	if !strings.HasPrefix(c.HTTPBootPrefix, "/") || !strings.HasSuffix(c.HTTPBootPrefix, "/") {
+		bad("http_boot_prefix", "%q must start and end with /", c.HTTPBootPrefix)
 	}
 	if c.TFTPServer == nil {
 		c.TFTPServer = c.ServerIP

@@ -71,7 +71,7 @@ func (s *Server) bootFor(ci ClientInfo) (bootInfo, bool) {
 			return bootInfo{}, false
 		}
 		if !strings.Contains(f, "://") {
-			f = s.cfg.BootHTTPBase + "/boot/" + strings.TrimLeft(f, "/")
+			f = s.cfg.BootHTTPBase + s.cfg.HTTPBootPrefix + strings.TrimLeft(f, "/")
 		}
 		return bootInfo{file: f, viaHTTP: true, httpClient: true}, true
 	case pxe:

@@ -448,3 +448,51 @@ func TestRxTimeFromKernel(t *testing.T) {
 		t.Error("time read from no control data")
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	good := func() Config {
+		_, subnet, _ := net.ParseCIDR("10.0.0.0/24")
+		c := DefaultConfig()
+		c.Interface, c.ServerIP, c.Subnet = "eth0", net.ParseIP("10.0.0.1"), subnet
+		c.RangeStart, c.RangeEnd = net.ParseIP("10.0.0.10"), net.ParseIP("10.0.0.20")
+		return c
+	}
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   []string // "" for valid
+	}{
+		{"valid", func(*Config) {}, nil},
+		{"proxy needs no range", func(c *Config) { c.Mode, c.RangeStart, c.RangeEnd = ModeProxy, nil, nil }, nil},
+		{"bad mode", func(c *Config) { c.Mode = "relay" }, []string{"dhcp.mode"}},
+		{"no interface", func(c *Config) { c.Interface = "" }, []string{"dhcp.interface"}},
+		{"server outside subnet", func(c *Config) { c.ServerIP = net.ParseIP("10.9.0.1") }, []string{"dhcp.server_ip"}},
+		{"range reversed", func(c *Config) { c.RangeStart, c.RangeEnd = c.RangeEnd, c.RangeStart }, []string{"dhcp.range"}},
+		{"range outside", func(c *Config) { c.RangeEnd = net.ParseIP("10.0.1.5") }, []string{"dhcp.range"}},
+		{"short lease", func(c *Config) { c.LeaseTime = time.Second }, []string{"dhcp.lease_time"}},
+		{"bad base", func(c *Config) { c.BootHTTPBase = "10.0.0.1" }, []string{"dhcp.boot_http_base"}},
+		{"bad prefix", func(c *Config) { c.HTTPBootPrefix = "boot" }, []string{"dhcp.http_boot_prefix"}},
+		{"two at once", func(c *Config) { c.Mode, c.Interface = "x", "" }, []string{"dhcp.mode", "dhcp.interface"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good()
+			tc.change(&c)
+			err := c.validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("validate: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("validate accepted; want errors about %v", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %s", err, w)
+				}
+			}
+		})
+	}
+}
