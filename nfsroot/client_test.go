@@ -251,3 +251,42 @@ func (c *nfsClient) readdirplus(fh []byte, maxcount uint32) (nfs.NFSStatus, []pl
 }
 
 func addr(ip string, port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
+
+type dirEntry3 struct {
+	fileid uint64
+	name   string
+}
+
+// readdir lists a directory completely with READDIR, count bytes per call.
+func (c *nfsClient) readdir(fh []byte, count uint32) (nfs.NFSStatus, []dirEntry3, int) {
+	var all []dirEntry3
+	var cookie, verf uint64
+	calls := 0
+	for calls < 100000 {
+		calls++
+		args := oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendUint64(oncrpc.AppendOpaque(nil, fh), cookie), verf), count)
+		d := c.mustCall(uint32(nfs.NFSProcedureReadDir), args)
+		st := nfs.NFSStatus(d.Uint32("status"))
+		decodePostOp(d)
+		if st != nfs.NFSStatusOk {
+			return st, all, calls
+		}
+		verf = d.Uint64("cookieverf")
+		for d.Bool("entry_follows") {
+			var e dirEntry3
+			e.fileid = d.Uint64("fileid")
+			e.name = d.String("name", 255)
+			cookie = d.Uint64("cookie")
+			all = append(all, e)
+		}
+		eof := d.Bool("eof")
+		if d.Err != nil {
+			c.t.Fatalf("readdir reply: %v", d.Err)
+		}
+		if eof {
+			return st, all, calls
+		}
+	}
+	c.t.Fatalf("readdir never reached eof")
+	return 0, nil, 0
+}

@@ -190,7 +190,8 @@ func (s *Server) lookup(c *call, fh []byte, name string, out []byte) []byte {
 		return appendPostOpAttr(appendStatus(out, statusOf(err)), nil)
 	}
 	dattr := t.fattr(&dst)
-	fail := func(st nfs.NFSStatus) []byte { return appendPostOpAttr(appendStatus(out, st), &dattr) }
+	head := out // fail starts the reply over from here, whatever was appended since
+	fail := func(st nfs.NFSStatus) []byte { return appendPostOpAttr(appendStatus(head, st), &dattr) }
 	switch {
 	case dst.Mode&unix.S_IFMT != unix.S_IFDIR:
 		return fail(nfs.NFSStatusNotDir)
@@ -336,7 +337,8 @@ func (s *Server) readdir(c *call, fh []byte, cookie, verf uint64, count uint32, 
 		return appendPostOpAttr(appendStatus(out, statusOf(err)), nil)
 	}
 	dattr := t.fattr(&dst)
-	fail := func(st nfs.NFSStatus) []byte { return appendPostOpAttr(appendStatus(out, st), &dattr) }
+	head := out // fail starts the reply over from here, whatever was appended since
+	fail := func(st nfs.NFSStatus) []byte { return appendPostOpAttr(appendStatus(head, st), &dattr) }
 	switch {
 	case dst.Mode&unix.S_IFMT != unix.S_IFDIR:
 		return fail(nfs.NFSStatusNotDir)
