@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -149,6 +150,7 @@ func randomToken(n int) string {
 // session is a logged-in browser, kept in memory only: a daemon restart logs everyone out.
 type session struct {
 	csrf    string
+	pw      string // the password file's stamp at login: a new password ends the session
 	created time.Time
 	seen    time.Time
 	flash   string // one-shot message shown on the next page
@@ -161,6 +163,22 @@ type sessions struct {
 	ttl  time.Duration // absolute lifetime
 	idle time.Duration // lifetime without requests
 	now  func() time.Time
+	// pwStamp identifies the current admin password (file identity and change time), so
+	// `distonet admin passwd` logs out every browser even though it runs in another process.
+	pwStamp func() string
+}
+
+// passwordStamp identifies the password file's current version without reading the hash.
+func passwordStamp(stateDir string) string {
+	st, err := os.Stat(filepath.Join(stateDir, PasswordFile))
+	if err != nil {
+		return "none"
+	}
+	ino := uint64(0)
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		ino = sys.Ino // SetPassword renames a new file in: a new inode even within one clock tick
+	}
+	return fmt.Sprintf("%d/%d/%d", ino, st.ModTime().UnixNano(), st.Size())
 }
 
 func (s *sessions) create() (id string, sess *session) {
@@ -173,13 +191,13 @@ func (s *sessions) create() (id string, sess *session) {
 		}
 	}
 	id = randomToken(32)
-	sess = &session{csrf: randomToken(32), created: now, seen: now}
+	sess = &session{csrf: randomToken(32), created: now, seen: now, pw: s.pwStamp()}
 	s.byID[id] = sess
 	return id, sess
 }
 
 func (s *sessions) expired(v *session, now time.Time) bool {
-	return now.Sub(v.created) > s.ttl || now.Sub(v.seen) > s.idle
+	return now.Sub(v.created) > s.ttl || now.Sub(v.seen) > s.idle || v.pw != s.pwStamp()
 }
 
 // live counts sessions not yet expired.

@@ -130,10 +130,11 @@ func New(opt Options) (*Web, error) {
 	}
 	w := &Web{
 		opt: opt, log: opt.Log, now: opt.Now, key: []byte(randomToken(32)),
-		sessions: &sessions{byID: map[string]*session{}, ttl: opt.SessionTTL, idle: opt.SessionIdle, now: opt.Now},
-		limiter:  &loginLimiter{max: opt.LoginAttempts, window: opt.LoginWindow, now: opt.Now, tries: map[string][]time.Time{}},
-		pages:    map[string]*template.Template{},
-		done:     make(chan struct{}),
+		sessions: &sessions{byID: map[string]*session{}, ttl: opt.SessionTTL, idle: opt.SessionIdle, now: opt.Now,
+			pwStamp: func() string { return passwordStamp(opt.StateDir) }},
+		limiter: &loginLimiter{max: opt.LoginAttempts, window: opt.LoginWindow, now: opt.Now, tries: map[string][]time.Time{}},
+		pages:   map[string]*template.Template{},
+		done:    make(chan struct{}),
 	}
 	m, err := newMetrics(opt.Metrics, w.sessions)
 	if err != nil {

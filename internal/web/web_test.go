@@ -1216,3 +1216,22 @@ func TestDiscoveredMACTakenShownBesideIt(t *testing.T) {
 		t.Errorf("MAC enrolled meanwhile: %d\n%s", r.code, r.body)
 	}
 }
+
+func TestNewPasswordEndsSessions(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	c, _ := e.login()
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusOK {
+		t.Fatalf("logged in: %d", r.code)
+	}
+	// `distonet admin passwd` in another process: every browser must log in again.
+	if err := SetPassword(e.dir, []byte("a brand new password")); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do(c, "GET", "/?fragment=1", nil); r.code != http.StatusUnauthorized {
+		t.Errorf("session after a password change: %d, want 401", r.code)
+	}
+	if r := e.tryLogin(e.client(), "a brand new password"); r.code != http.StatusSeeOther {
+		t.Errorf("login with the new password: %d", r.code)
+	}
+}
