@@ -466,3 +466,13 @@ func TestNodeVolumeResetAndResize(t *testing.T) {
 		t.Fatalf("shrinking was not refused: %v: %s", err, out)
 	}
 }
+
+func TestUnitNamesThisBinaryAndConfig(t *testing.T) {
+	out, err := run(t, "unit", "--config", "/etc/distonet/lab.yaml")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(out, "ExecStart="+distonet+" serve --config /etc/distonet/lab.yaml") || !strings.Contains(out, "[Install]") {
+		t.Fatalf("unit:\n%s", out)
+	}
+}
