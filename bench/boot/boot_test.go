@@ -26,6 +26,7 @@ func TestStages(t *testing.T) {
 		{At: 1 * time.Second, Text: "iPXE 1.21.1+ -- Open Source Network Boot Firmware"},
 		{At: 2 * time.Second, Text: "[    0.000000] Linux version 6.1.0-56-amd64"},
 		{At: 4 * time.Second, Text: "distonet-init: init: distonet node init starting"},
+		{At: 4 * time.Second, Text: "distonet-init: nfs: FAILED (try 1): connection refused"},
 		{At: 5 * time.Second, Text: "distonet-init: nfs: mounted"},
 		{At: 6 * time.Second, Text: "DISTONET-IMAGE-INIT hostname=n root=overlay"},
 		{At: 10 * time.Second, Text: "[    0.000000] Linux version 6.1.0-56-amd64"},
@@ -115,7 +116,12 @@ func bootOnce(b *testing.B, demo classic.Demo, dir, mode string, i int) (first, 
 	if _, err := vm.WaitFor(ready, 8*time.Minute); err != nil {
 		b.Fatalf("reboot: %v\nconsole:\n%s", err, vm.Output())
 	}
+	time.Sleep(time.Second) // let the last line end
 	lines := vm.Lines()
+	// Keep the console for whoever reads the figures.
+	logFile := filepath.Join(os.TempDir(), "distonet-bench-boot-"+mode+".console")
+	_ = os.WriteFile(logFile, []byte(vm.Output()), 0o644)
+	fmt.Printf("console of the %s run: %s\n", mode, logFile)
 	s1 := Stages(lines, 0)
 	s2 := Stages(lines, rebootAt)
 	Print(os.Stdout, fmt.Sprintf("classic stack, %s boot #%d, first boot (from QEMU start):", mode, i+1), s1, 0)

@@ -50,6 +50,9 @@ func Stages(lines []qemu.Line, from time.Duration) []Stage {
 		if l.At < from {
 			continue
 		}
+		if strings.Contains(l.Text, "FAILED") || strings.Contains(l.Text, "retrying in") || strings.Contains(l.Text, "still working") {
+			continue // a stage ends on its success line
+		}
 		for j := next; j < len(Markers); j++ {
 			// Contains, not HasPrefix: kernel timestamps and firmware escape sequences
 			// may precede a marker on its line.
