@@ -17,7 +17,14 @@ const (
 	resultBusy       = "busy"        // refused: Config.MaxTransfers reached
 )
 
+// Values of the "engine" label.
+const (
+	engineLibrary = "library" // pin/tftp
+	engineOwn     = "own"     // our sender
+)
+
 type metrics struct {
+	engines   *prometheus.CounterVec
 	transfers *prometheus.CounterVec
 	bytes     prometheus.Counter
 	active    prometheus.Gauge
@@ -25,6 +32,10 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		engines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "distonet", Subsystem: "tftp", Name: "transfers_started_total",
+			Help: "TFTP transfers started, by engine: library (pin/tftp, lockstep) or own (options it lacks, send-ahead).",
+		}, []string{"engine"}),
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "distonet", Subsystem: "tftp", Name: "requests_total",
 			Help: "TFTP read requests by result.",
@@ -39,11 +50,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	// Pre-create every label so dashboards show zeroes rather than gaps.
+	m.engines.WithLabelValues(engineLibrary)
+	m.engines.WithLabelValues(engineOwn)
 	for _, r := range []string{resultOK, resultNotFound, resultDenied, resultBadRequest, resultFailed, resultShutdown, resultBusy} {
 		m.transfers.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.transfers, m.bytes, m.active} {
+		for _, c := range []prometheus.Collector{m.engines, m.transfers, m.bytes, m.active} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register tftp metrics: %w", err)
 			}

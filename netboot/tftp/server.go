@@ -360,12 +360,13 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	s.mu.Unlock()
 	s.metrics.active.Inc()
 
-	if p.window == 1 && libraryCanServe(p, oack) {
+	if p.window == 1 && libraryCanServe(p, oack) && routedFrom(src, peer) {
 		// The library re-parses the request: hand it the cleaned name and the options
 		// already negotiated, lower-case, with the size filled in. It reads requests
 		// into a 516-byte buffer; a longer one is served by our sender.
 		fwd := Request{Op: OpRRQ, Filename: t.name, Mode: req.Mode, Options: oack}
 		if b, err := fwd.MarshalBinary(); err == nil && len(b) <= 516 {
+			s.metrics.engines.WithLabelValues(engineLibrary).Inc()
 			if !s.feed.push(b, peer) {
 				s.finish(t, 0, errShuttingDown)
 			}
@@ -398,6 +399,7 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	s.mu.Lock()
 	s.senders[conn] = struct{}{}
 	s.mu.Unlock()
+	s.metrics.engines.WithLabelValues(engineOwn).Inc()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -34,6 +34,7 @@ const (
 // (MTU 1500, so blksize is capped at 1468).
 type bed struct {
 	srv   *Server
+	srvNS *lab.Netns
 	cli   *lab.Netns
 	root  string            // served directory
 	out   string            // where clients write
@@ -100,7 +101,7 @@ func newBed(t *testing.T, cfg Config) *bed {
 
 	srvNS, cli := lab.NewNetns(t), lab.NewNetns(t)
 	lab.Veth(t, srvNS, serverIP+"/24", cli, clientIP+"/24")
-	b.cli = cli
+	b.cli, b.srvNS = cli, srvNS
 	cfg.Root = b.root
 	if cfg.Addr == "" {
 		cfg.Addr = ":69"
@@ -184,6 +185,15 @@ func TestRealClientsFetchBitExact(t *testing.T) {
 			}
 			if got := value(t, b.srv.metrics.active); got != 0 {
 				t.Errorf("active transfers = %v after all ended", got)
+			}
+			// tftp-hpa, plain atftp and curl without options are lockstep with options the
+			// library knows: it carries them, unless send-ahead is on.
+			lib, own := value(t, b.srv.metrics.engines.WithLabelValues(engineLibrary)), value(t, b.srv.metrics.engines.WithLabelValues(engineOwn))
+			if mode.cfg.Anticipate > 1 && (lib != 0 || own != float64(7*len(clients))) {
+				t.Errorf("send-ahead: library carried %v, own %v; want 0 and all", lib, own)
+			}
+			if mode.cfg.Anticipate <= 1 && (lib < 4*7 || own < 3*7) {
+				t.Errorf("lockstep: library carried %v, own %v; want both engines used", lib, own)
 			}
 		})
 	}
@@ -620,4 +630,34 @@ func TestMaxTransfers(t *testing.T) {
 	if got := value(t, b.srv.metrics.transfers.WithLabelValues(resultBusy)); got != 1 {
 		t.Errorf("busy count %v, want 1", got)
 	}
+}
+
+// TestReplyFromRequestedAddress serves a request sent to a secondary address: every packet
+// of the transfer must come from that address, or clients that check the server's address
+// (tftp-hpa does) drop them.
+func TestReplyFromRequestedAddress(t *testing.T) {
+	b := newBed(t, Config{})
+	const secondary = "10.69.1.3"
+	srvIf := strings.TrimSpace(b.srvNS.MustExec("sh", "-c", "ip -o link show type veth | cut -d: -f2 | cut -d@ -f1"))
+	b.srvNS.MustExec("ip", "addr", "add", secondary+"/24", "dev", srvIf)
+	for _, opts := range [][]string{nil, {"timeout", "2"}} {
+		t.Run(fmt.Sprint(opts), func(t *testing.T) {
+			c := newRawClient(t, b)
+			c.send(rq(1, append([]string{"small.bin", "octet"}, opts...)...), &net.UDPAddr{IP: net.ParseIP(secondary), Port: 69})
+			p := c.recv()
+			if got := c.srv.IP.String(); got != secondary {
+				t.Fatalf("answer from %s, want %s", got, secondary)
+			}
+			if PacketOpcode(p) == OpOACK {
+				c.ack(0)
+				p = nil
+			}
+			if file := c.fetch(512, p); !bytes.Equal(file, b.files["small.bin"]) {
+				t.Fatalf("got %d bytes", len(file))
+			}
+		})
+	}
+	local := filepath.Join(b.out, "hpa-secondary")
+	b.cli.MustExec("tftp", secondary, "-m", "binary", "-c", "get", "small.bin", local)
+	b.check(t, "small.bin", local)
 }
