@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -67,6 +69,13 @@ func (c *conn) writeNow(p *PDU) error {
 
 func (c *conn) serve(ctx context.Context) {
 	defer c.nc.Close()
+	// One initiator's bad PDU must never take the appliance down: a bug on this path ends
+	// this connection only.
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("iscsi connection panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
 	defer stop()
 	_ = c.nc.SetDeadline(time.Now().Add(c.srv.cfg.LoginTimeout))

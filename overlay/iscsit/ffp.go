@@ -34,8 +34,9 @@ const (
 	rejectInvalidField  = 0x09
 )
 
-// maxWriteBuffer bounds the Data-Out buffer one command may make us allocate.
-const maxWriteBuffer = 64 << 20
+// maxWriteBuffer bounds the Data-Out buffer one command may make us allocate: the
+// maximum transfer length we advertise.
+const maxWriteBuffer = maxTransferBlocks << blockShift
 
 // fullFeature reads and dispatches PDUs until the connection ends.
 func (c *conn) fullFeature() error {
@@ -311,6 +312,12 @@ func (c *conn) submit(t *task) {
 	go func() {
 		defer c.sess.wg.Done()
 		defer func() { <-c.sem }()
+		defer func() {
+			if p := recover(); p != nil {
+				c.log.Error("iscsi command answer panicked", "panic", fmt.Sprint(p))
+				c.nc.Close()
+			}
+		}()
 		r := c.execute(t)
 		c.answer(t, r)
 		if r.pooled {

@@ -192,6 +192,9 @@ func (c *conn) readBlocks(t *task, lu *lunit) result {
 	if !inRange(lba, blocks, lu.blocks) {
 		return checkCondition(senseIllegalRequest, ascLBAOutOfRange)
 	}
+	if blocks > maxTransferBlocks {
+		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB)
+	}
 	want := blocks << blockShift
 	n := min(want, t.edtl)
 	if !t.read {
@@ -219,6 +222,9 @@ func (c *conn) writeBlocks(t *task, lu *lunit) result {
 	}
 	if !inRange(lba, blocks, lu.blocks) {
 		return checkCondition(senseIllegalRequest, ascLBAOutOfRange)
+	}
+	if blocks > maxTransferBlocks {
+		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB)
 	}
 	want := blocks << blockShift
 	// Only whole blocks the initiator actually sent are written (SAM: EDTL below the
@@ -305,6 +311,9 @@ func (c *conn) writeSame(t *task, lu *lunit) result {
 }
 
 const (
+	// maxTransferBlocks is the MAXIMUM TRANSFER LENGTH of our block limits page (16 MiB):
+	// longer READ/WRITE commands are refused, so no command makes us hold more than that.
+	maxTransferBlocks   = 1 << 24 >> blockShift
 	maxWriteSameBlocks  = 1 << 22 // 2 GiB per command
 	maxUnmapBlocks      = 1 << 20
 	maxUnmapDescriptors = 64
@@ -386,7 +395,9 @@ func allocLen(cdb []byte) (uint32, bool) {
 // gotgt runs a command through gotgt's SCSI core (SPC/SBC emulation, reservations).
 func (c *conn) gotgt(t *task, lu *lunit) result {
 	alloc, known := allocLen(t.cdb)
-	size := max(t.edtl, alloc, 512)
+	// gotgt's answers are small; the buffer only has to hold what the initiator may take,
+	// and never what a hostile EDTL or allocation length asks for.
+	size := min(max(t.edtl, alloc, 512), 1<<20)
 	cmd := &api.SCSICommand{
 		OpCode:          t.cdb[0],
 		SCB:             t.cdb,
@@ -429,7 +440,7 @@ func (c *conn) gotgt(t *task, lu *lunit) result {
 	if !t.read {
 		return good()
 	}
-	want := t.edtl
+	want := min(t.edtl, size)
 	if known {
 		want = min(want, alloc)
 	}
@@ -471,8 +482,8 @@ func (c *conn) vpd(t *task, lu *lunit) result {
 		binary.BigEndian.PutUint16(d[2:], 0x3c)
 		d[4] = 0x01 // WSNZ
 		d[5] = maxCompareAndWriteBlocks
-		binary.BigEndian.PutUint16(d[6:], 8)                 // optimal granularity: 4 KiB
-		binary.BigEndian.PutUint32(d[8:], 1<<24>>blockShift) // max transfer: 16 MiB
+		binary.BigEndian.PutUint16(d[6:], 8) // optimal granularity: 4 KiB
+		binary.BigEndian.PutUint32(d[8:], maxTransferBlocks)
 		binary.BigEndian.PutUint32(d[12:], 1<<20>>blockShift)
 		binary.BigEndian.PutUint32(d[20:], maxUnmapBlocks)
 		binary.BigEndian.PutUint32(d[24:], maxUnmapDescriptors)
@@ -561,6 +572,9 @@ func (c *conn) orWrite(t *task, lu *lunit) result {
 	}
 	if !inRange(lba, blocks, lu.blocks) {
 		return checkCondition(senseIllegalRequest, ascLBAOutOfRange)
+	}
+	if blocks > maxTransferBlocks {
+		return checkCondition(senseIllegalRequest, ascInvalidFieldInCDB)
 	}
 	want := blocks << blockShift
 	n := min(want, uint32(len(t.buf))) &^ (blockSize - 1)
