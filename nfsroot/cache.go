@@ -26,28 +26,42 @@ type openFile struct {
 }
 
 // fileCache keeps up to max descriptors open, least recently used out first, so a boot
-// storm reading the same libraries opens each once.
+// storm reading the same libraries opens each once. It is sharded by inode so concurrent
+// READs of different files do not queue on one lock.
 type fileCache struct {
+	shards [16]fileShard
+}
+
+type fileShard struct {
 	mu  sync.Mutex
 	m   map[fileKey]*openFile
 	lru list.List
 	max int
 }
 
-func newFileCache(max int) *fileCache { return &fileCache{m: map[fileKey]*openFile{}, max: max} }
+func newFileCache(max int) *fileCache {
+	c := &fileCache{}
+	for i := range c.shards {
+		c.shards[i] = fileShard{m: map[fileKey]*openFile{}, max: max/len(c.shards) + 1}
+	}
+	return c
+}
+
+func (c *fileCache) shard(k fileKey) *fileShard { return &c.shards[(k.ino*0x9e3779b97f4a7c15)>>60] }
 
 // open returns the file's descriptor, opening it on a miss. Non-regular files are stat'ed
 // but never opened (a device node in an image must not open the host's device).
 func (c *fileCache) open(t *tree, ino uint64, rel string) (*openFile, error) {
 	key := fileKey{t, ino}
-	c.mu.Lock()
-	if f, ok := c.m[key]; ok {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	if f, ok := sh.m[key]; ok {
 		f.refs++
-		c.lru.MoveToFront(f.elem)
-		c.mu.Unlock()
+		sh.lru.MoveToFront(f.elem)
+		sh.mu.Unlock()
 		return f, nil
 	}
-	c.mu.Unlock()
+	sh.mu.Unlock()
 
 	st, err := t.lstat(rel)
 	if err != nil {
@@ -64,20 +78,20 @@ func (c *fileCache) open(t *tree, ino uint64, rel string) (*openFile, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if f, ok := c.m[key]; ok { // another request opened it meanwhile
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if f, ok := sh.m[key]; ok { // another request opened it meanwhile
 		unix.Close(fd)
 		f.refs++
-		c.lru.MoveToFront(f.elem)
+		sh.lru.MoveToFront(f.elem)
 		return f, nil
 	}
 	f := &openFile{key: key, fd: fd, st: st, refs: 1}
-	f.elem = c.lru.PushFront(f)
-	c.m[key] = f
-	for c.lru.Len() > c.max {
-		old := c.lru.Remove(c.lru.Back()).(*openFile)
-		delete(c.m, old.key)
+	f.elem = sh.lru.PushFront(f)
+	sh.m[key] = f
+	for sh.lru.Len() > sh.max {
+		old := sh.lru.Remove(sh.lru.Back()).(*openFile)
+		delete(sh.m, old.key)
 		old.evicted = true
 		if old.refs == 0 {
 			unix.Close(old.fd)
@@ -87,8 +101,9 @@ func (c *fileCache) open(t *tree, ino uint64, rel string) (*openFile, error) {
 }
 
 func (c *fileCache) release(f *openFile) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	sh := c.shard(f.key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	f.refs--
 	if f.refs == 0 && f.evicted && f.fd >= 0 {
 		unix.Close(f.fd)
@@ -98,16 +113,19 @@ func (c *fileCache) release(f *openFile) {
 
 // closeAll closes every idle descriptor (at shutdown).
 func (c *fileCache) closeAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for key, f := range c.m {
-		delete(c.m, key)
-		f.evicted = true
-		if f.refs == 0 {
-			unix.Close(f.fd)
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for key, f := range sh.m {
+			delete(sh.m, key)
+			f.evicted = true
+			if f.refs == 0 {
+				unix.Close(f.fd)
+			}
 		}
+		sh.lru.Init()
+		sh.mu.Unlock()
 	}
-	c.lru.Init()
 }
 
 type dirKey struct {

@@ -42,7 +42,7 @@ type handler struct {
 	log     *slog.Logger
 	onBuild func(t *tree, d time.Duration)
 
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	trees map[treeKey]*treeEntry
 	paths map[uint64]string // export id -> export path
 }
@@ -92,10 +92,10 @@ func (h *handler) tree(exp Export) (*tree, error) {
 // treeOf finds the tree a handle points into.
 func (h *handler) treeOf(fh fileHandle) (*tree, error) {
 	key := treeKey{fh.ExportID, fh.Version}
-	h.mu.Lock()
+	h.mu.RLock()
 	e, ok := h.trees[key]
 	path, known := h.paths[fh.ExportID]
-	h.mu.Unlock()
+	h.mu.RUnlock()
 	if ok {
 		e.lastUse.Store(time.Now().UnixNano())
 		<-e.ready
