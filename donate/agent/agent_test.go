@@ -192,11 +192,16 @@ func TestAgentDonatesInsideWindow(t *testing.T) {
 
 	clk.set(at(20, 30, 26))
 	waitFor(t, "registration", func() bool { n, _ := app.snapshot(); return n >= 1 })
-	c, err := dial(aoe.ClientConfig{Timeout: 100 * time.Millisecond, Retries: 3})
+	c, err := dial(aoe.ClientConfig{})
 	if err != nil {
 		t.Fatalf("dial inside the window: %v", err)
 	}
 	defer c.Close()
+	cq, err := dial(quick) // for the read that must get no answer after the withdrawal
+	if err != nil {
+		t.Fatalf("dial inside the window: %v", err)
+	}
+	defer cq.Close()
 	want := make([]byte, 256<<10)
 	rand.Read(want)
 	if _, err := c.WriteAt(want, 1<<20); err != nil {
@@ -222,7 +227,7 @@ func TestAgentDonatesInsideWindow(t *testing.T) {
 	if diff := cmp.Diff([]string{"register", "register", "withdrawing", "released", "stop", "withdrawn"}, ev); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
 	}
-	if _, err := c.ReadAt(got[:512], 0); !errors.Is(err, aoe.ErrTimeout) {
+	if _, err := cq.ReadAt(got[:512], 0); !errors.Is(err, aoe.ErrTimeout) {
 		t.Fatalf("read after withdrawal: %v, want no answer", err)
 	}
 	select {

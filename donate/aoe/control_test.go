@@ -44,7 +44,8 @@ func TestMaskListEditPersists(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "aoe.json")
 	tg := newTargetIn(t, l, TargetConfig{Shelf: 2, Slot: 2, Device: file, StateFile: state, AllowMACs: []net.HardwareAddr{l.IMAC}})
 	stop := serveTarget(t, tg)
-	c := dial(t, l, 2, 2, quick)
+	c := dial(t, l, 2, 2, ClientConfig{})
+	cq := dial(t, l, 2, 2, quick) // for the request that must get no answer
 	ctx := context.Background()
 
 	got, err := c.MACMask(ctx, MACMaskArg{Command: MACMaskEdit, Directives: []Directive{{Command: DirectiveAdd, MAC: otherMAC}}})
@@ -62,7 +63,7 @@ func TestMaskListEditPersists(t *testing.T) {
 	if _, err := c.MACMask(ctx, MACMaskArg{Command: MACMaskEdit, Directives: []Directive{{Command: DirectiveDelete, MAC: l.IMAC}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.ReadAt(make([]byte, 512), 0); !errors.Is(err, ErrTimeout) {
+	if _, err := cq.ReadAt(make([]byte, 512), 0); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("read after removing ourselves from the mask list: %v, want ErrTimeout", err)
 	}
 	stop()
@@ -89,7 +90,7 @@ func TestReserveRelease(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "aoe.json")
 	tg := newTargetIn(t, l, TargetConfig{Shelf: 3, Slot: 0, Device: file, StateFile: state})
 	stop := serveTarget(t, tg)
-	c := dial(t, l, 3, 0, quick)
+	c := dial(t, l, 3, 0, ClientConfig{})
 	ctx := context.Background()
 
 	steps := []struct {
@@ -126,7 +127,7 @@ func TestReserveRelease(t *testing.T) {
 		t.Fatalf("reserve list after restart (-want +got):\n%s", diff)
 	}
 	serveTarget(t, tg2)
-	c2 := dial(t, l, 3, 0, quick)
+	c2 := dial(t, l, 3, 0, ClientConfig{})
 	if got, err := c2.Reserve(ctx, ReserveArg{Command: ReserveForceSet}); err != nil || len(got) != 0 {
 		t.Fatalf("force release: %v %v", got, err)
 	}
@@ -141,7 +142,8 @@ func TestConfigString(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "aoe.json")
 	tg := newTargetIn(t, l, TargetConfig{Shelf: 4, Slot: 4, Device: file, StateFile: state})
 	stop := serveTarget(t, tg)
-	c := dial(t, l, 4, 4, quick)
+	c := dial(t, l, 4, 4, ClientConfig{})
+	cq := dial(t, l, 4, 4, quick) // for the sub-commands that must get no answer
 	ctx := context.Background()
 	steps := []struct {
 		name    string
@@ -162,7 +164,11 @@ func TestConfigString(t *testing.T) {
 		{"force set", ConfigForceSet, "pool=day", nil, "pool=day"},
 	}
 	for _, s := range steps {
-		got, err := c.QueryConfig(ctx, s.cmd, s.s)
+		cl := c
+		if s.wantErr == ErrTimeout {
+			cl = cq
+		}
+		got, err := cl.QueryConfig(ctx, s.cmd, s.s)
 		if !errors.Is(err, s.wantErr) {
 			t.Fatalf("%s: error %v, want %v", s.name, err, s.wantErr)
 		}
@@ -195,7 +201,7 @@ func TestErrorResponses(t *testing.T) {
 	l := newLink(t, 0)
 	const size = 1 << 20
 	startTarget(t, l, TargetConfig{Shelf: 6, Slot: 6, Device: diskFile(t, size)})
-	c := dial(t, l, 6, 6, quick)
+	c := dial(t, l, 6, 6, ClientConfig{})
 	ctx := context.Background()
 	ata := func(a ATAArg) func([]byte) (int, error) { return a.MarshalTo }
 	cases := []struct {
@@ -248,7 +254,7 @@ func TestTruncatedBackingFile(t *testing.T) {
 	l := newLink(t, 0)
 	file := diskFile(t, 1<<20)
 	startTarget(t, l, TargetConfig{Shelf: 8, Slot: 8, Device: file})
-	c := dial(t, l, 8, 8, quick)
+	c := dial(t, l, 8, 8, ClientConfig{})
 	if _, err := c.ReadAt(make([]byte, 4096), 512<<10); err != nil {
 		t.Fatal(err)
 	}
