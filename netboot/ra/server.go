@@ -176,7 +176,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	dst := &net.IPAddr{IP: allNodes, Zone: ifi.Name}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var last time.Time
+	var last, failingSince time.Time
+	warned := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,11 +199,19 @@ func (s *Server) Serve(ctx context.Context) error {
 			// No usable link-local source yet (DAD still running): retry soon.
 			s.log.Debug("router advertisement not sent", "err", err)
 			next = min(next, 300*time.Millisecond)
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			} else if !warned && time.Since(failingSince) > 5*time.Second {
+				// IPv6 disabled on the interface, most likely: say what it costs, once.
+				s.log.Warn("cannot send router advertisements (IPv6 disabled on the interface?); iPXE will wait for IPv6 routers before booting", "err", err)
+				warned = true
+			}
 		} else {
 			s.mu.Lock()
 			s.sent++
 			s.mu.Unlock()
 			last = time.Now()
+			failingSince, warned = time.Time{}, false
 		}
 		if !timer.Stop() {
 			select {
