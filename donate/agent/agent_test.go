@@ -124,7 +124,7 @@ func at(h, m int, day int) time.Time { return time.Date(2026, 11, day, h, m, 0, 
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for range 500 {
+	for range 1500 { // up to 15 s: generous for loaded CI machines
 		if cond() {
 			return
 		}
