@@ -281,7 +281,12 @@ func (w *Web) authed(h func(http.ResponseWriter, *http.Request, *reqCtx)) http.H
 		}
 		c := &reqCtx{id: id, sess: sess}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			if err := r.ParseMultipartForm(w.opt.MaxUpload); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+			// ParseForm first: ParseMultipartForm hides its error behind ErrNotMultipart.
+			err := r.ParseForm()
+			if err == nil {
+				err = r.ParseMultipartForm(w.opt.MaxUpload)
+			}
+			if err != nil && !errors.Is(err, http.ErrNotMultipart) {
 				w.message(wr, r, c, http.StatusBadRequest, "Bad request", "The form could not be read: "+err.Error())
 				return
 			}

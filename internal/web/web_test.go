@@ -1235,3 +1235,30 @@ func TestNewPasswordEndsSessions(t *testing.T) {
 		t.Errorf("login with the new password: %d", r.code)
 	}
 }
+
+func TestOversizedUploadRefused(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxUpload = 64 << 10 })
+	e.setPassword()
+	c, tok := e.login()
+	big := "mac,name,image\n" + strings.Repeat("52:54:00:00:00:01,n,debian-12\n", 8000) // ~240 KiB
+	r := e.do(c, "POST", "/enroll/bulk", url.Values{"csrf": {tok}, "csv": {big}})
+	if r.code != http.StatusBadRequest || !strings.Contains(r.body, "too large") {
+		t.Errorf("oversized form: %d\n%.300s", r.code, r.body)
+	}
+	var body strings.Builder
+	body.WriteString("--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n" + tok + "\r\n")
+	body.WriteString("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.csv\"\r\n\r\n" + big + "\r\n--b--\r\n")
+	req, _ := http.NewRequest("POST", e.srv.URL+"/enroll/bulk", strings.NewReader(body.String()))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("oversized upload: %d", resp.StatusCode)
+	}
+	if nodes, _ := e.store.Nodes(); len(nodes) != 0 {
+		t.Error("oversized form enrolled nodes")
+	}
+}
