@@ -22,16 +22,22 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// DefaultModules are the modules a node needs to reach its root: NICs QEMU and common PCs
-// have, a hardware RNG (DHCP and the login need random numbers early), NFS v3, overlayfs, the iSCSI initiator with SCSI disks, ext4 for the upper layer,
-// AoE for donation, and the CRC implementations iscsi_tcp and ext4 look up by name at load
-// time (iscsi_tcp fails with "crc32c loading error" without one).
+// DefaultModules are the modules a node needs: NIC drivers of QEMU and common PCs, a
+// hardware RNG (DHCP needs random numbers early), NFS v3, overlayfs, the iSCSI initiator with
+// SCSI disks, ext4 for the upper layer, AoE and disk controllers for donation, and the CRC
+// implementations iscsi_tcp and ext4 look up by name at load time (iscsi_tcp fails with
+// "crc32c loading error" without one). The node init loads device drivers only for devices
+// present.
 var DefaultModules = []string{
 	"crc32c_generic", "crct10dif_generic", "libcrc32c",
 	"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000", "e1000e", "r8169", "igb", "tg3",
 	"af_packet", "sunrpc", "nfs", "nfsv3", "overlay",
 	"scsi_transport_iscsi", "libiscsi", "libiscsi_tcp", "iscsi_tcp", "sd_mod",
 	"ext4", "aoe",
+	// Disk controllers, so the donation agent sees the spare internal disk: the image's own
+	// init may start no udev. The node init loads them only for controllers present.
+	// (Not ata_piix: every QEMU pc machine has a PIIX IDE, and probing it costs seconds.)
+	"ahci", "nvme", "virtio_scsi", "mpt3sas", "megaraid_sas",
 }
 
 // Files the node init reads inside the initramfs.
