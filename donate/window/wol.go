@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,7 +50,7 @@ func (p *MagicPacket) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// Wake sends a magic packet for mac to the broadcast address dst (e.g. 10.202.0.255:9) and,
+// Wake sends a magic packet (three copies, 50 ms apart) for mac to the broadcast address dst (e.g. 10.202.0.255:9) and,
 // when ifname is not empty, out of that interface only (the boot network).
 func Wake(ctx context.Context, mac net.HardwareAddr, dst *net.UDPAddr, ifname string) error {
 	payload, err := MagicPacket{MAC: mac}.MarshalBinary()
@@ -71,8 +72,20 @@ func Wake(ctx context.Context, mac net.HardwareAddr, dst *net.UDPAddr, ifname st
 		return fmt.Errorf("wake-on-lan %s: %w", mac, err)
 	}
 	defer pc.Close()
-	if _, err := pc.WriteTo(payload, dst); err != nil {
-		return fmt.Errorf("wake-on-lan %s to %s: %w", mac, dst, err)
+	// A lost datagram would leave the node asleep for the whole window: send a few copies.
+	for i := range wakeCopies {
+		if _, err := pc.WriteTo(payload, dst); err != nil {
+			return fmt.Errorf("wake-on-lan %s to %s: %w", mac, dst, err)
+		}
+		if i < wakeCopies-1 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	}
 	return nil
 }
+
+const wakeCopies = 3
