@@ -34,9 +34,9 @@ const (
 	rejectInvalidField  = 0x09
 )
 
-// maxWriteBuffer bounds the Data-Out buffer one command may make us allocate: the
-// maximum transfer length we advertise.
-const maxWriteBuffer = maxTransferBlocks << blockShift
+// maxWriteBuffer bounds the Data-Out buffer one command may make us allocate: the longest
+// transfer we accept.
+const maxWriteBuffer = acceptTransferBlocks << blockShift
 
 // fullFeature reads and dispatches PDUs until the connection ends.
 func (c *conn) fullFeature() error {
