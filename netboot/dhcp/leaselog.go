@@ -22,6 +22,11 @@ type leaseLog struct {
 	f    *os.File
 	lock *os.File
 
+	// size is the file's length up to its last durable record; dirty says a
+	// failed write may have left a partial record after it. Writer goroutine only.
+	size  int64
+	dirty bool
+
 	// Guarded by the lease table's mutex.
 	pending []byte
 	batch   *commit
@@ -76,17 +81,35 @@ func openLeaseLog(path string) (*leaseLog, []byte, error) {
 			return nil, nil, fmt.Errorf("repair lease log: %w", err)
 		}
 	}
+	st, err := f.Stat()
+	if err != nil {
+		l.close()
+		return nil, nil, fmt.Errorf("stat lease log: %w", err)
+	}
+	l.size = st.Size()
 	return l, data, nil
 }
 
-// write appends buf and makes it durable.
+// write appends buf and makes it durable. After a failure the file is cut
+// back to its last durable length before anything else is appended, so a
+// partial record never swallows the next one (records of a failed batch were
+// never acknowledged).
 func (l *leaseLog) write(buf []byte) error {
+	if l.dirty {
+		if err := l.f.Truncate(l.size); err != nil {
+			return fmt.Errorf("repair lease log %s after a failed write: %w", l.path, err)
+		}
+		l.dirty = false
+	}
 	if _, err := l.f.Write(buf); err != nil {
+		l.dirty = true
 		return fmt.Errorf("append lease log %s: %w", l.path, err)
 	}
 	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
+		l.dirty = true
 		return fmt.Errorf("sync lease log %s: %w", l.path, err)
 	}
+	l.size += int64(len(buf))
 	return nil
 }
 
@@ -121,6 +144,7 @@ func (l *leaseLog) replace(snap []byte) error {
 	}
 	l.f.Close()
 	l.f = nf
+	l.size, l.dirty = int64(len(snap)), false
 	return nil
 }
 

@@ -496,3 +496,69 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// When the log cannot be written, the commit reports the error: the server
+// then withholds the ACK (request waits on it), so no client holds a lease
+// the log does not.
+func TestCommitFailsWhenLogUnwritable(t *testing.T) {
+	_, subnet, _ := net.ParseCIDR("10.0.0.0/24")
+	cfg := Config{Interface: "test0", ServerIP: net.ParseIP("10.0.0.1").To4(), Subnet: subnet, RangeStart: net.ParseIP("10.0.0.10").To4(), RangeEnd: net.ParseIP("10.0.0.20").To4()}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/leases.log"
+	l, _, err := openLeaseLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	// Swap in a read-only handle: every append fails, as on a full or failed disk.
+	l.f.Close()
+	if l.f, err = os.Open(path); err != nil {
+		t.Fatal(err)
+	}
+	tb := newLeaseTable(&cfg)
+	tb.log = l
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tb.runWriter(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	hw := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	c, err := tb.bind(clientKey(nil, hw), hw, nil, net.ParseIP("10.0.0.10"), nil, "", time.Hour, time.Unix(1000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(context.Background(), c); err == nil {
+		t.Fatal("commit succeeded on an unwritable log")
+	}
+}
+
+// A failed append (a partial record on disk) is cut away before the next
+// batch, so the next acknowledged record replays.
+func TestPartialWriteRepaired(t *testing.T) {
+	path := t.TempDir() + "/leases.log"
+	l, _, err := openLeaseLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	r1 := leaseRecord{IP: netip.MustParseAddr("10.0.0.5"), State: StateBound, Expiry: time.Unix(100, 0)}
+	if err := l.write(r1.appendText(nil)); err != nil {
+		t.Fatal(err)
+	}
+	// Simulate a write that got half a record out before failing.
+	half := r1.appendText(nil)
+	if _, err := l.f.Write(half[:len(half)/2]); err != nil {
+		t.Fatal(err)
+	}
+	l.dirty = true
+	r2 := leaseRecord{IP: netip.MustParseAddr("10.0.0.6"), State: StateBound, Expiry: time.Unix(100, 0)}
+	if err := l.write(r2.appendText(nil)); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	recs, bad := parseLeaseLog(data)
+	if len(recs) != 2 || bad != 0 || recs[1].IP != r2.IP {
+		t.Errorf("after repair: %d records, %d bad; want both, none bad:\n%s", len(recs), bad, data)
+	}
+}
