@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -113,7 +114,7 @@ func newBed(t *testing.T) *bed {
 
 	b.srv, b.cli = lab.NewNetns(t), lab.NewNetns(t)
 	lab.Veth(t, b.srv, serverIP+"/24", b.cli, clientIP+"/24")
-	logger := slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := slog.New(slog.NewTextHandler(newTlogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h, err := NewHandler(Config{Root: b.root, Metrics: prometheus.NewRegistry()}, fakeScripts{}, logger)
 	must(t, err)
 	b.h = h
@@ -135,10 +136,29 @@ func newBed(t *testing.T) *bed {
 	return b
 }
 
-type tlogWriter struct{ t testing.TB }
+// tlogWriter sends the handler's log to the test log until the test's cleanup.
+type tlogWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func newTlogWriter(t testing.TB) *tlogWriter {
+	w := &tlogWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *tlogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 

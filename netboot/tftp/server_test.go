@@ -42,11 +42,30 @@ type bed struct {
 	gen   *fakeGenerated
 }
 
-// tlogWriter sends the server's log to the test log.
-type tlogWriter struct{ t testing.TB }
+// tlogWriter sends the server's log to the test log until the test's cleanup: transfers
+// abandoned by a bounded shutdown may still log after it, and t.Log would then panic.
+type tlogWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func newTlogWriter(t testing.TB) *tlogWriter {
+	w := &tlogWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *tlogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 
@@ -106,7 +125,7 @@ func newBed(t *testing.T, cfg Config) *bed {
 	if cfg.Addr == "" {
 		cfg.Addr = ":69"
 	}
-	srv, err := NewServer(cfg, gen, slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	srv, err := NewServer(cfg, gen, slog.New(slog.NewTextHandler(newTlogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})))
 	must(t, err)
 	b.srv = srv
 	served := make(chan error, 1)
