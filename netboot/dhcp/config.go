@@ -56,7 +56,7 @@ type Config struct {
 	// TFTPServer is sent as next-server (siaddr) to PXE ROMs. Default: ServerIP.
 	TFTPServer net.IP
 	// BootFiles maps a client architecture to the iPXE binary it loads (a
-	// TFTP path, or for HTTP boot a path under <BootHTTPBase>/boot/).
+	// TFTP path, or for HTTP boot a path under <BootHTTPBase><HTTPBootPrefix>).
 	// Default: DefaultBootFiles().
 	BootFiles map[Arch]string
 
