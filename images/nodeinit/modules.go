@@ -209,34 +209,40 @@ func resolveAlias(dir, name string) []string {
 // Modprobe is the /sbin/modprobe the kernel's request_module() runs inside the initramfs
 // ("modprobe -q -- NAME"). It returns the process exit status.
 func Modprobe(args []string) int {
-	var names []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			continue
-		}
-		names = append(names, a)
-	}
-	if len(names) == 0 {
-		return 1
-	}
 	dir := ModulesDir()
 	l, err := NewModuleLoader(dir)
 	if err != nil {
 		return 1
 	}
+	mods, unknown := l.modprobeTargets(args)
 	status := 0
-	for _, n := range names {
-		if _, ok := l.deps.Path(n); !ok {
-			alias := resolveAlias(dir, n)
-			if len(alias) == 0 {
-				status = 1
-				continue
-			}
-			n = alias[0]
-		}
-		if _, err := l.Load([]string{n}); err != nil {
+	if len(unknown) > 0 {
+		status = 1
+	}
+	for _, m := range mods {
+		if _, err := l.Load([]string{m}); err != nil {
 			status = 1
 		}
 	}
 	return status
+}
+
+// modprobeTargets turns modprobe's arguments (options, module names, aliases such as
+// crypto-crc32c or fs-overlay) into module names the tree has.
+func (l *ModuleLoader) modprobeTargets(args []string) (mods, unknown []string) {
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		if _, ok := l.deps.Path(a); ok {
+			mods = append(mods, a)
+			continue
+		}
+		if alias := resolveAlias(l.Dir, a); len(alias) > 0 {
+			mods = append(mods, alias[0])
+			continue
+		}
+		unknown = append(unknown, a)
+	}
+	return mods, unknown
 }

@@ -64,3 +64,18 @@ func TestColdplugPlan(t *testing.T) {
 		})
 	}
 }
+
+func TestModprobeTargets(t *testing.T) {
+	l, err := NewModuleLoader("testdata/modules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the kernel's request_module() passes: options, then a name or an alias.
+	mods, unknown := l.modprobeTargets([]string{"-q", "--", "crypto-crc32c", "overlay", "virtio-net", "fs-xfs"})
+	if diff := cmp.Diff([]string{"crc32c_generic", "overlay", "virtio-net"}, mods); diff != "" {
+		t.Errorf("modules (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"fs-xfs"}, unknown); diff != "" {
+		t.Errorf("unknown (-want +got):\n%s", diff)
+	}
+}
