@@ -119,7 +119,17 @@ func (w *Web) poolData() (poolData, error) {
 	return d, nil
 }
 
+// recentEvent is one boot stage in the dashboard's activity list.
+type recentEvent struct {
+	Node  string
+	Stage registry.Stage
+}
+
+// recentEvents is how many boot stages the dashboard lists, newest first.
+const recentEvents = 25
+
 type dashData struct {
+	Recent     []recentEvent
 	Nodes      []nodeRow
 	Counts     map[string]int
 	Discovered int
@@ -136,7 +146,16 @@ func (w *Web) dashboard(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	d.Counts = map[string]int{}
 	for _, n := range rows {
 		d.Counts[n.Shown]++
+		if n.LastBoot != nil {
+			for _, st := range n.LastBoot.Stages {
+				d.Recent = append(d.Recent, recentEvent{Node: n.Name, Stage: st})
+			}
+		}
 	}
+	slices.SortFunc(d.Recent, func(a, b recentEvent) int {
+		return cmp.Or(b.Stage.Time.Compare(a.Stage.Time), cmp.Compare(a.Node, b.Node))
+	})
+	d.Recent = d.Recent[:min(len(d.Recent), recentEvents)]
 	disc, err := w.opt.Store.DiscoveredMACs()
 	errs = append(errs, err)
 	d.Discovered = len(disc)

@@ -625,7 +625,8 @@ func TestPagesRender(t *testing.T) {
 		path string
 		want []string
 	}{
-		{"/", []string{`data-node="n1"`, "52:54:00:00:00:01", `<span class="badge bad">failed</span>`, "10.9.0.101", "250.0 GiB", "mount refused"}},
+		{"/", []string{`data-node="n1"`, "52:54:00:00:00:01", `<span class="badge bad">failed</span>`, "10.9.0.101", "250.0 GiB", "mount refused",
+			`<td><span class="badge bad">nfs</span></td><td class="mono">9.0s</td><td>mount refused</td>`}},
 		{"/nodes/n1", []string{"iqn.2011-06.org.distonet:node.n1", "e1.0", "/dev/sda", "mount refused"}},
 		{"/pool", []string{"/dev/sda", "e1.0", "250.0 GiB", `<span class="badge ok">online</span>`}},
 		{"/images", []string{"debian-12", "6.1.0-28-amd64", "1.0 GiB"}},
