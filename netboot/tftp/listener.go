@@ -1,11 +1,14 @@
 package tftp
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"syscall"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // listener is the well-known port. It reports, per request, the address the client sent
@@ -17,7 +20,9 @@ type listener struct {
 	p6   *ipv6.PacketConn
 }
 
-func listen(addr string) (*listener, error) {
+// listen opens the well-known port, bound to one interface when ifname is set so the
+// boot files are not offered to every network the host is on.
+func listen(addr, ifname string) (*listener, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("tftp listen %s: %w", addr, err)
@@ -27,10 +32,23 @@ func listen(addr string) (*listener, error) {
 		// PXE is IPv4: an unspecified address serves IPv4, so the v4 control messages apply.
 		network = "udp4"
 	}
-	conn, err := net.ListenUDP(network, ua)
-	if err != nil {
-		return nil, fmt.Errorf("tftp listen %s: %w", addr, err)
+	lc := net.ListenConfig{}
+	if ifname != "" {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
 	}
+	pc, err := lc.ListenPacket(context.Background(), network, ua.String())
+	if err != nil {
+		return nil, fmt.Errorf("tftp listen %s on %q: %w", addr, ifname, err)
+	}
+	conn := pc.(*net.UDPConn)
 	l := &listener{conn: conn}
 	if network == "udp4" {
 		p := ipv4.NewPacketConn(conn)

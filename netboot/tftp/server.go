@@ -45,7 +45,10 @@ type Generated interface {
 // Config configures the server. Zero values take the documented defaults.
 type Config struct {
 	Addr string // listen address; default ":69" (IPv4)
-	Root string // directory served read-only; "" serves generated files only
+	// Interface, when set, binds the listener to that interface (SO_BINDTODEVICE):
+	// requests arriving on any other network are never seen. Default: all interfaces.
+	Interface string
+	Root      string // directory served read-only; "" serves generated files only
 	// Anticipate is the send-ahead window in blocks for clients that do not negotiate
 	// windowsize: up to that many blocks are in flight before their ACKs (PXE ROMs ACK
 	// each block, which works unchanged). 0 or 1 = lockstep. Served by our own sender, not
@@ -199,7 +202,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		close(s.ready)
 		return ErrServerClosed
 	}
-	l, err := listen(s.cfg.Addr)
+	l, err := listen(s.cfg.Addr, s.cfg.Interface)
 	if err != nil {
 		close(s.ready)
 		return err

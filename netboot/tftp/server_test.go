@@ -680,3 +680,36 @@ func TestReplyFromRequestedAddress(t *testing.T) {
 	b.cli.MustExec("tftp", secondary, "-m", "binary", "-c", "get", "small.bin", local)
 	b.check(t, "small.bin", local)
 }
+
+// TestInterfaceBinding serves on one interface only: a client on another network the
+// server's host is on gets no answer, the boot network's client is served.
+func TestInterfaceBinding(t *testing.T) {
+	lab.Require(t, "tftp")
+	srvNS, boot, other := lab.NewNetns(t), lab.NewNetns(t), lab.NewNetns(t)
+	bootIf, _ := lab.Veth(t, srvNS, "10.69.2.1/24", boot, "10.69.2.2/24")
+	lab.Veth(t, srvNS, "10.69.3.1/24", other, "10.69.3.2/24")
+	root := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(root, "f"), []byte("boot file\n"), 0o644))
+	srv, err := NewServer(Config{Root: root, Interface: bootIf}, nil, nil)
+	must(t, err)
+	go func() { _ = srvNS.Do(func() error { return srv.Serve(context.Background()) }) }()
+	t.Cleanup(func() { srv.Close() })
+	if srv.Addr() == nil {
+		t.Fatal("not serving")
+	}
+	out := t.TempDir()
+	boot.MustExec("tftp", "10.69.2.1", "-m", "binary", "-c", "get", "f", filepath.Join(out, "boot"))
+	if got, _ := os.ReadFile(filepath.Join(out, "boot")); string(got) != "boot file\n" {
+		t.Fatalf("boot network got %q", got)
+	}
+	conn, err := other.ListenPacket("udp4", "10.69.3.2:0")
+	must(t, err)
+	defer conn.Close()
+	_, err = conn.WriteTo(rq(1, "f", "octet"), &net.UDPAddr{IP: net.ParseIP("10.69.3.1"), Port: 69})
+	must(t, err)
+	must(t, conn.SetReadDeadline(time.Now().Add(2*time.Second)))
+	buf := make([]byte, 600)
+	if n, _, err := conn.ReadFrom(buf); err == nil {
+		t.Fatalf("answered on another interface: %q", buf[:n])
+	}
+}
