@@ -2,12 +2,32 @@
 // enrollment of discovered machines (one by one or from a CSV file), node edit and removal,
 // images and the donated-disk pool, with live updates over server-sent events. Pages are
 // server-rendered from html/template files under templates/web (overridable from
-// state_dir/templates/web); a little vanilla JavaScript only refreshes live regions.
+// state_dir/templates/web, read at start); a little vanilla JavaScript only refreshes live
+// regions and filters the node table.
 //
-// It leaves the JSON API to internal/api (mounted under /api/ when Options.API is set) and
-// the state to internal/registry. Security: a bcrypt admin password in state_dir, server-side
-// sessions in HttpOnly SameSite=Strict cookies, a per-session CSRF token checked on every POST,
-// a per-IP login rate limit, and a strict Content-Security-Policy.
+// Routes (all but /login, /setup and /static/ need a session; POSTs need its CSRF token):
+//
+//	GET  /                          dashboard (?fragment=1: its live region only)
+//	GET  /discovered                MACs seen at DHCP, each with an enrollment form
+//	POST /discovered/{mac}/enroll   enroll one; /discovered/{mac}/forget drops it
+//	GET  /discovered.csv            discovered MACs as a bulk file to fill in
+//	GET  /enroll, POST /enroll      enroll by MAC
+//	GET  /enroll/bulk, POST         bulk CSV: step=check previews, step=enroll (default) enrolls
+//	GET  /nodes.csv                 enrolled nodes as a bulk file
+//	GET  /nodes/{name}, POST        node page, edit
+//	GET  /nodes/{name}/remove, POST confirm (type the name) and remove, deleting the volume
+//	POST /nodes/{name}/volume       action=resize (size) or reset (confirm=name)
+//	GET  /images, /pool             lists
+//	GET  /events                    server-sent "change" events after each registry change
+//	GET  /login, POST /login, POST /logout, GET /setup, POST /setup (first-run token)
+//	/api/                           internal/api, when Options.API is set
+//
+// It leaves the JSON API to internal/api and the state to internal/registry. Security: a
+// bcrypt admin password in state_dir (a new one ends every session), server-side sessions in
+// HttpOnly SameSite=Strict cookies (Secure on TLS), a per-session CSRF token checked on every
+// POST plus Go's cross-origin check, a per-IP limit on failed logins, html/template escaping
+// and a Content-Security-Policy that allows scripts and styles from /static/ only. Sessions
+// live in memory: a daemon restart logs everyone out.
 package web
 
 import (
