@@ -131,6 +131,7 @@ func TestLibiscsiCHAP(t *testing.T) {
 	}{
 		{"right secret", initA, a.CHAPUser, a.CHAPSecret, a.IQN, true},
 		{"right secret b", initB, b.CHAPUser, b.CHAPSecret, b.IQN, true},
+		{"initiator name in another case", strings.ToUpper(initA), a.CHAPUser, a.CHAPSecret, a.IQN, true},
 		{"wrong secret", initA, a.CHAPUser, "not-the-secret-000", a.IQN, false},
 		{"no secret", initA, "", "", a.IQN, false},
 		{"a's credentials on b", initB, a.CHAPUser, a.CHAPSecret, b.IQN, false},

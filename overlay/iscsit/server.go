@@ -127,7 +127,13 @@ func (s TargetSpec) validate() error {
 }
 
 func (s TargetSpec) allows(initiator string) bool {
-	return len(s.AllowedInitiators) == 0 || slices.Contains(s.AllowedInitiators, initiator)
+	return len(s.AllowedInitiators) == 0 || s.lists(initiator)
+}
+
+// lists reports whether the ACL names the initiator. iSCSI names compare case-insensitively
+// (RFC 3722 folds them to lower case).
+func (s TargetSpec) lists(initiator string) bool {
+	return slices.ContainsFunc(s.AllowedInitiators, func(a string) bool { return strings.EqualFold(a, initiator) })
 }
 
 // Server is the iSCSI target: our RFC 7143 transport in front of gotgt's SCSI core.
@@ -362,7 +368,7 @@ func (s *Server) starting() bool {
 func (s *Server) lookup(iqn string) *target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.targets[iqn]
+	return s.targets[strings.ToLower(iqn)]
 }
 
 // Serve listens on Config.Addr and serves until ctx ends or Close is called.
@@ -551,7 +557,7 @@ func (s *Server) visibleTargets(initiator, chapUser string) []*target {
 			continue
 		}
 		// Without authentication only an explicit ACL entry reveals a target.
-		if slices.Contains(t.spec.AllowedInitiators, initiator) {
+		if t.spec.lists(initiator) {
 			out = append(out, t)
 		}
 	}
