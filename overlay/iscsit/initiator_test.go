@@ -19,6 +19,7 @@ type testInitiator struct {
 	itt       uint32
 	tsih      uint16
 	p         params
+	lun       [8]byte // LUN field of the commands sent
 }
 
 type loginOpts struct {
@@ -188,6 +189,7 @@ func (in *testInitiator) command(cdb []byte, readLen uint32, out []byte) (scsiRe
 	}
 	imm := min(len(out), int(in.p.firstBurst), int(in.p.initiatorMaxRecvData))
 	p.SetFlags(f)
+	p.SetLUN(in.lun)
 	p.SetITT(in.itt)
 	p.put32(offTTT, edtl)
 	p.put32(offCmdSN, in.cmdSN)

@@ -2,10 +2,12 @@ package iscsit
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -368,5 +370,54 @@ func TestStartupGrace(t *testing.T) {
 				t.Errorf("login to a missing target: %v, want %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestMultipleLUNs: a target with two backing files (a donor with two disks) exposes them as
+// LUN 0 and LUN 1, each with its own size and data.
+func TestMultipleLUNs(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	files := []string{newVolume(t, 16<<20), newVolume(t, 32<<20)}
+	spec := TargetSpec{IQN: IQNForNode("two"), LUNs: files, CHAPUser: "two", CHAPSecret: "two-luns-secret-0000"}
+	if err := s.AddTarget(spec); err != nil {
+		t.Fatal(err)
+	}
+	in, err := n.dial(t, loginOpts{initiator: initA, target: spec.IQN, user: spec.CHAPUser, secret: spec.CHAPSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := in.command([]byte{0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, 256, nil)
+	if err != nil || r.status != 0 {
+		t.Fatalf("REPORT LUNS: %v status %d", err, r.status)
+	}
+	if got := binary.BigEndian.Uint32(r.data); got != 16 {
+		t.Errorf("REPORT LUNS lists %d bytes of LUNs, want 2 entries", got)
+	}
+	for lun, want := range []uint64{16 << 20, 32 << 20} {
+		in.lun = [8]byte{0, byte(lun)}
+		r, err := in.command([]byte{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0}, 32, nil)
+		if err != nil || r.status != 0 {
+			t.Fatalf("READ CAPACITY(16) LUN %d: %v status %d", lun, err, r.status)
+		}
+		if got := (binary.BigEndian.Uint64(r.data) + 1) * blockSize; got != want {
+			t.Errorf("LUN %d capacity %d, want %d", lun, got, want)
+		}
+		if err := in.write16(1, bytes.Repeat([]byte{byte(0x10 + lun)}, blockSize), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for lun, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[blockSize] != byte(0x10+lun) {
+			t.Errorf("LUN %d write landed elsewhere: byte %#x", lun, b[blockSize])
+		}
+	}
+	in.lun = [8]byte{0, 7}
+	if r, err := in.command([]byte{0, 0, 0, 0, 0, 0}, 0, nil); err != nil || r.status != statusCheckCondition {
+		t.Errorf("TEST UNIT READY on a missing LUN: %v status %d", err, r.status)
 	}
 }
