@@ -225,14 +225,21 @@ func TestBrowserEnrollment(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS(`#`+id+`-window`), "20:00-07:00"),
 		chromedp.SetValue(chromedp.CSS(`#`+id+`-volume_size`), "20G"),
 		chromedp.Click(chromedp.CSS(`#enroll-`+id+` button`)),
-		chromedp.WaitVisible(chromedp.CSS(`#edit-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`#flash`)),
+		chromedp.WaitNotPresent(chromedp.CSS(row)),
 		into(&flash, chromedp.Text(chromedp.CSS(`#flash`))),
 		into(&loc, chromedp.Location()),
-		screenshot(t, shots, "05-node-enrolled"),
+		screenshot(t, shots, "05-discovered-after-enroll"),
 	)
-	if !strings.HasSuffix(loc, "/nodes/room1-pc07") || !strings.Contains(flash, "Enrolled room1-pc07") {
+	// Other machines still wait, so the admin is back on the list.
+	if !strings.HasSuffix(loc, "/discovered") || !strings.Contains(flash, "Enrolled room1-pc07 (52:54:00:12:34:56): it boots debian-12") || !strings.Contains(flash, "2 more waiting") {
 		t.Errorf("after enrollment at %s, flash %q", loc, flash)
 	}
+	run(t, ctx, "node page",
+		chromedp.Navigate(base+"/nodes/room1-pc07"),
+		chromedp.WaitVisible(chromedp.CSS(`#edit-form`)),
+		screenshot(t, shots, "05-node-enrolled"),
+	)
 	n, err := e.store.Node("room1-pc07")
 	if err != nil {
 		t.Fatalf("node not enrolled: %v", err)

@@ -286,7 +286,14 @@ func (w *Web) enrollDiscovered(wr http.ResponseWriter, r *http.Request, c *reqCt
 		return
 	}
 	w.log.Info("node enrolled", "node", n.Name, "mac", n.MAC, "image", n.Image, "via", "web")
-	w.sessions.setFlash(c.sess, fmt.Sprintf("Enrolled %s (%s). It boots its image at its next PXE boot.", n.Name, n.MAC))
+	// Back to the list while machines wait (a room is enrolled one after another), else to
+	// the new node.
+	if waiting, err := w.opt.Store.DiscoveredMACs(); err == nil && len(waiting) > 0 {
+		w.sessions.setFlash(c.sess, fmt.Sprintf("Enrolled %s (%s): it boots %s at its next PXE boot. %d more waiting.", n.Name, n.MAC, n.Image, len(waiting)))
+		http.Redirect(wr, r, "/discovered", http.StatusSeeOther)
+		return
+	}
+	w.sessions.setFlash(c.sess, fmt.Sprintf("Enrolled %s (%s): it boots %s at its next PXE boot.", n.Name, n.MAC, n.Image))
 	http.Redirect(wr, r, "/nodes/"+n.Name, http.StatusSeeOther)
 }
 

@@ -1263,3 +1263,30 @@ func TestOversizedUploadRefused(t *testing.T) {
 		t.Error("oversized form enrolled nodes")
 	}
 }
+
+func TestEnrollDiscoveredRedirects(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	for _, mac := range []string{"52:54:00:00:00:01", "52:54:00:00:00:02"} {
+		if err := e.store.SeeMAC(registry.Discovered{MAC: mac}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, tok := e.login()
+	enroll := func(mac, name string) string {
+		r := e.do(c, "POST", "/discovered/"+mac+"/enroll", url.Values{"csrf": {tok}, "name": {name}, "image": {"debian-12"}})
+		if r.code != http.StatusSeeOther {
+			t.Fatalf("enroll %s: %d", mac, r.code)
+		}
+		return r.hdr.Get("Location")
+	}
+	if loc := enroll("52:54:00:00:00:01", "n1"); loc != "/discovered" {
+		t.Errorf("with a machine still waiting: to %s, want /discovered", loc)
+	}
+	if r := e.do(c, "GET", "/discovered", nil); !strings.Contains(r.body, "Enrolled n1 (52:54:00:00:00:01): it boots debian-12 at its next PXE boot. 1 more waiting.") {
+		t.Error("no enrollment message on the discovered page")
+	}
+	if loc := enroll("52:54:00:00:00:02", "n2"); loc != "/nodes/n2" {
+		t.Errorf("last one: to %s, want /nodes/n2", loc)
+	}
+}
