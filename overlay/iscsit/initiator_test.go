@@ -27,6 +27,7 @@ type loginOpts struct {
 	user, secret           string
 	mutualUser, mutualPass string
 	discovery              bool
+	digests                bool // offer CRC32C header and data digests
 	extra                  TextParams // more operational keys
 }
 
@@ -142,7 +143,11 @@ func (in *testInitiator) login(o loginOpts) error {
 	if r.Flags()&0x80 == 0 {
 		return fmt.Errorf("target did not leave the security stage")
 	}
-	op := TextParams{{"HeaderDigest", "None"}, {"DataDigest", "None"}, {"ImmediateData", "Yes"},
+	hd, dd := "None", "None"
+	if o.digests {
+		hd, dd = "CRC32C", "CRC32C"
+	}
+	op := TextParams{{"HeaderDigest", hd}, {"DataDigest", dd}, {"ImmediateData", "Yes"},
 		{"InitialR2T", "Yes"}, {"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "262144"},
 		{"FirstBurstLength", "65536"}, {"ErrorRecoveryLevel", "0"}}
 	op = append(op, o.extra...)
@@ -200,13 +205,13 @@ func (in *testInitiator) command(cdb []byte, readLen uint32, out []byte) (scsiRe
 	}
 	in.cmdSN++
 	_ = in.nc.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := writePDU(in.nc, &p, digests{}); err != nil {
+	if err := writePDU(in.nc, &p, in.p.digests); err != nil {
 		return scsiResult{}, err
 	}
 	var res scsiResult
 	for {
 		var r PDU
-		if err := readPDU(in.br, &r, 1<<24, digests{}); err != nil {
+		if err := readPDU(in.br, &r, 1<<24, in.p.digests); err != nil {
 			return res, err
 		}
 		switch r.Opcode() {
@@ -226,7 +231,7 @@ func (in *testInitiator) command(cdb []byte, readLen uint32, out []byte) (scsiRe
 				d.put32(offDataSN, sn)
 				d.put32(offBufOffset, off+sent)
 				d.Data = out[off+sent : off+sent+chunk]
-				if err := writePDU(in.nc, &d, digests{}); err != nil {
+				if err := writePDU(in.nc, &d, in.p.digests); err != nil {
 					return res, err
 				}
 				sent += chunk

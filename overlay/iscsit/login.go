@@ -184,11 +184,13 @@ func (l *login) step(req *PDU) (bool, error) {
 		}
 		l.c.sess = ss
 		l.tsih = ss.tsih
-		l.c.p = l.p
 		ss.start(cmdSN)
+		// The login phase ends with this response: it goes without digests, everything
+		// after it with the negotiated ones.
 		if err := l.respond(req, csg, true, nsg, out); err != nil {
 			return false, err
 		}
+		l.c.p = l.p
 		return true, nil
 	}
 	return false, l.respond(req, csg, canTransit, nsg, out)

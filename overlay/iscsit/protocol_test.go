@@ -421,3 +421,28 @@ func TestMultipleLUNs(t *testing.T) {
 		t.Errorf("TEST UNIT READY on a missing LUN: %v status %d", err, r.status)
 	}
 }
+
+// TestDigests runs writes and reads with CRC32C header and data digests negotiated.
+func TestDigests(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	a, _ := twoTargets(t, s)
+	in, err := n.dial(t, loginOpts{initiator: initA, target: a.IQN, user: a.CHAPUser, secret: a.CHAPSecret, digests: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in.p.digests.header || !in.p.digests.data {
+		t.Fatalf("digests not negotiated: %+v", in.p.digests)
+	}
+	data := bytes.Repeat([]byte("digest-me"), 30000)[:256<<10]
+	if err := in.write16(64, data, false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := in.read16(64, uint32(len(data)/blockSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Error("data did not survive the digested round trip")
+	}
+}
