@@ -27,7 +27,7 @@ type loginOpts struct {
 	user, secret           string
 	mutualUser, mutualPass string
 	discovery              bool
-	digests                bool // offer CRC32C header and data digests
+	digests                bool       // offer CRC32C header and data digests
 	extra                  TextParams // more operational keys
 }
 
