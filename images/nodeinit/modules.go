@@ -7,7 +7,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -28,6 +30,8 @@ type ModuleLoader struct {
 	Dir  string
 	Sys  string // sysfs mount point (default /sys)
 	deps *initramfs.ModuleDeps
+	// Took records how long each module took to load, for the console's "slowest" note.
+	Took map[string]time.Duration
 }
 
 // NewModuleLoader reads dir/modules.dep.
@@ -50,8 +54,13 @@ func (l *ModuleLoader) Load(names []string) (int, error) {
 	paths, missing := l.deps.Closure(names)
 	var errs []error
 	n := 0
+	if l.Took == nil {
+		l.Took = map[string]time.Duration{}
+	}
 	for _, p := range paths {
+		t0 := time.Now()
 		err := finitModule(filepath.Join(l.Dir, p))
+		l.Took[initramfs.ModuleName(p)] += time.Since(t0)
 		switch {
 		case err == nil:
 			n++
@@ -173,6 +182,23 @@ func hasPrefix(patterns []string, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// Slowest names the n modules that took longest to load, with their times.
+func (l *ModuleLoader) Slowest(n int) string {
+	names := make([]string, 0, len(l.Took))
+	for m := range l.Took {
+		names = append(names, m)
+	}
+	sort.Slice(names, func(i, j int) bool { return l.Took[names[i]] > l.Took[names[j]] })
+	if len(names) > n {
+		names = names[:n]
+	}
+	parts := make([]string, len(names))
+	for i, m := range names {
+		parts[i] = fmt.Sprintf("%s %.1fs", m, l.Took[m].Seconds())
+	}
+	return strings.Join(parts, ", ")
 }
 
 // LoadList reads the initramfs's list of modules to load at boot.

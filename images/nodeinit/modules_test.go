@@ -2,6 +2,7 @@ package nodeinit
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -77,5 +78,15 @@ func TestModprobeTargets(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"fs-xfs"}, unknown); diff != "" {
 		t.Errorf("unknown (-want +got):\n%s", diff)
+	}
+}
+
+func TestSlowest(t *testing.T) {
+	l := &ModuleLoader{Took: map[string]time.Duration{"ext4": 1200 * time.Millisecond, "nfs": 300 * time.Millisecond, "sunrpc": 800 * time.Millisecond, "crc16": time.Millisecond}}
+	if got, want := l.Slowest(2), "ext4 1.2s, sunrpc 0.8s"; got != want {
+		t.Errorf("Slowest(2) = %q, want %q", got, want)
+	}
+	if got := (&ModuleLoader{}).Slowest(3); got != "" {
+		t.Errorf("Slowest of nothing = %q", got)
 	}
 }

@@ -275,6 +275,9 @@ func (n *node) loadModules(ctx context.Context) (string, error) {
 	if len(skipped) > 0 {
 		msg += " (no device for " + strings.Join(skipped, " ") + ")"
 	}
+	if slow := l.Slowest(3); slow != "" {
+		msg += "; slowest " + slow
+	}
 	return msg, nil
 }
 
