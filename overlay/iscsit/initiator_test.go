@@ -150,7 +150,17 @@ func (in *testInitiator) login(o loginOpts) error {
 	op := TextParams{{"HeaderDigest", hd}, {"DataDigest", dd}, {"ImmediateData", "Yes"},
 		{"InitialR2T", "Yes"}, {"MaxRecvDataSegmentLength", "65536"}, {"MaxBurstLength", "262144"},
 		{"FirstBurstLength", "65536"}, {"ErrorRecoveryLevel", "0"}}
-	op = append(op, o.extra...)
+	for _, e := range o.extra {
+		replaced := false
+		for i := range op {
+			if op[i].Key == e.Key {
+				op[i].Value, replaced = e.Value, true
+			}
+		}
+		if !replaced {
+			op = append(op, e)
+		}
+	}
 	r, ans, err = in.loginPDU(1, 3, true, op)
 	if err != nil {
 		return err
@@ -193,6 +203,17 @@ func (in *testInitiator) command(cdb []byte, readLen uint32, out []byte) (scsiRe
 		f |= 0x40
 	}
 	imm := min(len(out), int(in.p.firstBurst), int(in.p.initiatorMaxRecvData))
+	if !in.p.immediate {
+		imm = 0
+	}
+	// Unsolicited Data-Out follows the command when InitialR2T=No (F clear on the command).
+	unsolEnd := imm
+	if out != nil && !in.p.initialR2T {
+		unsolEnd = min(len(out), int(in.p.firstBurst))
+		if unsolEnd > imm {
+			f &^= 0x80
+		}
+	}
 	p.SetFlags(f)
 	p.SetLUN(in.lun)
 	p.SetITT(in.itt)
@@ -207,6 +228,26 @@ func (in *testInitiator) command(cdb []byte, readLen uint32, out []byte) (scsiRe
 	_ = in.nc.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := writePDU(in.nc, &p, in.p.digests); err != nil {
 		return scsiResult{}, err
+	}
+	var sn uint32
+	for off := imm; off < unsolEnd; {
+		chunk := min(unsolEnd-off, int(in.p.initiatorMaxRecvData))
+		var d PDU
+		d.SetOpcode(OpDataOut)
+		if off+chunk == unsolEnd {
+			d.SetFlags(0x80)
+		}
+		d.SetITT(in.itt)
+		d.put32(offTTT, reservedTag)
+		d.put32(offExpStatSN, in.expStatSN)
+		d.put32(offDataSN, sn)
+		d.put32(offBufOffset, uint32(off))
+		d.Data = out[off : off+chunk]
+		if err := writePDU(in.nc, &d, in.p.digests); err != nil {
+			return scsiResult{}, err
+		}
+		off += chunk
+		sn++
 	}
 	var res scsiResult
 	for {

@@ -446,3 +446,47 @@ func TestDigests(t *testing.T) {
 		t.Error("data did not survive the digested round trip")
 	}
 }
+
+// TestNegotiationVariants moves data under the parameter sets initiators actually pick:
+// unsolicited Data-Out (InitialR2T=No), no immediate data, several R2Ts in flight, small
+// PDUs that split Data-In, small bursts.
+func TestNegotiationVariants(t *testing.T) {
+	n := newTestNet(t)
+	s := n.startServer(t, Config{})
+	a, _ := twoTargets(t, s)
+	cases := []struct {
+		name  string
+		extra TextParams
+	}{
+		{"linux-like unsolicited", TextParams{{"InitialR2T", "No"}, {"FirstBurstLength", "262144"}, {"MaxBurstLength", "16776192"}}},
+		{"small PDUs and bursts, 4 R2Ts", TextParams{{"InitialR2T", "No"}, {"MaxRecvDataSegmentLength", "4096"},
+			{"FirstBurstLength", "8192"}, {"MaxBurstLength", "16384"}, {"MaxOutstandingR2T", "4"}}},
+		{"no immediate data", TextParams{{"ImmediateData", "No"}, {"InitialR2T", "Yes"}}},
+		{"no immediate, unsolicited", TextParams{{"ImmediateData", "No"}, {"InitialR2T", "No"}, {"FirstBurstLength", "16384"}}},
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, err := n.dial(t, loginOpts{initiator: initA, target: a.IQN, user: a.CHAPUser, secret: a.CHAPSecret, extra: tc.extra})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, size := range []int{blockSize, 12 << 10, 300 << 10} {
+				data := make([]byte, size)
+				for i := range data {
+					data[i] = byte(rng.Uint32())
+				}
+				if err := in.write16(128, data, false); err != nil {
+					t.Fatalf("write %d: %v", size, err)
+				}
+				got, err := in.read16(128, uint32(size/blockSize))
+				if err != nil {
+					t.Fatalf("read %d: %v", size, err)
+				}
+				if !bytes.Equal(got, data) {
+					t.Fatalf("%d bytes did not read back", size)
+				}
+			}
+		})
+	}
+}
