@@ -153,7 +153,8 @@ type session struct {
 	pw      string // the password file's stamp at login: a new password ends the session
 	created time.Time
 	seen    time.Time
-	flash   string // one-shot message shown on the next page
+	flash   string   // one-shot message shown on the next page
+	last    nodeForm // the last enrollment, to prefill the next discovered forms
 }
 
 // sessions is the server-side session table.
@@ -266,6 +267,18 @@ func (s *sessions) takeFlash(sess *session) string {
 	msg := sess.flash
 	sess.flash = ""
 	return msg
+}
+
+func (s *sessions) setLast(sess *session, f nodeForm) {
+	s.mu.Lock()
+	sess.last = nodeForm{Name: f.Name, Group: f.Group, Image: f.Image, Donate: f.Donate, Window: f.Window, VolumeSize: f.VolumeSize}
+	s.mu.Unlock()
+}
+
+func (s *sessions) lastEnrolled(sess *session) nodeForm {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sess.last
 }
 
 // validCSRF reports whether the request carries the session's CSRF token in the form field or

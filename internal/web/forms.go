@@ -162,3 +162,21 @@ func formatSize(b int64) string {
 	}
 	return strconv.FormatInt(b, 10)
 }
+
+// nextName suggests the n-th name after prev by its trailing number, keeping its width
+// (room1-pc07 → room1-pc08); "" when prev has no trailing number.
+func nextName(prev string, n int) string {
+	i := len(prev)
+	for i > 0 && prev[i-1] >= '0' && prev[i-1] <= '9' {
+		i--
+	}
+	if i == len(prev) || len(prev)-i > 9 {
+		return ""
+	}
+	num, _ := strconv.Atoi(prev[i:])
+	next := fmt.Sprintf("%0*d", len(prev)-i, num+n)
+	if registry.ValidateName(prev[:i]+next) != nil {
+		return ""
+	}
+	return prev[:i] + next
+}

@@ -211,11 +211,39 @@ func (w *Web) renderDiscovered(wr http.ResponseWriter, r *http.Request, c *reqCt
 	imgs, err := w.images()
 	errs = append(errs, err)
 	d.Images, d.Free = imgs, w.opt.Images == nil
-	for _, x := range disc {
-		row := discoveredRow{Discovered: x, ID: macID(x.MAC), Form: nodeForm{MAC: x.MAC, Donate: "none"}}
-		if len(imgs) == 1 {
-			row.Form.Image = imgs[0].Name
+	// Prefill from the session's last enrollment (a room is enrolled machine after machine):
+	// same group, image and policy, and the next names in power-on order.
+	last := w.sessions.lastEnrolled(c.sess)
+	if last.Image != "" && imgs != nil && !slices.ContainsFunc(imgs, func(i ImageInfo) bool { return i.Name == last.Image }) {
+		last.Image = ""
+	}
+	if last.Image == "" && len(imgs) == 1 {
+		last.Image = imgs[0].Name
+	}
+	suggested := map[string]string{}
+	if last.Name != "" {
+		byPowerOn := slices.Clone(disc)
+		slices.SortFunc(byPowerOn, func(a, b registry.Discovered) int {
+			return cmp.Or(a.FirstSeen.Compare(b.FirstSeen), cmp.Compare(a.MAC, b.MAC))
+		})
+		k := 1
+		for _, x := range byPowerOn {
+			for ; k < 1000; k++ {
+				name := nextName(last.Name, k)
+				if name == "" {
+					break
+				}
+				if _, err := w.opt.Store.Node(name); err != nil { // free
+					suggested[x.MAC] = name
+					k++
+					break
+				}
+			}
 		}
+	}
+	for _, x := range disc {
+		row := discoveredRow{Discovered: x, ID: macID(x.MAC), Form: nodeForm{MAC: x.MAC, Name: suggested[x.MAC],
+			Group: last.Group, Image: last.Image, Donate: cmp.Or(last.Donate, "none"), Window: last.Window, VolumeSize: last.VolumeSize}}
 		if failed != nil && failed.MAC == x.MAC {
 			row.Form = *failed
 		}
@@ -286,6 +314,7 @@ func (w *Web) enrollDiscovered(wr http.ResponseWriter, r *http.Request, c *reqCt
 		return
 	}
 	w.log.Info("node enrolled", "node", n.Name, "mac", n.MAC, "image", n.Image, "via", "web")
+	w.sessions.setLast(c.sess, f)
 	// Back to the list while machines wait (a room is enrolled one after another), else to
 	// the new node.
 	if waiting, err := w.opt.Store.DiscoveredMACs(); err == nil && len(waiting) > 0 {

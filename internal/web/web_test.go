@@ -1290,3 +1290,57 @@ func TestEnrollDiscoveredRedirects(t *testing.T) {
 		t.Errorf("last one: to %s, want /nodes/n2", loc)
 	}
 }
+
+func TestNextName(t *testing.T) {
+	tests := []struct {
+		prev string
+		n    int
+		want string
+	}{
+		{"room1-pc07", 1, "room1-pc08"},
+		{"room1-pc09", 1, "room1-pc10"},
+		{"room1-pc99", 1, "room1-pc100"},
+		{"pc7", 3, "pc10"},
+		{"node", 1, ""},
+		{"n001", 2, "n003"},
+		{"7", 1, "8"},
+	}
+	for _, tc := range tests {
+		if got := nextName(tc.prev, tc.n); got != tc.want {
+			t.Errorf("nextName(%q, %d) = %q, want %q", tc.prev, tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestDiscoveredFormsFollowLastEnrollment(t *testing.T) {
+	e := newEnv(t)
+	e.setPassword()
+	if _, err := e.store.AddNode(registry.Node{Name: "pc03", MAC: "52:54:00:00:00:99", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, mac := range []string{"52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"} {
+		if err := e.store.SeeMAC(registry.Discovered{MAC: mac}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, tok := e.login()
+	r := e.do(c, "POST", "/discovered/52:54:00:00:00:01/enroll", url.Values{"csrf": {tok}, "name": {"pc01"}, "group": {"room1"},
+		"image": {"alpine-3.20"}, "donate": {"aoe"}, "window": {"20:00-07:00"}})
+	if r.code != http.StatusSeeOther {
+		t.Fatalf("enroll: %d", r.code)
+	}
+	page := e.do(c, "GET", "/discovered", nil).body
+	// pc02 and pc04 (pc03 is taken), same group, image and policy.
+	for _, want := range []string{
+		`id="m525400000002-name" aria-label="name for 52:54:00:00:00:02" form="enroll-m525400000002" value="pc02"`,
+		`id="m525400000003-name" aria-label="name for 52:54:00:00:00:03" form="enroll-m525400000003" value="pc04"`,
+		`id="m525400000002-group" aria-label="group for 52:54:00:00:00:02" form="enroll-m525400000002" value="room1"`,
+		`id="m525400000002-window" aria-label="window for 52:54:00:00:00:02" form="enroll-m525400000002" value="20:00-07:00"`,
+		`<option value="alpine-3.20" selected>`,
+		`<option value="aoe" selected>`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("discovered page lacks %s", want)
+		}
+	}
+}
