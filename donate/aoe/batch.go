@@ -13,11 +13,11 @@ import (
 // Go target wins that back.
 const batchSize = 32
 
-// mmsghdr is struct mmsghdr (x/sys/unix has no type for it).
+// mmsghdr is struct mmsghdr (x/sys/unix has no type for it); Go pads it to the same size as C
+// on every architecture (64 bytes on amd64).
 type mmsghdr struct {
 	hdr unix.Msghdr
 	len uint32
-	_   [4]byte
 }
 
 // batchIO receives and sends frames on a bound AF_PACKET socket, many per system call.
