@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,7 +75,7 @@ func BenchmarkPoolSequential(b *testing.B) {
 		sumR += metrics[fmt.Sprintf("member%d_read_MBps", s)]
 	}
 	mdW, mdR := metrics["md_write_MBps"], metrics["md_read_MBps"]
-	if sumW == 0 || sumR == 0 || mdW == 0 || mdR == 0 {
+	if sumW == 0 || sumR == 0 || mdW == 0 || mdR == 0 || metrics["parallel_write_MBps"] == 0 || metrics["parallel_read_MBps"] == 0 {
 		b.Fatalf("missing measurements: %v", metrics)
 	}
 	fmt.Printf("\npool (RAID6 over %d AoE members, QEMU TCG guest, vblade donors)\n", members)
@@ -83,8 +84,11 @@ func BenchmarkPoolSequential(b *testing.B) {
 		fmt.Printf("%-34s %10.1f %10.1f\n", fmt.Sprintf("member e%d.0 alone", s), metrics[fmt.Sprintf("member%d_write_MBps", s)], metrics[fmt.Sprintf("member%d_read_MBps", s)])
 	}
 	fmt.Printf("%-34s %10.1f %10.1f\n", "sum of members", sumW, sumR)
+	pW, pR := metrics["parallel_write_MBps"], metrics["parallel_read_MBps"]
+	fmt.Printf("%-34s %10.1f %10.1f\n", "all members at once", pW, pR)
 	fmt.Printf("%-34s %10.1f %10.1f\n", "md RAID6 (/dev/md, 4 members)", mdW, mdR)
 	fmt.Printf("%-34s %10.2f %10.2f\n", "ratio array / sum of members", mdW/sumW, mdR/sumR)
+	fmt.Printf("%-34s %10.2f %10.2f\n", "ratio array / all members at once", mdW/pW, mdR/pR)
 	fmt.Printf("%-34s %10.2f %10.2f\n", "ratio array / (members-2) x mean", mdW/(sumW/members*(members-2)), mdR/(sumR/members*(members-2)))
 	b.ReportMetric(mdW, "md_write_MB/s")
 	b.ReportMetric(mdR, "md_read_MB/s")
@@ -130,6 +134,33 @@ func measure(ctl *poolvm.Control) error {
 		ctl.Say(fmt.Sprintf("METRIC member%d_write_MBps %.2f", s, w))
 		ctl.Say(fmt.Sprintf("METRIC member%d_read_MBps %.2f", s, r))
 		disks = append(disks, d)
+	}
+	// All members at once: what the array could get if md were free.
+	for _, op := range []string{"write", "read"} {
+		var wg sync.WaitGroup
+		errs := make(chan error, len(disks))
+		start := time.Now()
+		for _, d := range disks {
+			wg.Add(1)
+			go func(dev string) {
+				defer wg.Done()
+				var err error
+				if op == "write" {
+					_, err = seqWrite(dev, memberBytes)
+				} else {
+					_, err = seqRead(dev, memberBytes)
+				}
+				errs <- err
+			}(filepath.Join("/dev/etherd", d.Address))
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		ctl.Say(fmt.Sprintf("METRIC parallel_%s_MBps %.2f", op, float64(len(disks)*memberBytes)/1e6/time.Since(start).Seconds()))
 	}
 	// Blank the superblock area the member writes filled, then build the array as the head does.
 	for _, d := range disks {
