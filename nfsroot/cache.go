@@ -143,7 +143,7 @@ type dirListing struct {
 // dirCache keeps directory listings (names and attributes, sorted by name, so READDIR
 // cookies are stable positions) up to max entries in total, oldest out first.
 type dirCache struct {
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	m       map[dirKey]*dirListing
 	fifo    []*dirListing
 	entries int
@@ -154,13 +154,20 @@ func newDirCache(max int) *dirCache { return &dirCache{m: map[dirKey]*dirListing
 
 func (c *dirCache) get(t *tree, ino uint64, rel string) ([]dirEntry, error) {
 	key := dirKey{t, ino}
+	c.mu.RLock()
+	l, ok := c.m[key]
+	c.mu.RUnlock()
+	if ok {
+		<-l.ready
+		return l.ents, l.err
+	}
 	c.mu.Lock()
 	if l, ok := c.m[key]; ok {
 		c.mu.Unlock()
 		<-l.ready
 		return l.ents, l.err
 	}
-	l := &dirListing{key: key, ready: make(chan struct{})}
+	l = &dirListing{key: key, ready: make(chan struct{})}
 	c.m[key] = l
 	c.mu.Unlock()
 
@@ -231,9 +238,9 @@ func (c *attrCache) put(t *tree, st *unix.Stat_t) {
 
 // peek returns a directory's listing only if it is already cached.
 func (c *dirCache) peek(t *tree, ino uint64) ([]dirEntry, bool) {
-	c.mu.Lock()
+	c.mu.RLock()
 	l, ok := c.m[dirKey{t, ino}]
-	c.mu.Unlock()
+	c.mu.RUnlock()
 	if !ok {
 		return nil, false
 	}
