@@ -369,23 +369,7 @@ func (p *planner) seed() {
 	for _, w := range p.classes() {
 		rest := p.free(w)
 		for len(rest) > 0 {
-			anchor := rest[0]
-			floor := p.sizeFloor(anchor.SizeBytes)
-			var picked []Member
-			nodes, groups := map[string]bool{}, map[string]int{}
-			for _, m := range rest {
-				if m.SizeBytes < floor || len(picked) == p.opts.MaxMembers+p.opts.Spares {
-					break
-				}
-				if nodes[m.Node] || (m.Group != "" && groups[m.Group] >= p.opts.MaxPerGroup) {
-					continue
-				}
-				nodes[m.Node] = true
-				if m.Group != "" {
-					groups[m.Group]++
-				}
-				picked = append(picked, m)
-			}
+			picked := p.pick(rest, p.opts.MaxMembers+p.opts.Spares)
 			if len(picked) < p.opts.MinMembers {
 				rest = rest[1:]
 				continue
@@ -406,6 +390,32 @@ func (p *planner) seed() {
 			rest = p.free(w)
 		}
 	}
+}
+
+// pick takes, from disks sorted largest first, the largest set led by disks[0] that the
+// rules allow: within SizeTolerance of it, one per node, MaxPerGroup per group, at most limit.
+// (The rules make a laminar matroid, so this greedy set is as large as any.)
+func (p *planner) pick(disks []Member, limit int) []Member {
+	if len(disks) == 0 {
+		return nil
+	}
+	floor := p.sizeFloor(disks[0].SizeBytes)
+	var picked []Member
+	nodes, groups := map[string]bool{}, map[string]int{}
+	for _, m := range disks {
+		if m.SizeBytes < floor || len(picked) == limit {
+			break
+		}
+		if nodes[m.Node] || (m.Group != "" && groups[m.Group] >= p.opts.MaxPerGroup) {
+			continue
+		}
+		nodes[m.Node] = true
+		if m.Group != "" {
+			groups[m.Group]++
+		}
+		picked = append(picked, m)
+	}
+	return picked
 }
 
 // sizeFloor is the smallest size that may share an array with a disk of size largest.
@@ -481,9 +491,13 @@ func (p *planner) reportUnused() {
 		if hasArray {
 			what = "not placed (every array of the class has its spares or none fits)"
 		}
+		best := 0
+		for i := range rest {
+			best = max(best, len(p.pick(rest[i:], len(rest))))
+		}
 		p.reason(Reason{Class: className(w), Text: fmt.Sprintf(
-			"%s: %d free disk(s) on %d node(s) [%s]; an array needs at least %d disks within %.0f%% of each other's size, on distinct nodes, at most %d per group",
-			what, len(rest), len(nodes), strings.Join(ids, " "), p.opts.MinMembers, p.opts.SizeTolerance*100, p.opts.MaxPerGroup)})
+			"%s: %d free disk(s) on %d node(s) [%s], at most %d of them fit together; an array needs at least %d disks within %.0f%% of each other's size, on distinct nodes, at most %d per group",
+			what, len(rest), len(nodes), strings.Join(ids, " "), best, p.opts.MinMembers, p.opts.SizeTolerance*100, p.opts.MaxPerGroup)})
 	}
 }
 

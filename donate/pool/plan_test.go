@@ -73,7 +73,7 @@ func TestPlanFreshLayouts(t *testing.T) {
 			name:       "three disks: no array and a reason",
 			inv:        []Member{aoe(1, "", 100*gb), aoe(2, "", 100*gb), aoe(3, "", 100*gb)},
 			want:       Layout{Arrays: []Array{}},
-			wantReason: "class always-on: no array formed: 3 free disk(s) on 3 node(s) [aoe:e1.0 aoe:e2.0 aoe:e3.0]; an array needs at least 4 disks",
+			wantReason: "class always-on: no array formed: 3 free disk(s) on 3 node(s) [aoe:e1.0 aoe:e2.0 aoe:e3.0], at most 3 of them fit together; an array needs at least 4 disks",
 		},
 		{
 			name: "largest disks first, member size is the smallest, 10% tolerance",
@@ -89,7 +89,7 @@ func TestPlanFreshLayouts(t *testing.T) {
 		{
 			name: "uneven sizes outside tolerance do not mix",
 			inv:  []Member{aoe(1, "", 1000*gb), aoe(2, "", 500*gb), aoe(3, "", 250*gb), aoe(4, "", 146*gb), aoe(5, "", 146*gb)},
-			want: Layout{Arrays: []Array{}}, wantReason: "no array formed: 5 free disk(s)",
+			want: Layout{Arrays: []Array{}}, wantReason: "no array formed: 5 free disk(s) on 5 node(s) [aoe:e1.0 aoe:e2.0 aoe:e3.0 aoe:e4.0 aoe:e5.0], at most 2 of them fit together",
 		},
 		{
 			name: "at most two per group: a third disk of room A waits",
@@ -102,7 +102,7 @@ func TestPlanFreshLayouts(t *testing.T) {
 		{
 			name: "one room alone cannot make an array",
 			inv:  []Member{aoe(1, "A", 100*gb), aoe(2, "A", 100*gb), aoe(3, "A", 100*gb), aoe(4, "A", 100*gb)},
-			want: Layout{Arrays: []Array{}}, wantReason: "at most 2 per group",
+			want: Layout{Arrays: []Array{}}, wantReason: "at most 2 of them fit together; an array needs at least 4 disks within 10% of each other's size, on distinct nodes, at most 2 per group",
 		},
 		{
 			name: "two disks on one node count once",
