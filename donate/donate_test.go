@@ -142,3 +142,52 @@ func TestExportISCSIGoesThroughTheSameChecks(t *testing.T) {
 		t.Fatalf("--wipe left signatures: %v", err)
 	}
 }
+
+// TestExportHoldsBlockDevice: while a block device is exported, the kernel refuses other
+// exclusive users (a mount, md, another exporter): CheckDonatable sees it as in use.
+func TestExportHoldsBlockDevice(t *testing.T) {
+	lab.Require(t, "losetup")
+	file := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(file, make([]byte, 8<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	dev := string(bytes.TrimSpace(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	ns, head := lab.NewNetns(t), lab.NewNetns(t)
+	nsIf, headIf := lab.Veth(t, ns, "", head, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(func() error { return Export(ctx, ExportOptions{Device: dev, Interface: nsIf, Shelf: 2, Slot: 2}) })
+	}()
+	// Once an initiator gets answers, the target has the device open.
+	var c *aoe.Client
+	for range 50 {
+		if err = head.Do(func() (err error) {
+			c, err = aoe.DialConfig(context.Background(), headIf, ns.HardwareAddr(nsIf), 2, 2, aoe.ClientConfig{Timeout: 100 * time.Millisecond, Retries: 2})
+			return
+		}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("dial the export: %v", err)
+	}
+	c.Close()
+	policy := disk.Policy{MinSize: -1}
+	held := disk.CheckDonatable(dev, policy)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Export: %v", err)
+	}
+	if !errors.Is(held, disk.ErrInUse) {
+		t.Fatalf("while exported: %v, want disk.ErrInUse", held)
+	}
+	if err := disk.CheckDonatable(dev, policy); err != nil {
+		t.Fatalf("after the export stopped: %v", err)
+	}
+}

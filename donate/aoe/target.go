@@ -231,6 +231,11 @@ func (t *Target) Serve(ctx context.Context) error {
 		"sectors", t.sectors, "sectors_per_frame", t.maxSectors, "durable", !t.cfg.Unsafe)
 	rc, err := t.conn.SyscallConn()
 	if err != nil {
+		select {
+		case <-t.done: // closed before it really started
+			return nil
+		default:
+		}
 		return fmt.Errorf("aoe target: %w", err)
 	}
 	// Receives wait in the netpoller: measured here, a blocking recvmmsg cost more CPU per
