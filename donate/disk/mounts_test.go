@@ -63,3 +63,19 @@ func FuzzParseMountInfo(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseSwaps(f *testing.F) {
+	f.Add("Filename\tType\tSize\tUsed\tPriority\n/dev/sda2 partition 1 0 -2\n")
+	f.Add("Filename\n/swap\\040file file 1 0 -3\n\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		swaps, err := ParseSwaps(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		for _, sw := range swaps {
+			if sw == "" {
+				t.Fatalf("empty swap path from %q", s)
+			}
+		}
+	})
+}
