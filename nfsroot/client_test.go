@@ -15,8 +15,9 @@ import (
 // nfsClient is a minimal NFSv3 client over the package's RPC client: it keeps raw handles,
 // which is what the restart and update tests need.
 type nfsClient struct {
-	t   testing.TB
-	rpc *oncrpc.Client
+	t      testing.TB
+	rpc    *oncrpc.Client
+	remote string // the server's address
 }
 
 // dialNFS connects from inside ns (nil: the test's own namespace) as uid/gid.
@@ -38,7 +39,7 @@ func dialNFS(t testing.TB, ns *lab.Netns, addr string, uid, gid uint32) *nfsClie
 	}
 	c.Cred = oncrpc.SysCred("test", uid, gid)
 	t.Cleanup(func() { c.Close() })
-	return &nfsClient{t: t, rpc: c}
+	return &nfsClient{t: t, rpc: c, remote: addr}
 }
 
 func (c *nfsClient) call(prog, vers, proc uint32, args []byte) (*oncrpc.Decoder, *oncrpc.Reply, error) {

@@ -2,8 +2,10 @@ package nfsroot
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -164,5 +166,40 @@ func TestFSInfo(t *testing.T) {
 	}
 	if st, _ := c.getattr([]byte("short")); st != nfs.NFSStatusStale {
 		t.Errorf("GETATTR of a malformed handle: %v", st)
+	}
+}
+
+// Many clients at once (each on its own connection) read the same and different files:
+// every read is whole and right.
+func TestConcurrentClients(t *testing.T) {
+	c, im := loopbackServer(t)
+	root := c.mustMount(exportPath)
+	files := []string{"bin/busybox", "lib/libc.so.6", "etc/issue", "usr/bin/su"}
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := dialNFS(t, nil, c.remote, 0, 0)
+			for k := range 3 {
+				name := files[(i+k)%len(files)]
+				fh := cl.walk(root, name)
+				st, data := cl.readAll(fh, uint32(4096<<(i%9)))
+				if st != nfs.NFSStatusOk || sum(data) != im.sums[name] {
+					errs <- fmt.Errorf("client %d: %s: %v, sha %s", i, name, st, sum(data))
+					return
+				}
+				if st, ents, _ := cl.readdirplus(cl.walk(root, "usr/share/many"), 16384); st != nfs.NFSStatusOk || len(ents) != 1502 {
+					errs <- fmt.Errorf("client %d: readdirplus %v, %d entries", i, st, len(ents))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
