@@ -65,7 +65,7 @@ end (Ctrl-C). Needs root, qemu-system-x86, ipxe-qemu (make demo installs them).`
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "", "keep the lab's config, state and console logs here (default: a temporary directory)")
 	f.IntVar(&nodes, "nodes", 2, "how many nodes to boot")
-	f.BoolVar(&keep, "keep", false, "keep the lab running after the boots until Ctrl-C")
+	f.BoolVar(&keep, "keep", isTerminal(os.Stdin), "keep the lab running after the boots until Ctrl-C (default when run from a terminal)")
 	f.StringVar(&webPort, "web", "127.0.0.1:8080", "loopback address that forwards to the lab's web UI")
 	f.StringVar(&password, "password", "distonet-demo", "web UI admin password for the demo")
 	f.DurationVar(&timeout, "timeout", 15*time.Minute, "give up on the boots after this long")
