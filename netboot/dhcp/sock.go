@@ -29,10 +29,11 @@ func listenUDP(ifname string, port int) (*net.UDPConn, error) {
 			return nil, fmt.Errorf("udp socket %s: %w", o.name, err)
 		}
 	}
-	// A boot storm arrives in bursts: a deep receive queue turns them into
-	// latency instead of drops.
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+	// A boot storm arrives in bursts: the queue holds ~1500 requests (a few
+	// hundred nodes powering on together, with retransmissions), but not so
+	// many that an overload turns into seconds of backlog.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf); err != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 	}
 	// Arrival times let the server skip requests that queued too long (see staleAfter).
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
@@ -126,10 +127,13 @@ func checksum(b []byte, initial uint32) uint16 {
 
 // staleAfter is the age past which a queued request is skipped unanswered.
 // Under overload the receive queue holds seconds of requests; answering ones
-// whose client has already retransmitted (iPXE after 1 s, PXE ROMs after 4 s)
-// or given up only delays the fresh ones behind them, so a storm beyond
-// capacity would otherwise collapse into late answers for everyone.
-const staleAfter = 2 * time.Second
+// whose client has already retransmitted (iPXE after 1 s; its next request is
+// queued behind) only delays the fresh ones, so a storm beyond capacity would
+// otherwise collapse into late answers for everyone.
+const staleAfter = time.Second
+
+// rcvBuf is the receive buffer of the DHCP sockets.
+const rcvBuf = 2 << 20
 
 // rxTime returns the kernel's arrival time from SCM_TIMESTAMPNS control data.
 func rxTime(oob []byte) (time.Time, bool) {
