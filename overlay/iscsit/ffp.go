@@ -466,14 +466,20 @@ func (c *conn) taskMgmt(p *PDU) error {
 	}
 	fn := p.Flags() & 0x7f
 	resp := uint8(tmfComplete)
+	var waits []chan struct{} // running commands the answer must follow
+	var after func()
+	if c.sess.tgt == nil {
+		fn, resp = 0, tmfRejected // no tasks in a discovery session
+	}
 	switch fn {
+	case 0:
 	case tmfAbortTask:
 		ref := p.u32(offTTT)
 		if t := c.pending[ref]; t != nil {
 			c.dropPending(t)
 		} else {
 			// Already running or answered: it completes normally, so the abort did nothing.
-			c.waitRunning(func(itt uint32) bool { return itt == ref })
+			waits = c.runningMatching(func(itt uint32) bool { return itt == ref })
 			resp = tmfNoSuchTask
 		}
 	case tmfAbortTaskSet, tmfClearTaskSet, tmfLUNReset, tmfTargetWarmReset, tmfTargetColdReset:
@@ -484,12 +490,15 @@ func (c *conn) taskMgmt(p *PDU) error {
 				c.dropPending(t)
 			}
 		}
-		c.waitRunning(func(uint32) bool { return true })
+		waits = c.runningMatching(func(uint32) bool { return true })
 		if fn != tmfAbortTaskSet && fn != tmfClearTaskSet {
 			n, ok := lunNumber(lun)
-			for i, lu := range c.sess.tgt.luns {
-				if all || (ok && i == n) {
-					lu.res.reset()
+			luns := c.sess.tgt.luns
+			after = func() {
+				for i, lu := range luns {
+					if all || (ok && i == n) {
+						lu.res.reset()
+					}
 				}
 			}
 		}
@@ -499,17 +508,40 @@ func (c *conn) taskMgmt(p *PDU) error {
 	default:
 		resp = tmfNotSupported
 	}
-	var r PDU
-	r.SetOpcode(OpTaskMgmtResp)
-	r.SetFlags(0x80)
-	r.BHS[2] = resp
-	r.SetITT(p.ITT())
-	if err := c.send1(&r, true); err != nil {
-		return err
+	itt := p.ITT()
+	answer := func() error {
+		for _, w := range waits {
+			<-w
+		}
+		if after != nil {
+			after()
+		}
+		var r PDU
+		r.SetOpcode(OpTaskMgmtResp)
+		r.SetFlags(0x80)
+		r.BHS[2] = resp
+		r.SetITT(itt)
+		return c.send1(&r, true)
 	}
-	if fn == tmfTargetColdReset {
-		return fmt.Errorf("target cold reset")
+	if len(waits) == 0 {
+		if err := answer(); err != nil {
+			return err
+		}
+		if fn == tmfTargetColdReset {
+			return fmt.Errorf("target cold reset")
+		}
+		return nil
 	}
+	// A running file read or write cannot be interrupted: the answer waits for it, on its
+	// own goroutine, so the reader keeps answering NOP-Outs and new commands meanwhile
+	// (Linux aborts slow commands and would drop the connection on a missed ping).
+	c.sess.wg.Add(1)
+	go func() {
+		defer c.sess.wg.Done()
+		if err := answer(); err == nil && fn == tmfTargetColdReset {
+			c.nc.Close()
+		}
+	}()
 	return nil
 }
 
@@ -523,20 +555,17 @@ func (c *conn) dropPending(t *task) {
 	c.sess.release()
 }
 
-// waitRunning waits until the matching executing commands have been answered: a running
-// file read or write cannot be interrupted, so aborting it means letting it finish first.
-func (c *conn) waitRunning(match func(uint32) bool) {
+// runningMatching returns the completion channels of the executing commands that match.
+func (c *conn) runningMatching(match func(uint32) bool) []chan struct{} {
 	c.runMu.Lock()
+	defer c.runMu.Unlock()
 	var waits []chan struct{}
 	for itt, ch := range c.running {
 		if match(itt) {
 			waits = append(waits, ch)
 		}
 	}
-	c.runMu.Unlock()
-	for _, ch := range waits {
-		<-ch
-	}
+	return waits
 }
 
 // text answers SendTargets (RFC 7143 §12.3); other keys are not understood.
