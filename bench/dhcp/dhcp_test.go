@@ -5,7 +5,14 @@
 // exchanges per second, drops and latency per server, and the ratios.
 //
 // It is slow and noisy on shared cores, so it runs only when DISTONET_BENCH=1
-// (make bench).
+// (make bench). DISTONET_DHCP_BENCH_TARGETS="1000,3000" picks the load points,
+// DISTONET_DHCP_BENCH_VERBOSE=1 prints perfdhcp's output, and
+// DISTONET_DHCP_BENCH_PROFILE=FILE writes a CPU profile of the DiStoNet runs.
+//
+// Durability differs and is part of the comparison: DiStoNet fdatasyncs each
+// lease (in groups) before its ACK; Kea's memfile appends to its CSV without
+// syncing (survives kill -9, not a power cut); dnsmasq rewrites its whole
+// lease file on every change.
 package dhcpbench
 
 import (
