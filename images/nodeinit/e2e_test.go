@@ -65,7 +65,8 @@ func TestE2EBootClassicStack(t *testing.T) {
 			t.Logf("console:\n%s", vm.Output())
 		}
 	}()
-	ready := regexp.MustCompile(`DISTONET-IMAGE-INIT hostname=(\S+) root=(\S+)`)
+	// Up to the line's end: a match on a partly received line would cut the words short.
+	ready := regexp.MustCompile(`DISTONET-IMAGE-INIT hostname=(\S+) root=(\S+)\r?\n`)
 	m, err := vm.WaitFor(ready, 6*time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -33,12 +33,12 @@ import (
 // Paths the node init leaves for the processes that run after switch_root.
 const (
 	RunDir         = "/run/distonet"
-	BootConfigFile = RunDir + "/boot.json"  // the boot config (0600: it holds secrets)
-	BinaryCopy     = RunDir + "/distonet"   // this binary, copied out of the initramfs
-	ISCSIStateFile = RunDir + "/iscsi.json" // the kernel session, for the relogin watcher
-	LeaseFile      = RunDir + "/lease.json" // the DHCP lease, for its renewal
-	LowerDir       = RunDir + "/lower"      // the image over NFS (read-only)
-	UpperMount     = RunDir + "/upper"      // the node's volume (ext4 on iSCSI)
+	BootConfigFile = RunDir + "/boot.json"    // the boot config (0600: it holds secrets)
+	BinaryCopy     = RunDir + "/bin/distonet" // this binary, kept from the initramfs
+	ISCSIStateFile = RunDir + "/iscsi.json"   // the kernel session, for the relogin watcher
+	LeaseFile      = RunDir + "/lease.json"   // the DHCP lease, for its renewal
+	LowerDir       = RunDir + "/lower"        // the image over NFS (read-only)
+	UpperMount     = RunDir + "/upper"        // the node's volume (ext4 on iSCSI)
 	newRoot        = "/newroot"
 )
 
@@ -471,10 +471,34 @@ func (n *node) writeRuntimeFiles(ctx context.Context) (string, error) {
 	if err := unix.Sethostname([]byte(host)); err != nil {
 		return "", fmt.Errorf("set hostname: %w", err)
 	}
-	if err := copyFile("/init", BinaryCopy); err != nil {
-		return "", fmt.Errorf("copy the node binary to %s: %w", BinaryCopy, err)
+	if err := keepBinary(); err != nil {
+		return "", fmt.Errorf("keep the node binary at %s: %w", BinaryCopy, err)
 	}
 	return fmt.Sprintf("hostname %s, /etc/fstab, /etc/machine-id written", host), nil
+}
+
+// keptDir holds a hard link to /init inside the initramfs; it is bind-mounted at
+// /run/distonet/bin and spared when the initramfs is emptied, so the agent and the root
+// keeper run from it after switch_root without copying tens of megabytes (which costs
+// seconds on an emulated CPU).
+const keptDir = "/.distonet"
+
+func keepBinary() error {
+	dir := filepath.Dir(BinaryCopy)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(keptDir, 0o700); err != nil {
+		return err
+	}
+	kept := filepath.Join(keptDir, filepath.Base(BinaryCopy))
+	if err := os.Link("/init", kept); err == nil || errors.Is(err, os.ErrExist) {
+		if err := unix.Mount(keptDir, dir, "", unix.MS_BIND, ""); err == nil {
+			return nil
+		}
+	}
+	// Fall back to a copy in /run.
+	return copyFile("/init", BinaryCopy)
 }
 
 func copyFile(src, dst string) error {
@@ -547,7 +571,7 @@ func removeTree(dir string, dev uint64) {
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		var st unix.Stat_t
-		if unix.Lstat(p, &st) != nil || st.Dev != dev {
+		if unix.Lstat(p, &st) != nil || st.Dev != dev || p == keptDir {
 			continue
 		}
 		if e.IsDir() {
