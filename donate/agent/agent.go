@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	_ "time/tzdata" // a diskless node may have no zoneinfo, the policy names the appliance's zone
 
 	"github.com/distonet/distonet/donate/disk"
 	"github.com/distonet/distonet/donate/window"
@@ -36,6 +37,9 @@ type Policy struct {
 	ISCSIInitiators []string `json:"iscsi_initiators,omitempty"`
 	CHAPUser        string   `json:"chap_user,omitempty"`
 	CHAPSecret      string   `json:"chap_secret,omitempty"`
+	// TimeZone is the appliance's IANA time zone (e.g. "Europe/Paris"): windows are read in
+	// it, whatever the node's own clock zone. Empty: Config.Location.
+	TimeZone string `json:"time_zone,omitempty"`
 	// AfterWindow is what the node does once it withdrew at the window's close: "poweroff",
 	// "reboot" (to its local OS) or "" (stay up, diskless).
 	AfterWindow string `json:"after_window,omitempty"`
@@ -241,17 +245,30 @@ func (a *Agent) wanted(known bool, p Policy, asked bool) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
-	if !w.Contains(a.cfg.Now().In(a.cfg.Location)) {
+	if !w.Contains(a.now(p)) {
 		return false, "outside the donation window " + p.Window
 	}
 	return true, ""
+}
+
+// now is the current time in the zone the policy's window is written in.
+func (a *Agent) now(p Policy) time.Time {
+	loc := a.cfg.Location
+	if p.TimeZone != "" {
+		if l, err := time.LoadLocation(p.TimeZone); err == nil {
+			loc = l
+		} else {
+			a.log.Warn("unknown time zone in policy: using the configured one", "time_zone", p.TimeZone, "err", err)
+		}
+	}
+	return a.cfg.Now().In(loc)
 }
 
 // windowClosed reports whether the policy's window is closed now (not merely withdrawn for
 // another reason).
 func (a *Agent) windowClosed(p Policy) bool {
 	w, err := window.Parse(p.Window)
-	return err == nil && !w.Contains(a.cfg.Now().In(a.cfg.Location))
+	return err == nil && !w.Contains(a.now(p))
 }
 
 // sleep is the time to the next heartbeat, shortened to wake right at a window edge.
@@ -261,7 +278,7 @@ func (a *Agent) sleep(p Policy) time.Duration {
 	if err != nil || w.IsAlways() {
 		return d
 	}
-	now := a.cfg.Now().In(a.cfg.Location)
+	now := a.now(p)
 	for _, edge := range []time.Time{w.NextOpen(now), w.NextClose(now)} {
 		if until := edge.Sub(now); until > 0 && until < d {
 			d = until

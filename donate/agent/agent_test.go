@@ -371,3 +371,18 @@ func TestAgentKeepsOwnRaidSuperblock(t *testing.T) {
 		}
 	}
 }
+
+func TestWindowInAppliancesTimeZone(t *testing.T) {
+	// 19:30 UTC is 20:30 in Paris (winter): inside "20:00-07:00" only when read in Paris time.
+	now := func() time.Time { return time.Date(2026, 11, 26, 19, 30, 0, 0, time.UTC) }
+	a, _ := New(Config{Appliance: &fakeAppliance{}, Now: now, Location: time.UTC, Logger: slog.New(slog.DiscardHandler)})
+	for _, tc := range []struct {
+		tz   string
+		want bool
+	}{{"", false}, {"UTC", false}, {"Europe/Paris", true}} {
+		got, why := a.wanted(true, Policy{Mode: "aoe", Window: "20:00-07:00", TimeZone: tc.tz}, false)
+		if got != tc.want {
+			t.Errorf("time zone %q: wanted=%v (%s), want %v", tc.tz, got, why, tc.want)
+		}
+	}
+}
