@@ -40,3 +40,26 @@ func (s *Server) probe(ctx context.Context, ifi *net.Interface) error {
 		return fmt.Errorf("dhcp probe on %s: %w", ifi.Name, err)
 	}
 }
+
+// warnIfAlone runs in proxy mode: a proxy gives boot information only, so
+// without a DHCP server on the link no node gets an address. The client is
+// opened by the caller (inside the right network namespace); the wait runs in
+// the background and ends with one warning if nobody answered.
+func (s *Server) warnIfAlone(ctx context.Context, ifi *net.Interface) {
+	c, err := nclient4.New(ifi.Name, nclient4.WithTimeout(s.cfg.ProbeTimeout/3), nclient4.WithRetry(2))
+	if err != nil {
+		s.log.Warn("proxy mode: cannot check for a DHCP server", "interface", ifi.Name, "err", err)
+		return
+	}
+	go func() {
+		defer c.Close()
+		offer, err := c.DiscoverOffer(ctx, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("distonet-probe")))
+		switch {
+		case err == nil:
+			s.log.Info("proxy mode: DHCP server found", "interface", ifi.Name, "server", offer.ServerIdentifier().String())
+		case ctx.Err() == nil:
+			s.log.Warn("proxy mode but no DHCP server answered on the boot interface: nodes will get boot information and no address; use dhcp.mode: server if the appliance should hand out addresses",
+				"interface", ifi.Name, "waited", s.cfg.ProbeTimeout)
+		}
+	}()
+}

@@ -3,6 +3,7 @@ package dhcp_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -195,5 +196,25 @@ func TestProbeRefusesBesideDnsmasq(t *testing.T) {
 			cfg.IgnoreOtherServers = true
 			tn.start(t, cfg, nil)
 		})
+	}
+}
+
+// A proxy alone on the link says, once, that nodes will get no address.
+func TestProxyWarnsWithoutDHCPServer(t *testing.T) {
+	tn := newTestNet(t)
+	cfg := tn.config(t)
+	cfg.Mode, cfg.RangeStart, cfg.RangeEnd = dhcp.ModeProxy, nil, nil
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	tn.start(t, cfg, nil)
+	deadline := time.Now().Add(3*cfg.ProbeTimeout + 5*time.Second)
+	for !strings.Contains(logs.String(), "no DHCP server answered") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about the missing DHCP server; log:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "no DHCP server answered"); n != 1 {
+		t.Errorf("%d warnings, want 1", n)
 	}
 }

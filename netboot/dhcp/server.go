@@ -151,6 +151,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
+	if s.cfg.Mode == ModeProxy {
+		s.warnIfAlone(ctx, ifi)
+	}
 	conns := []*net.UDPConn{}
 	closeAll := func() {
 		for _, c := range conns {
