@@ -9,7 +9,8 @@
 // beside it and renaming it over. Before answering anything it probes the link
 // and refuses to start if another DHCP server answers. In proxy mode another
 // server owns the addresses and this one answers PXE clients with boot
-// information only (proxyDHCP on port 67, PXE boot server on 4011).
+// information only (proxyDHCP on port 67, PXE boot server on 4011); it checks
+// at start that some DHCP server answers and warns once if none does.
 //
 // In both modes it decides what a network-booting client loads: a PXE ROM
 // gets the iPXE binary for its architecture (option 93) by TFTP, a UEFI HTTP
