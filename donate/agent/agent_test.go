@@ -386,3 +386,57 @@ func TestWindowInAppliancesTimeZone(t *testing.T) {
 		}
 	}
 }
+
+// stubborn never releases the member.
+type stubborn struct{ fakeAppliance }
+
+func (s *stubborn) Heartbeat(_ context.Context, st Status) (Reply, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.State == StateWithdrawing {
+		s.withdrawHB++
+		if s.withdrawHB == 1 {
+			s.events = append(s.events, "withdrawing")
+		}
+	}
+	return Reply{Policy: s.policy, Registered: s.registered}, nil
+}
+
+// TestWithdrawWithoutRelease: when the pool never confirms, the agent still stops exporting
+// after ReleaseTimeout (the node's schedule wins; md fails the member) and reports it.
+func TestWithdrawWithoutRelease(t *testing.T) {
+	dev := filepath.Join(t.TempDir(), "d.img")
+	if err := os.WriteFile(dev, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app := &stubborn{fakeAppliance{policy: Policy{Mode: "aoe", Device: dev, Shelf: 1, Slot: 1}}}
+	var stopped sync.WaitGroup
+	stopped.Add(1)
+	a, _ := New(Config{Appliance: app, MinSize: -1, HeartbeatInterval: 10 * time.Millisecond, ReleasePoll: 5 * time.Millisecond,
+		ReleaseTimeout: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		AoE: exporterFunc(func(d string, _ Policy) (Running, error) { return stopRecorder{nopRunning{d}, &stopped}, nil })})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, "export", func() bool { n, _ := app.snapshot(); return n == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stopped.Wait()
+	_, ev := app.snapshot()
+	if diff := cmp.Diff([]string{"register", "withdrawing", "withdrawn"}, ev); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+
+	if st, _ := a.State(); st != StateIdle {
+		t.Fatalf("state %s after withdrawal", st)
+	}
+}
+
+type stopRecorder struct {
+	nopRunning
+	wg *sync.WaitGroup
+}
+
+func (s stopRecorder) Stop() error { s.wg.Done(); return nil }
