@@ -12,7 +12,7 @@ import (
 
 // Signature is something on a device that says it already holds data.
 type Signature struct {
-	Type   string // "ext4", "xfs", "btrfs", "swap", "LVM2_member", "crypto_LUKS", "dos", "gpt", "linux_raid_member", "zfs_member", "vfat", "ntfs", "iso9660"
+	Type   string // "ext4", "xfs", "btrfs", "swap", "LVM2_member", "crypto_LUKS", "dos", "gpt", "linux_raid_member", "zfs_member", "bcache", "isw_raid_member", "ddf_raid_member", "vfat", "exfat", "ntfs", "hfsplus", "iso9660"
 	Offset int64  // where the magic was found
 	Label  string // filesystem label or, for "gpt", the partition names joined by ","
 }
@@ -33,7 +33,8 @@ func Detect(r io.ReaderAt, size int64) ([]Signature, error) {
 	d := detector{r: r, size: size}
 	var out []Signature
 	for _, probe := range []func() (*Signature, error){
-		d.ext, d.xfs, d.btrfs, d.swap, d.lvm, d.luks, d.md, d.zfs, d.ntfs, d.vfat, d.iso9660, d.gpt, d.mbr,
+		d.ext, d.xfs, d.btrfs, d.swap, d.lvm, d.luks, d.md, d.zfs, d.bcache, d.isw, d.ddf,
+		d.ntfs, d.exfat, d.vfat, d.hfsplus, d.iso9660, d.gpt, d.mbr,
 	} {
 		s, err := probe()
 		if err != nil {
@@ -188,6 +189,54 @@ func (d *detector) zfs() (*Signature, error) {
 	return nil, nil
 }
 
+// bcache backing or cache device: superblock at 4 KiB, magic at offset 24 in it.
+func (d *detector) bcache() (*Signature, error) {
+	b, err := d.read(4096+24, 16)
+	magic := []byte{0xc6, 0x85, 0x73, 0xf6, 0x4e, 0x1a, 0x45, 0xca, 0x82, 0x65, 0xf5, 0x7f, 0x48, 0xba, 0x6d, 0x81}
+	if b == nil || err != nil || !bytes.Equal(b, magic) {
+		return nil, err
+	}
+	return &Signature{Type: "bcache", Offset: 4096 + 24}, nil
+}
+
+// isw finds Intel Matrix/RST firmware RAID metadata in the second-to-last sector: a
+// dual-boot PC's RAID set must never be broken by a donation.
+func (d *detector) isw() (*Signature, error) {
+	off := d.size&^511 - 1024
+	b, err := d.read(off, 24)
+	if b == nil || err != nil || string(b) != "Intel Raid ISM Cfg Sig. " {
+		return nil, err
+	}
+	return &Signature{Type: "isw_raid_member", Offset: off}, nil
+}
+
+// ddf finds SNIA DDF firmware RAID anchor headers in the last sector.
+func (d *detector) ddf() (*Signature, error) {
+	off := d.size&^511 - 512
+	b, err := d.read(off, 4)
+	if b == nil || err != nil || binary.BigEndian.Uint32(b) != 0xde11de11 {
+		return nil, err
+	}
+	return &Signature{Type: "ddf_raid_member", Offset: off}, nil
+}
+
+func (d *detector) exfat() (*Signature, error) {
+	b, err := d.read(0, 512)
+	if b == nil || err != nil || string(b[3:11]) != "EXFAT   " {
+		return nil, err
+	}
+	return &Signature{Type: "exfat", Offset: 3}, nil
+}
+
+// hfsplus finds an HFS+ ("H+") or HFSX ("HX") volume header at 1 KiB.
+func (d *detector) hfsplus() (*Signature, error) {
+	b, err := d.read(1024, 2)
+	if b == nil || err != nil || (string(b) != "H+" && string(b) != "HX") {
+		return nil, err
+	}
+	return &Signature{Type: "hfsplus", Offset: 1024}, nil
+}
+
 func (d *detector) ntfs() (*Signature, error) {
 	b, err := d.read(0, 512)
 	if b == nil || err != nil || string(b[3:11]) != "NTFS    " {
@@ -312,7 +361,7 @@ func (d *detector) mbr() (*Signature, error) {
 	if b == nil || err != nil || b[510] != 0x55 || b[511] != 0xaa {
 		return nil, err
 	}
-	if string(b[3:11]) == "NTFS    " || string(b[82:90]) == "FAT32   " || string(b[54:62]) == "FAT16   " || string(b[54:62]) == "FAT12   " {
+	if string(b[3:11]) == "NTFS    " || string(b[3:11]) == "EXFAT   " || string(b[82:90]) == "FAT32   " || string(b[54:62]) == "FAT16   " || string(b[54:62]) == "FAT12   " {
 		return nil, nil
 	}
 	used := false
