@@ -29,7 +29,9 @@ import (
 // "crc32c loading error" without one). The node init loads device drivers only for devices
 // present.
 var DefaultModules = []string{
-	"crc32c_generic", "crct10dif_generic", "libcrc32c",
+	// CRC algorithms first: modules that look one up by name at load time (iscsi_tcp, ext4,
+	// sd_mod's t10-pi via crc64-rocksoft) otherwise wait for the kernel to run modprobe.
+	"crc32c_generic", "crct10dif_generic", "crc64_rocksoft_generic", "libcrc32c",
 	"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000", "e1000e", "r8169", "igb", "tg3",
 	"af_packet", "sunrpc", "nfs", "nfsv3", "overlay",
 	"scsi_transport_iscsi", "libiscsi", "libiscsi_tcp", "iscsi_tcp", "sd_mod",
