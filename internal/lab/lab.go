@@ -140,7 +140,7 @@ func (n *Netns) Start(name string, args ...string) *exec.Cmd {
 	var buf lockedBuffer
 	c.Stdout, c.Stderr = &buf, &buf
 	c.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
-	if err := c.Start(); err != nil {
+	if err := startOnForkThread(c); err != nil {
 		n.t.Fatalf("lab: start %s in %s: %v", name, n.name, err)
 	}
 	n.mu.Lock()
@@ -153,6 +153,29 @@ func (n *Netns) Start(name string, args ...string) *exec.Cmd {
 		}
 	})
 	return c
+}
+
+// Pdeathsig fires when the OS thread that forked a child exits, not when the process does,
+// and Go ends threads (for instance those Do locked). So children are forked from one thread
+// that is locked for the life of the process: they die with the test binary, and only then.
+var (
+	forkOnce sync.Once
+	forkReq  chan func()
+)
+
+func startOnForkThread(c *exec.Cmd) error {
+	forkOnce.Do(func() {
+		forkReq = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for f := range forkReq {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	forkReq <- func() { errc <- c.Start() }
+	return <-errc
 }
 
 // Do runs fn on an OS thread that has entered the namespace. Sockets fn opens stay in the
