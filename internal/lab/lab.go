@@ -94,8 +94,7 @@ func (n *Netns) destroy() {
 	if out, err := exec.Command("ip", "netns", "pids", n.name).Output(); err == nil {
 		for _, f := range strings.Fields(string(out)) {
 			var pid int
-			// Our own PID shows up when Do ran on the main thread (Go parks, never frees, a
-			// locked main thread), so never kill ourselves.
+			// Never kill ourselves (a thread of ours may still be inside the namespace).
 			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 && pid != os.Getpid() {
 				_ = unix.Kill(pid, unix.SIGKILL)
 			}
@@ -179,24 +178,36 @@ func startOnForkThread(c *exec.Cmd) error {
 }
 
 // Do runs fn on an OS thread that has entered the namespace. Sockets fn opens stay in the
-// namespace for their whole life, so an in-process server can listen inside it.
+// namespace for their whole life, so an in-process server can listen inside it. Afterwards
+// the thread goes back to its own namespace and is released; only if that fails is it left
+// locked, and Go then ends it rather than run other goroutines in the wrong namespace.
 func (n *Netns) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// The thread is never unlocked: it leaves with the goroutine, so no other goroutine
-		// ever runs in the wrong namespace.
 		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- fmt.Errorf("own netns: %w", err)
+			return
+		}
+		defer orig.Close()
 		target, err := os.Open("/run/netns/" + n.name)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open netns %s: %w", n.name, err)
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter netns %s: %w", n.name, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
