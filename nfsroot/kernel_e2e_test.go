@@ -141,6 +141,7 @@ func waitConsole(t *testing.T, path, want string, timeout time.Duration) string 
 }
 
 func TestKernelClient(t *testing.T) {
+	t.Parallel()
 	lab.Require(t, "qemu-system-x86_64", "dpkg-deb", "cpio", "busybox", "go")
 	ns := lab.NewNetns(t)
 	br := ns.Bridge("10.41.9.1/24")

@@ -13,6 +13,7 @@ func url(path string) string { return "nfs://" + srvIP + exportPath + path }
 
 // libnfs lists the tree and reads files whose checksums match the disk.
 func TestLibnfsReadsImage(t *testing.T) {
+	t.Parallel()
 	n := newTestNet(t)
 	im := newImage(t, "DiStoNet v1\n")
 	ex := newFakeExports()

@@ -13,6 +13,7 @@ import (
 
 // The Prometheus series count mounts by result, calls by procedure and bytes read.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	im := newImage(t, "metrics\n")
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})

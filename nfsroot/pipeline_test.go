@@ -20,6 +20,7 @@ import (
 // and every reply comes back whole (big READs go out with sendfile, small ones copied),
 // matched to its call by XID.
 func TestPipelinedCalls(t *testing.T) {
+	t.Parallel()
 	im := newImage(t, "pipelined\n")
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})

@@ -42,6 +42,7 @@ func loopbackServer(t *testing.T) (*nfsClient, *image) {
 // READDIR pages through a big directory with small replies: every name once, fileids
 // equal to the inodes.
 func TestReaddirPaging(t *testing.T) {
+	t.Parallel()
 	c, im := loopbackServer(t)
 	dir := c.walk(c.mustMount(exportPath), "usr/share/many")
 	st, ents, calls := c.readdir(dir, 1024)
@@ -83,6 +84,7 @@ func TestReaddirPaging(t *testing.T) {
 
 // MOUNT accepts the export and directories below it, and nothing else.
 func TestMountPaths(t *testing.T) {
+	t.Parallel()
 	c, im := loopbackServer(t)
 	for _, tc := range []struct {
 		path string
@@ -122,6 +124,7 @@ func TestMountPaths(t *testing.T) {
 
 // FSINFO announces 1 MiB transfers; PATHCONF and FSSTAT answer.
 func TestFSInfo(t *testing.T) {
+	t.Parallel()
 	c, _ := loopbackServer(t)
 	root := c.mustMount(exportPath)
 	d := c.mustCall(uint32(nfs.NFSProcedureFSInfo), oncrpc.AppendOpaque(nil, root))
@@ -172,6 +175,7 @@ func TestFSInfo(t *testing.T) {
 // Many clients at once (each on its own connection) read the same and different files:
 // every read is whole and right.
 func TestConcurrentClients(t *testing.T) {
+	t.Parallel()
 	c, im := loopbackServer(t)
 	root := c.mustMount(exportPath)
 	files := []string{"bin/busybox", "lib/libc.so.6", "etc/issue", "usr/bin/su"}

@@ -13,6 +13,7 @@ import (
 // mounted version 1 keeps reading version 1 through its handles after version 2 is
 // published, while new mounts get version 2.
 func TestHandlesSurviveRestartAndUpdate(t *testing.T) {
+	t.Parallel()
 	n := newTestNet(t)
 	v1 := newImage(t, "version one\n")
 	ex := newFakeExports()
@@ -67,6 +68,7 @@ func TestHandlesSurviveRestartAndUpdate(t *testing.T) {
 // MNT3ERR_NOENT instead of panicking (the v0.0.4 caching helper dereferences the nil
 // filesystem), and keeps serving.
 func TestGoNFSServerWithHandlerSurvivesUnknownMount(t *testing.T) {
+	t.Parallel()
 	im := newImage(t, "v1\n")
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})

@@ -14,6 +14,7 @@ import (
 // RPC-level errors carry RFC 5531's codes, which real clients decode (go-nfs v0.0.4 sends
 // them off by one).
 func TestRPCErrorCodes(t *testing.T) {
+	t.Parallel()
 	n, _, _ := serveImage(t, "v1\n")
 	out, err := n.cli.Exec("rpcinfo", "-t", srvIP, "100003", "4")
 	if err == nil || !strings.Contains(out, "low version = 3, high version = 3") {
@@ -47,6 +48,7 @@ func TestRPCErrorCodes(t *testing.T) {
 // With a host rpcbind already on port 111, the server registers NFS and MOUNT with it and
 // standard clients find the server through it.
 func TestRegistersWithHostRpcbind(t *testing.T) {
+	t.Parallel()
 	n := newTestNet(t)
 	lab.Require(t, "rpcbind", "unshare")
 	// rpcbind in the server namespace, with a private /run for its socket.

@@ -26,6 +26,7 @@ func serveImage(t *testing.T, issue string) (*testNet, *image, *fakeExports) {
 
 // Every mutating procedure answers NFS3ERR_ROFS; libnfs cannot create a file.
 func TestWritesRefused(t *testing.T) {
+	t.Parallel()
 	n, im, _ := serveImage(t, "v1\n")
 	c := dialNFS(t, n.cli, addr(srvIP, 2049), 0, 0)
 	root := c.mustMount(exportPath)
@@ -72,6 +73,7 @@ func TestWritesRefused(t *testing.T) {
 // A client outside AllowedNets gets an RPC AUTH_ERROR, from MOUNT and from NFS with a
 // handle obtained elsewhere.
 func TestOutsiderRefused(t *testing.T) {
+	t.Parallel()
 	n, _, _ := serveImage(t, "v1\n")
 	if out, err := n.out.Exec("nfs-ls", "nfs://"+srvOutIP+exportPath); err == nil {
 		t.Errorf("nfs-ls from outside the allowed subnet succeeded: %s", out)
@@ -92,6 +94,7 @@ func TestOutsiderRefused(t *testing.T) {
 
 // MOUNT of an unknown path answers MNT3ERR_NOENT and the server keeps serving.
 func TestUnknownMount(t *testing.T) {
+	t.Parallel()
 	n, _, _ := serveImage(t, "v1\n")
 	c := dialNFS(t, n.cli, addr(srvIP, 2049), 0, 0)
 	for _, path := range []string{"/nope", "/images", "/images/test/../test", "/images/test/etc/issue", "relative", "/images/test/nope"} {
@@ -114,6 +117,7 @@ func TestUnknownMount(t *testing.T) {
 // Symlinks are served as symlinks, never followed by the server; ".." never leaves the
 // export.
 func TestEscapesRefused(t *testing.T) {
+	t.Parallel()
 	n, im, _ := serveImage(t, "v1\n")
 	c := dialNFS(t, n.cli, addr(srvIP, 2049), 0, 0)
 	root := c.mustMount(exportPath)
@@ -161,6 +165,7 @@ func TestEscapesRefused(t *testing.T) {
 
 // Attributes keep setuid, setgid and sticky bits, the inode as fileid, sizes and owners.
 func TestAttributes(t *testing.T) {
+	t.Parallel()
 	n, im, _ := serveImage(t, "v1\n")
 	c := dialNFS(t, n.cli, addr(srvIP, 2049), 0, 0)
 	root := c.mustMount(exportPath)
@@ -213,6 +218,7 @@ func TestAttributes(t *testing.T) {
 
 // ACCESS and READ honour the caller's uid and gid: uid 1000 cannot read a root-only file.
 func TestAccessByUID(t *testing.T) {
+	t.Parallel()
 	n, _, _ := serveImage(t, "v1\n")
 	rootc := dialNFS(t, n.cli, addr(srvIP, 2049), 0, 0)
 	userc := dialNFS(t, n.cli, addr(srvIP, 2049), 1000, 1000)
@@ -257,6 +263,7 @@ func TestAccessByUID(t *testing.T) {
 
 // showmount finds the export through the portmapper.
 func TestShowmount(t *testing.T) {
+	t.Parallel()
 	n, _, _ := serveImage(t, "v1\n")
 	out := n.cli.MustExec("showmount", "-e", srvIP)
 	if !strings.Contains(out, exportPath) || !strings.Contains(out, "10.41.0.0/24") {
@@ -275,6 +282,7 @@ func TestShowmount(t *testing.T) {
 
 // READDIRPLUS pages through a big directory: every entry once, with attributes and handles.
 func TestReaddirPlusPaging(t *testing.T) {
+	t.Parallel()
 	n, _, _ := serveImage(t, "v1\n")
 	c := dialNFS(t, n.cli, addr(srvIP, 2049), 0, 0)
 	dir := c.walk(c.mustMount(exportPath), "usr/share/many")

@@ -17,6 +17,7 @@ import (
 )
 
 func TestFileHandle(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		h    fileHandle
@@ -73,6 +74,7 @@ func FuzzFileHandle(f *testing.F) {
 }
 
 func TestParseDirents(t *testing.T) {
+	t.Parallel()
 	buf := appendDirent(nil, 2, unix.DT_DIR, ".")
 	buf = appendDirent(buf, 1, unix.DT_DIR, "..")
 	buf = appendDirent(buf, 77, unix.DT_REG, "busybox")
@@ -136,6 +138,7 @@ func FuzzParseDirents(f *testing.F) {
 
 // The hand-written fattr3 encoder writes what go-nfs's reflective XDR writer writes.
 func TestFattrMatchesGoNFS(t *testing.T) {
+	t.Parallel()
 	a := nfs.FileAttribute{
 		Type: nfs.FileTypeRegular, FileMode: 0o4755, Nlink: 2, UID: 1000, GID: 100, Filesize: 1 << 33, Used: 4096,
 		SpecData: [2]uint32{8, 1}, FSID: 0x1122334455667788, Fileid: 99,
@@ -153,6 +156,7 @@ func TestFattrMatchesGoNFS(t *testing.T) {
 
 // The index maps every inode of a tree back to a path that names that inode.
 func TestTreeIndex(t *testing.T) {
+	t.Parallel()
 	im := newImage(t, "x\n")
 	if err := os.Link(filepath.Join(im.root, "etc/issue"), filepath.Join(im.root, "etc/issue.net")); err != nil {
 		t.Fatal(err)
