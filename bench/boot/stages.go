@@ -22,7 +22,9 @@ type Marker struct {
 var Markers = []Marker{
 	{"firmware: iPXE starts", "iPXE "},
 	{"firmware: kernel fetched", "http://"},
-	{"kernel starts", "Linux version"},
+	// The kernel's first line reaches the serial port only when its console driver starts
+	// (earlier messages are replayed then), so this marks "console up", a little after start.
+	{"kernel console up", "Linux version"},
 	{"node init starts", "distonet-init: init:"},
 	{"modules", "distonet-init: modules:"},
 	{"network (DHCP)", "distonet-init: network:"},
