@@ -250,7 +250,17 @@ func Modprobe(args []string) int {
 			status = 1
 		}
 	}
+	// The kernel runs modprobe with no output; its log is where a slow boot is explained
+	// (each call starts this whole binary).
+	kmsg(fmt.Sprintf("distonet modprobe: loaded %v, no module for %v", mods, unknown))
 	return status
+}
+
+func kmsg(line string) {
+	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+		_, _ = f.WriteString(line + "\n")
+		f.Close()
+	}
 }
 
 // modprobeTargets turns modprobe's arguments (options, module names, aliases such as
