@@ -305,18 +305,26 @@ func (s *Server) addLU(iqn string, lun uint64, path string) (*lunit, error) {
 	return &lunit{lu: lu, store: st, devID: devID, blocks: st.size >> blockShift}, nil
 }
 
-// releaseLUNs unmaps and closes the LUNs; the caller holds srv.svcMu for writing.
-func (t *target) releaseLUNs() {
+// releaseLUNs unmaps, flushes and closes the LUNs; the caller holds srv.svcMu for writing.
+// The flush makes a clean shutdown durable even for writes the initiator never synced.
+func (t *target) releaseLUNs() error {
+	var errs []error
 	for i, l := range t.luns {
 		scsi.DelLUNMapping(scsi.LUNMapping{TargetName: t.spec.IQN, LUN: uint64(i), DeviceID: l.devID})
 		scsi.DelBackendStorage(l.devID)
-		_ = l.store.Close(nil)
+		if err := l.store.DataSync(0, 0); err != nil {
+			errs = append(errs, fmt.Errorf("target %s LUN %d: flush: %w", t.spec.IQN, i, err))
+		}
+		if err := l.store.Close(nil); err != nil {
+			errs = append(errs, fmt.Errorf("target %s LUN %d: close: %w", t.spec.IQN, i, err))
+		}
 	}
 	t.luns = nil
+	return errors.Join(errs...)
 }
 
 // RemoveTarget stops serving a target: its sessions end (their connections are closed) and
-// its backing files are closed.
+// its backing files are flushed to stable storage and closed.
 func (s *Server) RemoveTarget(iqn string) error {
 	s.mu.Lock()
 	t, ok := s.targets[iqn]
@@ -340,10 +348,10 @@ func (s *Server) RemoveTarget(iqn string) error {
 		ss.wait()
 	}
 	s.svcMu.Lock()
-	t.releaseLUNs()
+	err := t.releaseLUNs()
 	s.svcMu.Unlock()
 	s.log.Info("iscsi target removed", "target", iqn, "sessions_ended", len(sessions))
-	return nil
+	return err
 }
 
 // Targets lists the IQNs being served.
