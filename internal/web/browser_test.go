@@ -97,7 +97,7 @@ func screenshot(t *testing.T, dir, name string) chromedp.Action[chromedp.Void] {
 // run runs browser actions as one named step, failing the test with the step's name.
 func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second) // generous: two shared cores under load
 	defer cancel()
 	if err := chromedp.Do(sctx, actions...); err != nil {
 		var url, body string
