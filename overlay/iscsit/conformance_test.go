@@ -29,13 +29,23 @@ func TestConformance(t *testing.T) {
 	}
 	for _, family := range []string{"SCSI", "iSCSI"} {
 		t.Run(family, func(t *testing.T) {
-			out, _ := n.cliNS.Exec("iscsi-test-cu", "-d", "-n", "--test="+family,
-				url(spec.CHAPUser, spec.CHAPSecret, n.srvIP, spec.IQN, 0))
-			total, passed, failed, err := cuSummary(out)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, out)
+			// A second run only when the first falls short: a few iSCSI tests have 3-5 s
+			// timeouts that a machine under heavy load can miss; a real regression fails twice.
+			var out string
+			var passed int
+			for attempt := 1; attempt <= 2; attempt++ {
+				out, _ = n.cliNS.Exec("iscsi-test-cu", "-d", "-n", "--test="+family,
+					url(spec.CHAPUser, spec.CHAPSecret, n.srvIP, spec.IQN, 0))
+				total, p, failed, err := cuSummary(out)
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
+				passed = p
+				t.Logf("iscsi-test-cu %s run %d: %d of %d passed, %d failed", family, attempt, passed, total, failed)
+				if passed >= conformanceFloor[family] {
+					break
+				}
 			}
-			t.Logf("iscsi-test-cu %s: %d of %d passed, %d failed", family, passed, total, failed)
 			if passed < conformanceFloor[family] {
 				t.Errorf("iscsi-test-cu %s: %d passed, recorded floor %d\n%s", family, passed, conformanceFloor[family], failures(out))
 			}
