@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -1342,5 +1343,51 @@ func TestDiscoveredFormsFollowLastEnrollment(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("discovered page lacks %s", want)
 		}
+	}
+}
+
+// BenchmarkDashboard renders the dashboard of a 48-node appliance (the founding bench) the
+// way a live refresh fetches it.
+func BenchmarkDashboard(b *testing.B) {
+	dir := b.TempDir()
+	st, err := registry.Open(dir, time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	t0 := time.Now().UTC()
+	for i := 0; i < 48; i++ {
+		n, err := st.AddNode(registry.Node{Name: fmt.Sprintf("n%02d", i), MAC: fmt.Sprintf("52:54:00:00:01:%02x", i), Image: "debian-12", Donate: registry.Donate{Mode: "aoe"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j, s := range []string{"dhcp", "bootfile", "kernel", "nfs", "iscsi", "overlay", "ready"} {
+			st.RecordStage(n.Name, registry.Stage{Stage: s, OK: true, Time: t0.Add(time.Duration(j) * time.Second)}, "10.9.0.1")
+		}
+		st.PutDisk(registry.DonatedDisk{Node: n.Name, Device: "/dev/sda", Transport: "aoe", Address: n.AoEAddress(), SizeBytes: 146 << 30, State: "online"})
+	}
+	w, err := New(Options{Store: st, StateDir: dir, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := SetPassword(dir, []byte(testPassword)); err != nil {
+		b.Fatal(err)
+	}
+	id, _ := w.sessions.create()
+	for _, path := range []string{"/?fragment=1", "/"} {
+		b.Run(strings.TrimPrefix(path, "/"), func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				req := httptest.NewRequest("GET", path, nil)
+				req.AddCookie(&http.Cookie{Name: sessionCookie, Value: id})
+				rec := httptest.NewRecorder()
+				w.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("%s: %d", path, rec.Code)
+				}
+				size = rec.Body.Len()
+			}
+			b.ReportMetric(float64(size), "bytes/page")
+		})
 	}
 }
