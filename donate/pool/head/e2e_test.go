@@ -1,9 +1,15 @@
 package head
 
-// The real-md test: md has no module on the host, so a QEMU guest (Debian's kernel, TCG) runs
-// this package's own test binary as the pool head, against four donors that are vblade
-// processes exporting files over AoE on a bridge inside a test namespace (package poolvm).
-// It runs with DISTONET_E2E=1 (make e2e); the guest half is guestMain in e2e_guest_test.go.
+// The real-md tests: md has no module on the host, so a QEMU guest (Debian's kernel, TCG) runs
+// this package's own test binary as the pool head (package poolvm), against donors on a bridge
+// inside a test namespace. They run with DISTONET_E2E=1 (make e2e), about 3 minutes each:
+//   - TestE2EPoolHeadOverAoE: four vblade donors, an overnight array through the Server:
+//     create + ext4 + NFS export read back by the host, a donor killed, its return, the window
+//     closing and reopening (e2e_guest_test.go);
+//   - TestE2EPoolHeadOverISCSI: four tgt donors with CHAP, the guest's kernel initiator
+//     (e2e_iscsi_test.go);
+//   - TestE2EPoolHeadRetireReplace: five donors, hot spare takeover and a retired member
+//     hot-replaced (e2e_retire_test.go).
 
 import (
 	"context"
