@@ -205,10 +205,17 @@ func bootOnce(t *testing.T, setup func(t *testing.T, ns *lab.Netns, br string, m
 	return tl
 }
 
-// TestE2EUEFIChainload boots a UEFI guest (OVMF) whose firmware PXE client is
-// EDK2's, not iPXE: DHCP must give it snponly.efi by TFTP (tftpd-hpa serves
-// Debian's binaries), then give the iPXE it loads the script URL, so the
-// chain ends at the script instead of looping. Runs with DISTONET_E2E=1.
+// TestE2EUEFIChainload boots a UEFI guest (OVMF) whose firmware network boot
+// is EDK2's, not iPXE, two ways:
+//
+//   - PXE: DHCP gives it snponly.efi by TFTP (tftpd-hpa serves Debian's
+//     binaries), then gives the iPXE it loads the script URL, so the chain
+//     ends at the script instead of looping;
+//   - UEFI HTTP boot: with no TFTP server, EDK2 falls through to HTTP boot,
+//     gets the binary's URL from DHCP (option 60 "HTTPClient"), fetches it
+//     over HTTP, and iPXE goes on to the script.
+//
+// Runs with DISTONET_E2E=1.
 func TestE2EUEFIChainload(t *testing.T) {
 	if os.Getenv("DISTONET_E2E") != "1" {
 		t.Skip("end-to-end QEMU boot: set DISTONET_E2E=1 (make e2e)")
@@ -218,12 +225,8 @@ func TestE2EUEFIChainload(t *testing.T) {
 	if _, err := os.Stat(ovmf); err != nil {
 		t.Fatalf("UEFI firmware: %v (Debian package ovmf; run .ci/install-deps)", err)
 	}
-	ns := lab.NewNetns(t)
-	br := ns.Bridge("10.67.251.1/24")
-	tap := ns.Tap(br)
-	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x67, 0x00, 0x02}
-	// A TFTP root with Debian's binaries as regular files (tftpd-hpa's
-	// --secure chroot cannot follow /usr/lib/ipxe's symlinks to /boot).
+	// Debian's binaries as regular files: tftpd-hpa's --secure chroot cannot
+	// follow /usr/lib/ipxe's symlinks to /boot.
 	root := t.TempDir()
 	for _, f := range []string{"undionly.kpxe", "snponly.efi", "ipxe.efi"} {
 		b, err := os.ReadFile(filepath.Join("/usr/lib/ipxe", f))
@@ -234,7 +237,29 @@ func TestE2EUEFIChainload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	startKept(t, ns, "in.tftpd", "--foreground", "--listen", "--address", "10.67.251.1:69", "--secure", root)
+	for _, tc := range []struct {
+		name     string
+		tftp     bool
+		firmware string // vendor class prefix of the firmware's own DHCP client
+		arch     dhcp.Arch
+	}{
+		{"pxe-tftp", true, "PXEClient", dhcp.ArchX64},
+		{"http-boot", false, "HTTPClient", dhcp.ArchX64HTTP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			uefiBoot(t, ovmf, root, tc.tftp, tc.firmware, tc.arch)
+		})
+	}
+}
+
+func uefiBoot(t *testing.T, ovmf, root string, tftp bool, firmwareClass string, firmwareArch dhcp.Arch) {
+	ns := lab.NewNetns(t)
+	br := ns.Bridge("10.67.251.1/24")
+	tap := ns.Tap(br)
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x67, 0x00, 0x02}
+	if tftp {
+		startKept(t, ns, "in.tftpd", "--foreground", "--listen", "--address", "10.67.251.1:69", "--secure", root)
+	}
 
 	cfg := dhcp.DefaultConfig()
 	cfg.Interface = br
@@ -260,13 +285,18 @@ func TestE2EUEFIChainload(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/boot/"+mac.String()+".ipxe" {
+		switch r.URL.Path {
+		case "/boot/" + mac.String() + ".ipxe":
 			select {
 			case got <- time.Now():
 			default:
 			}
+			fmt.Fprint(w, "#!ipxe\necho distonet-e2e-script\nsleep 30\n")
+		case "/boot/snponly.efi": // what UEFI HTTP boot is sent to (HTTPBootPrefix)
+			http.ServeFile(w, r, filepath.Join(root, "snponly.efi"))
+		default:
+			http.NotFound(w, r)
 		}
-		fmt.Fprint(w, "#!ipxe\necho distonet-e2e-script\nsleep 30\n")
 	})}
 	go hs.Serve(l)
 	t.Cleanup(func() { hs.Close() })
@@ -276,30 +306,31 @@ func TestE2EUEFIChainload(t *testing.T) {
 	startKept(t, ns, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "512", "-bios", ovmf,
 		"-display", "none", "-serial", "file:"+serial,
 		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
-		// No option ROM: OVMF's own virtio-net driver and PXE client, not iPXE's.
+		// No option ROM: OVMF's own virtio-net driver and network boot, not iPXE's.
 		"-device", "virtio-net-pci,netdev=n0,romfile=,mac="+mac.String(), "-boot", "n", "-no-reboot")
 	select {
 	case at := <-got:
-		fmt.Printf("\nUEFI (OVMF) power-on to boot-script fetch through TFTP snponly.efi: %.1fs\n", at.Sub(start).Seconds())
-	case <-time.After(5 * time.Minute):
+		fmt.Printf("\nUEFI (OVMF, %s) power-on to boot-script fetch through snponly.efi: %.1fs\n", firmwareClass, at.Sub(start).Seconds())
+	case <-time.After(6 * time.Minute):
 		b, _ := os.ReadFile(serial)
 		t.Fatalf("UEFI guest never fetched its script; serial:\n%s", b)
 	}
-	// The registry saw the firmware's own PXE client, then iPXE, both x64 UEFI.
+	// The registry saw the firmware's own client, then iPXE, both x64 UEFI.
 	nodes.mu.Lock()
 	defer nodes.mu.Unlock()
 	var firmware, ipxe bool
 	for _, ci := range nodes.seen {
-		if ci.MAC.String() != mac.String() || !ci.HasArch || ci.Arch != dhcp.ArchX64 {
+		if ci.MAC.String() != mac.String() || !ci.HasArch {
 			continue
 		}
-		if ci.IPXE {
+		switch {
+		case ci.IPXE && ci.Arch == dhcp.ArchX64:
 			ipxe = true
-		} else if strings.HasPrefix(ci.VendorClass, "PXEClient") {
+		case !ci.IPXE && ci.Arch == firmwareArch && strings.HasPrefix(ci.VendorClass, firmwareClass):
 			firmware = true
 		}
 	}
 	if !firmware || !ipxe {
-		t.Errorf("seen: firmware PXE %v, iPXE %v; want both as efi-x64 (%+v)", firmware, ipxe, nodes.seen)
+		t.Errorf("seen: firmware %s/%v %v, iPXE %v (%+v)", firmwareClass, firmwareArch, firmware, ipxe, nodes.seen)
 	}
 }
