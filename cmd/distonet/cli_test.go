@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -474,5 +475,35 @@ func TestUnitNamesThisBinaryAndConfig(t *testing.T) {
 	}
 	if !strings.Contains(out, "ExecStart="+distonet+" serve --config /etc/distonet/lab.yaml") || !strings.Contains(out, "[Install]") {
 		t.Fatalf("unit:\n%s", out)
+	}
+}
+
+// UEFI HTTP boot clients fetch the iPXE binary over HTTP; a symlink out of the root is refused.
+func TestIPXEBinariesOverHTTP(t *testing.T) {
+	cfgPath, _, httpPort := writeConfig(t)
+	startDaemon(t, cfgPath, httpPort)
+	want, err := os.ReadFile("/usr/lib/ipxe/snponly.efi")
+	if err != nil {
+		t.Fatalf("Debian's ipxe package: %v", err)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ipxe/snponly.efi", httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, want) {
+		t.Fatalf("GET /ipxe/snponly.efi: %s, %d bytes, want %d identical bytes", resp.Status, len(got), len(want))
+	}
+	for _, p := range []string{"/ipxe/ipxe.efi", "/ipxe/../../etc/passwd", "/ipxe/%2e%2e/%2e%2e/etc/passwd"} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && (bytes.Contains(body, []byte("root:")) || p == "/ipxe/ipxe.efi") {
+			t.Errorf("GET %s escaped the root: %s", p, resp.Status)
+		}
 	}
 }

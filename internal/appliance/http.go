@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"net"
+	"net/http"
 	"os"
 	"strings"
 
@@ -21,8 +22,20 @@ func (a *Appliance) mountBoot() error {
 	}
 	a.mux.Handle(httpboot.BootPrefix, h)
 	a.mux.Handle(httpboot.FilesPrefix, h)
+	// UEFI HTTP boot clients fetch the iPXE binary itself over HTTP: serve the TFTP root's
+	// files there too, confined to it (symlinks leaving it are refused).
+	if a.cfg.TFTP.Root != "" {
+		if root, err := os.OpenRoot(a.cfg.TFTP.Root); err == nil {
+			a.mux.Handle("GET "+IPXEPrefix, http.StripPrefix(IPXEPrefix, http.FileServerFS(root.FS())))
+		} else {
+			a.log.Warn("iPXE binaries not served over HTTP", "root", a.cfg.TFTP.Root, "err", err)
+		}
+	}
 	return nil
 }
+
+// IPXEPrefix is where UEFI HTTP boot clients fetch the iPXE binary.
+const IPXEPrefix = "/ipxe/"
 
 // tftpFiles serves the boot files over TFTP too (files/<image>/<version>/...), the iPXE
 // script's fallback when HTTP fails. TFTP is slow for a kernel; it is a fallback only.

@@ -127,6 +127,7 @@ func (a *Appliance) newDHCP() (service, error) {
 	}
 	c.Domain = a.cfg.DHCP.Domain
 	c.BootHTTPBase = a.cfg.BaseURL()
+	c.HTTPBootPrefix = IPXEPrefix
 	c.BootFiles = a.bootFiles()
 	c.IgnoreOtherServers = a.cfg.DHCP.IgnoreOtherServers
 	c.Metrics = a.metrics

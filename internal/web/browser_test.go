@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,12 +95,23 @@ func screenshot(t *testing.T, dir, name string) chromedp.Action[chromedp.Void] {
 	})
 }
 
-// run runs browser actions as one named step, failing the test with the step's name.
+// run runs browser actions as one named step, failing the test with the step's name. A step
+// that meets a stale DOM node id (-32000: a live region was replaced under the query, see
+// chromedp#1001) is run again: steps are written to be repeatable (values are set, not typed,
+// in live regions; a click is a step's last action or it is done by jsClick).
 func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	sctx, cancel := context.WithTimeout(ctx, 90*time.Second) // generous: two shared cores under load
-	defer cancel()
-	if err := chromedp.Do(sctx, actions...); err != nil {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		sctx, cancel := context.WithTimeout(ctx, 90*time.Second) // generous: two shared cores under load
+		err = chromedp.Do(sctx, actions...)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "-32000") {
+			break
+		}
+		t.Logf("%s: %v: again", step, err)
+	}
+	if err != nil {
 		var url, body string
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = chromedp.Do(cctx, into(&url, chromedp.Location()), into(&body, chromedp.Text(chromedp.CSS("body"))))
@@ -107,6 +119,14 @@ func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Act
 		t.Fatalf("%s: %v\nat %s:\n%s", step, err, url, body)
 	}
 }
+
+// jsClick clicks the first element matching sel from inside the page, without holding a DOM
+// node id that a live update could invalidate.
+func jsClick(sel string) chromedp.Action[chromedp.Void] {
+	return into(new(bool), chromedp.Evaluate[bool](`(() => { const e = document.querySelector(`+strconvQuote(sel)+`); if (!e) { throw new Error("no element " + `+strconvQuote(sel)+`); } e.click(); return true; })()`))
+}
+
+func strconvQuote(s string) string { return strconv.Quote(s) }
 
 func TestBrowserEnrollment(t *testing.T) {
 	e := newEnv(t)
@@ -184,11 +204,11 @@ func TestBrowserEnrollment(t *testing.T) {
 	// Invalid input: each reason shows beside its field and nothing is enrolled.
 	var nameErr, windowErr, kept string
 	run(t, ctx, "submit invalid enrollment",
-		chromedp.SendKeys(chromedp.CSS(`#`+id+`-name`), "Room1_PC07"),
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-name`), "Room1_PC07"),
 		chromedp.SetValue(chromedp.CSS(`#`+id+`-image`), "debian-12"),
 		chromedp.SetValue(chromedp.CSS(`#`+id+`-donate`), "aoe"),
-		chromedp.SendKeys(chromedp.CSS(`#`+id+`-window`), "25:00-07:00"),
-		chromedp.Click(chromedp.CSS(`#enroll-`+id+` button`)),
+		chromedp.SetValue(chromedp.CSS(`#`+id+`-window`), "25:00-07:00"),
+		jsClick(`#enroll-`+id+` button`),
 		chromedp.WaitVisible(chromedp.CSS(row+` td:nth-child(4) .err`)),
 		into(&nameErr, chromedp.Text(chromedp.CSS(row+` td:nth-child(4) .err`))),
 		into(&windowErr, chromedp.Text(chromedp.CSS(row+` td:nth-child(8) .err`))),
@@ -224,7 +244,9 @@ func TestBrowserEnrollment(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS(`#`+id+`-group`), "room1"),
 		chromedp.SetValue(chromedp.CSS(`#`+id+`-window`), "20:00-07:00"),
 		chromedp.SetValue(chromedp.CSS(`#`+id+`-volume_size`), "20G"),
-		chromedp.Click(chromedp.CSS(`#enroll-`+id+` button`)),
+		jsClick(`#enroll-`+id+` button`),
+	)
+	run(t, ctx, "enrolled",
 		chromedp.WaitVisible(chromedp.CSS(`#flash`)),
 		chromedp.WaitNotPresent(chromedp.CSS(row)),
 		into(&flash, chromedp.Text(chromedp.CSS(`#flash`))),
@@ -238,6 +260,7 @@ func TestBrowserEnrollment(t *testing.T) {
 	run(t, ctx, "node page",
 		chromedp.Navigate(base+"/nodes/room1-pc07"),
 		chromedp.WaitVisible(chromedp.CSS(`#edit-form`)),
+		chromedp.WaitVisible(chromedp.CSS(`a.button.danger[href="/nodes/room1-pc07/remove"]`)),
 		screenshot(t, shots, "05-node-enrolled"),
 	)
 	n, err := e.store.Node("room1-pc07")
@@ -320,7 +343,9 @@ func TestBrowserEnrollment(t *testing.T) {
 		t.Errorf("preview: %d rows, enrolled already: %v", previewRows, err == nil)
 	}
 	run(t, ctx, "bulk file without errors: confirm",
-		chromedp.Click(chromedp.CSS(`#bulk-confirm button`)),
+		jsClick(`#bulk-confirm button`),
+	)
+	run(t, ctx, "dashboard after bulk",
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="room2-pc02"]`)),
 		screenshot(t, shots, "11-dashboard-after-bulk"),
 	)
@@ -328,13 +353,14 @@ func TestBrowserEnrollment(t *testing.T) {
 	// Removal asks for confirmation, warns about the volume, then deletes it.
 	var warning string
 	run(t, ctx, "remove node",
-		chromedp.Navigate(base+"/nodes/room1-pc07"),
-		chromedp.Click(chromedp.CSS(`a.button.danger`)),
+		chromedp.Navigate(base+"/nodes/room1-pc07/remove"),
 		chromedp.WaitVisible(chromedp.CSS(`#remove-form`)),
 		into(&warning, chromedp.Text(chromedp.CSS(`#remove-form`))),
 		screenshot(t, shots, "12-remove-confirm"),
-		chromedp.SendKeys(chromedp.CSS(`#confirm`), "room1-pc07"),
-		chromedp.Click(chromedp.CSS(`#remove-form button.danger`)),
+		chromedp.SetValue(chromedp.CSS(`#confirm`), "room1-pc07"),
+		jsClick(`#remove-form button.danger`),
+	)
+	run(t, ctx, "removed",
 		chromedp.WaitVisible(chromedp.CSS(`#nodes`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`tr[data-node="room1-pc07"]`)),
 	)
@@ -352,7 +378,9 @@ func TestBrowserEnrollment(t *testing.T) {
 	}
 
 	run(t, ctx, "log out",
-		chromedp.Click(chromedp.CSS(`.logout button`)),
+		jsClick(`.logout button`),
+	)
+	run(t, ctx, "logged out",
 		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
 		chromedp.Navigate(base+"/pool"),
 		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
@@ -457,14 +485,17 @@ func TestBrowserDashboardDense(t *testing.T) {
 	shots := artifacts(t)
 	var visible int
 	var errs []string
-	run(t, ctx, "dense dashboard",
+	run(t, ctx, "log in",
 		chromedp.Navigate(e.srv.URL+"/login"),
 		chromedp.WaitVisible(chromedp.CSS(`#login-form`)),
 		chromedp.SendKeys(chromedp.CSS(`#password`), testPassword),
 		chromedp.Submit(chromedp.CSS(`#login-form`)),
+	)
+	run(t, ctx, "dense dashboard",
 		chromedp.WaitVisible(chromedp.CSS(`#nodes`)),
 		screenshot(t, shots, "20-dashboard-48-nodes"),
-		chromedp.SendKeys(chromedp.CSS(`#filter`), "room2 ready"),
+		// Typed as the input event the filter listens to (repeatable, unlike key presses).
+		into(new(bool), chromedp.Evaluate[bool](`(() => { const f = document.querySelector('#filter'); f.value = 'room2 ready'; f.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)),
 		into(&visible, chromedp.Evaluate[int](`Array.from(document.querySelectorAll('#nodes tbody tr')).filter(r => !r.hidden).length`)),
 		screenshot(t, shots, "21-dashboard-filtered"),
 		chromedp.Navigate(e.srv.URL+"/pool"),
@@ -474,10 +505,12 @@ func TestBrowserDashboardDense(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#boots`)),
 		screenshot(t, shots, "23-node-failed-boot"),
 		chromedp.Navigate(e.srv.URL+"/enroll"),
-		chromedp.SendKeys(chromedp.CSS(`#f-mac`), "52:54:00:zz"),
-		chromedp.SendKeys(chromedp.CSS(`#f-name`), "cluster-03"),
-		chromedp.SendKeys(chromedp.CSS(`#f-volume_size`), "big"),
-		chromedp.Click(chromedp.CSS(`#enroll-form button`)),
+		chromedp.SetValue(chromedp.CSS(`#f-mac`), "52:54:00:zz"),
+		chromedp.SetValue(chromedp.CSS(`#f-name`), "cluster-03"),
+		chromedp.SetValue(chromedp.CSS(`#f-volume_size`), "big"),
+		jsClick(`#enroll-form button`),
+	)
+	run(t, ctx, "enroll errors and a narrow screen",
 		chromedp.WaitVisible(chromedp.CSS(`#enroll-form .err`)),
 		into(&errs, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#enroll-form .err')).map(e => e.previousElementSibling.id + ": " + e.textContent)`)),
 		screenshot(t, shots, "24-enroll-invalid"),
