@@ -1,6 +1,7 @@
 # DiStoNet — build, test, end-to-end boots, benchmarks, lint, demo.
 # `make test` and `make demo` install what they need on a fresh Debian machine (as root) first.
 
+SHELL     := /bin/bash
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
@@ -27,12 +28,16 @@ $(DEPS_STAMP): .ci/install-deps
 test: deps build
 	$(GO) test $(TESTFLAGS) ./...
 
-# Real PXE boots of QEMU guests (slow: ~minutes each under TCG).
+# Real boots of QEMU guests (slow: ~minutes each under TCG): tests named E2E* (gated by
+# DISTONET_E2E=1) and those behind the e2e build tag (kernel NFS client, iPXE over TFTP/HTTP).
+E2E_TESTS := E2E|TestKernelClient|TestIPXEBootsOverHTTP|TestIPXEFetchesOverTFTP
 e2e: deps build
-	DISTONET_E2E=1 $(GO) test -p 1 -timeout 80m -run 'E2E' -v ./... 2>&1 | tee build/e2e.log
+	mkdir -p build
+	set -o pipefail; DISTONET_E2E=1 $(GO) test -tags e2e -p 1 -timeout 80m -run '$(E2E_TESTS)' -v ./... 2>&1 | tee build/e2e.log
 
 bench: deps build
-	DISTONET_BENCH=1 $(GO) test -p 1 -timeout 60m -run 'Bench' -bench . -benchtime 1x -v ./bench/... 2>&1 | tee build/bench.log
+	mkdir -p build
+	set -o pipefail; DISTONET_BENCH=1 $(GO) test -p 1 -timeout 60m -run 'Bench' -bench . -benchtime 1x -v ./bench/... 2>&1 | tee build/bench.log
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
