@@ -410,7 +410,7 @@ func (w *Web) renderNodeVol(wr http.ResponseWriter, r *http.Request, c *reqCtx, 
 		d.AoE = n.AoEAddress()
 	}
 	d.Shown = shownState(d.View.State, d.View.LastBoot, w.now())
-	d.VolumeActions = w.opt.Volume != nil
+	d.VolumeActions = w.volumeFn() != nil
 	d.Boots = slices.Clone(tl.Boots)
 	slices.Reverse(d.Boots) // newest first
 	disks, err := w.opt.Store.Disks()
@@ -469,7 +469,8 @@ func (w *Web) editNode(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 // volume grows or resets a node's overlay volume through the daemon (Options.Volume).
 func (w *Web) volume(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 	name := r.PathValue("name")
-	if w.opt.Volume == nil {
+	volume := w.volumeFn()
+	if volume == nil {
 		w.message(wr, r, c, http.StatusServiceUnavailable, "Not available", "Volumes are not managed by this appliance process.")
 		return
 	}
@@ -481,7 +482,7 @@ func (w *Web) volume(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 			err = errors.New("volume size: required")
 		}
 		if err == nil {
-			err = w.opt.Volume(name, "resize", size)
+			err = volume(name, "resize", size)
 		}
 		if err == nil {
 			// Record the new size, so the node page and a later re-creation agree with the file.
@@ -499,7 +500,7 @@ func (w *Web) volume(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 			w.renderConfirm(wr, r, c, http.StatusUnprocessableEntity, name, "reset", "type the node's name exactly to confirm")
 			return
 		}
-		if err := w.opt.Volume(name, "reset", 0); err != nil {
+		if err := volume(name, "reset", 0); err != nil {
 			w.log.Error("web: reset volume", "node", name, "err", err)
 			w.message(wr, r, c, http.StatusInternalServerError, "Reset failed", err.Error())
 			return
@@ -565,7 +566,7 @@ func (w *Web) removeNode(wr http.ResponseWriter, r *http.Request, c *reqCtx) {
 		w.renderRemove(wr, r, c, http.StatusUnprocessableEntity, name, "type the node's name exactly to confirm")
 		return
 	}
-	if err := api.RemoveNode(w.opt.Store, name, w.opt.RemoveVolume); err != nil {
+	if err := api.RemoveNode(w.opt.Store, name, w.removeVolumeFn()); err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			w.message(wr, r, c, http.StatusNotFound, "No such node", fmt.Sprintf("No node is enrolled as %q.", name))
 			return

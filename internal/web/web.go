@@ -142,12 +142,6 @@ func New(opt Options) (*Web, error) {
 	if opt.MaxUpload <= 0 {
 		opt.MaxUpload = 1 << 20
 	}
-	if opt.RemoveVolume == nil && opt.API != nil {
-		opt.RemoveVolume = opt.API.RemoveVolume
-	}
-	if opt.Volume == nil && opt.API != nil {
-		opt.Volume = opt.API.Volume
-	}
 	w := &Web{
 		opt: opt, log: opt.Log, now: opt.Now, key: []byte(randomToken(32)),
 		sessions: &sessions{byID: map[string]*session{}, ttl: opt.SessionTTL, idle: opt.SessionIdle, now: opt.Now,
@@ -176,6 +170,22 @@ func New(opt Options) (*Web, error) {
 	w.static = http.StripPrefix("/static/", http.FileServerFS(static))
 	w.routes()
 	return w, nil
+}
+
+// volumeFn and removeVolumeFn read the API's hooks at call time: the daemon may set them
+// after building the UI.
+func (w *Web) volumeFn() func(name, action string, size int64) error {
+	if w.opt.Volume == nil && w.opt.API != nil {
+		return w.opt.API.Volume
+	}
+	return w.opt.Volume
+}
+
+func (w *Web) removeVolumeFn() func(name string) error {
+	if w.opt.RemoveVolume == nil && w.opt.API != nil {
+		return w.opt.API.RemoveVolume
+	}
+	return w.opt.RemoveVolume
 }
 
 // Close ends the live event streams (an http.Server's Shutdown waits for them otherwise).

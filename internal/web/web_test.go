@@ -1391,3 +1391,24 @@ func BenchmarkDashboard(b *testing.B) {
 		})
 	}
 }
+
+// The daemon sets the API's volume hooks after building the UI: the UI must see them.
+func TestAPIVolumeHooksReadAtCallTime(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Volume, o.RemoveVolume = nil, nil })
+	e.setPassword()
+	var calls []string
+	e.api.Volume = func(name, action string, size int64) error { calls = append(calls, name+" "+action); return nil }
+	e.api.RemoveVolume = func(name string) error { calls = append(calls, name+" remove"); return nil }
+	if _, err := e.store.AddNode(registry.Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "debian-12"}); err != nil {
+		t.Fatal(err)
+	}
+	c, tok := e.login()
+	if r := e.do(c, "GET", "/nodes/n1", nil); !strings.Contains(r.body, `id="grow-form"`) {
+		t.Error("no volume actions with API.Volume set")
+	}
+	e.do(c, "POST", "/nodes/n1/volume", url.Values{"csrf": {tok}, "action": {"reset"}, "confirm": {"n1"}})
+	e.do(c, "POST", "/nodes/n1/remove", url.Values{"csrf": {tok}, "confirm": {"n1"}})
+	if d := cmp.Diff([]string{"n1 reset", "n1 remove"}, calls); d != "" {
+		t.Errorf("hooks called (-want +got):\n%s", d)
+	}
+}
