@@ -179,6 +179,17 @@ func TestE2EPXEBootPersistentRoot(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+
+	// An appliance restart only pauses the node: its kernel logs in to the restarted target
+	// again and the root keeps working.
+	d.Stop()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	guestRun(t, vm, "echo after-restart > /root/after && sync && cat /root/after")
+	if got := strings.TrimSpace(lastLine(guestRun(t, vm, "cat /root/after"))); got != "after-restart" {
+		t.Fatalf("root after an appliance restart reads %q", got)
+	}
 }
 
 func lastLine(s string) string {

@@ -116,7 +116,7 @@ func (d *Lab) ImportImage(name, rootfs string) error {
 
 // Start runs `distonet serve` in the namespace and waits until it answers.
 func (d *Lab) Start() error {
-	logf, err := os.Create(filepath.Join(d.dir, "serve.log"))
+	logf, err := os.OpenFile(filepath.Join(d.dir, "serve.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
