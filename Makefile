@@ -25,15 +25,17 @@ $(DEPS_STAMP): .ci/install-deps
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	mkdir -p build && touch $@
 
+# Screenshots and console logs the tests save go to build/artifacts.
 test: deps build
-	$(GO) test $(TESTFLAGS) ./...
+	mkdir -p build/artifacts
+	DISTONET_ARTIFACTS=$(CURDIR)/build/artifacts $(GO) test $(TESTFLAGS) ./...
 
 # Real boots of QEMU guests (slow: ~minutes each under TCG): tests named E2E* (gated by
 # DISTONET_E2E=1) and those behind the e2e build tag (kernel NFS client, iPXE over TFTP/HTTP).
 E2E_TESTS := E2E|TestKernelClient|TestIPXEBootsOverHTTP|TestIPXEFetchesOverTFTP
 e2e: deps build
 	mkdir -p build
-	set -o pipefail; DISTONET_E2E=1 $(GO) test -tags e2e -p 1 -timeout 80m -run '$(E2E_TESTS)' -v ./... 2>&1 | tee build/e2e.log
+	set -o pipefail; DISTONET_E2E=1 DISTONET_ARTIFACTS=$(CURDIR)/build/artifacts $(GO) test -tags e2e -p 1 -timeout 80m -run '$(E2E_TESTS)' -v ./... 2>&1 | tee build/e2e.log
 
 bench: deps build
 	mkdir -p build

@@ -150,7 +150,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 		Pool: poolHooks(store), InUse: inUse(store),
 		OnEvent: func(node string, ev bootconfig.Event) { boots.observe(store, node, ev) }}
 
-	ui, err := web.New(web.Options{Store: store, API: a.api, StateDir: cfg.StateDir, Log: log.With("svc", "web"), Now: opts.Now,
+	ui, err := web.New(web.Options{Store: store, API: a.api, StateDir: cfg.StateDir, Log: log.With("svc", "web"), Now: opts.Now, Metrics: a.metrics,
 		Images: func() ([]web.ImageInfo, error) { return imageInfos(opts.Images), nil }})
 	if err != nil {
 		return err
