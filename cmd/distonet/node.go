@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/config"
@@ -200,7 +201,8 @@ func dash(s string) string {
 	return s
 }
 
+// isTerminal reports whether f is a terminal (not merely a character device: /dev/null is one).
 func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
