@@ -70,6 +70,10 @@ func TestDiscoverThenEnrollChangesTheBootScript(t *testing.T) {
 	if err != nil || !strings.Contains(script, "pc01 boots tiny v1") || !strings.Contains(script, "distonet.token=") {
 		t.Fatalf("after enrollment: %v\n%s", err, script)
 	}
+	images, err := d.NS.Exec("curl", "-sf", "-H", "Authorization: Bearer "+strings.TrimSpace(string(tok)), "http://"+demolab.Server+"/api/images")
+	if err != nil || !strings.Contains(images, `"name": "tiny"`) || !strings.Contains(images, `"current": 1`) {
+		t.Fatalf("GET /api/images: %v\n%s", err, images)
+	}
 }
 
 func decode(t *testing.T, raw string, v any) {

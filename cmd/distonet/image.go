@@ -69,27 +69,9 @@ func newImageListCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st := appliance.NewStoreCatalog(cfg.StateDir).Store
-			type row struct {
-				Name     string           `json:"name"`
-				Current  uint64           `json:"current"`
-				Versions []store.Manifest `json:"versions"`
-			}
-			var rows []row
-			for _, name := range st.Names() {
-				cur, err := st.Current(name)
-				if err != nil {
-					return err
-				}
-				vs, err := st.Versions(name)
-				if err != nil {
-					return err
-				}
-				r := row{Name: name, Current: cur.Version}
-				for _, v := range vs {
-					r.Versions = append(r.Versions, v.Manifest)
-				}
-				rows = append(rows, r)
+			rows, err := appliance.NewStoreCatalog(cfg.StateDir).List()
+			if err != nil {
+				return err
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())

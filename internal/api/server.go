@@ -40,6 +40,8 @@ type Server struct {
 	RemoveVolume func(name string) error
 	// Volume resets ("reset") or grows ("resize", size in bytes) a node's volume.
 	Volume func(name, action string, size int64) error
+	// Images lists the image store (name, current version, versions); nil answers 503.
+	Images func() (any, error)
 	// Pool connects the pool routes; unset answers 503.
 	Pool PoolHooks
 	// InUse reports whether an assembled pool array still uses a node's donated disk, so a
@@ -61,6 +63,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/nodes/{name}/timeline", s.admin(s.timeline))
 	mux.HandleFunc("POST /api/nodes/{name}/volume", s.admin(s.changeVolume))
 	mux.HandleFunc("GET /api/discovered", s.admin(s.listDiscovered))
+	mux.HandleFunc("GET /api/images", s.admin(s.listImages))
 	mux.HandleFunc("DELETE /api/discovered/{mac}", s.admin(s.forgetDiscovered))
 	mux.HandleFunc("GET "+bootconfig.ConfigPath, s.nodeAuth(s.bootConfig))
 	mux.HandleFunc("POST "+bootconfig.EventPath, s.nodeAuth(s.bootEvent))
@@ -337,4 +340,17 @@ func (s *Server) changeVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Log.Info("node volume changed", "node", r.PathValue("name"), "action", req.Action, "size", req.Size)
 	writeJSON(w, http.StatusOK, map[string]string{"volume": req.Action})
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
+	if s.Images == nil {
+		writeErr(w, http.StatusServiceUnavailable, "", errors.New("no image store"))
+		return
+	}
+	v, err := s.Images()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }

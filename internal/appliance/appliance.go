@@ -149,6 +149,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	a.api = &api.Server{Store: store, Boot: a.boot, AdminToken: token, Portal: cfg.ISCSIAddr(), RemoveVolume: VolumeRemover(cfg.StateDir), Log: log,
 		Pool: poolHooks(store), InUse: inUse(store),
 		OnEvent: func(node string, ev bootconfig.Event) { boots.observe(store, node, ev) }}
+	if sc, ok := opts.Images.(StoreCatalog); ok {
+		a.api.Images = func() (any, error) { return sc.List() }
+	}
 
 	ui, err := web.New(web.Options{Store: store, API: a.api, StateDir: cfg.StateDir, Log: log.With("svc", "web"), Now: opts.Now, Metrics: a.metrics,
 		Images: func() ([]web.ImageInfo, error) { return imageInfos(opts.Images), nil }})

@@ -25,3 +25,31 @@ func (c StoreCatalog) Get(name string, version uint64) (ImageVersion, error) {
 func versionOf(v store.Version) ImageVersion {
 	return ImageVersion{Name: v.Name, Version: v.Label(), Number: v.Version, Kernel: v.Kernel(), Initrd: v.Initrd(), Rootfs: v.Rootfs()}
 }
+
+// ImageList is what GET /api/images and `image list --json` print.
+type ImageList struct {
+	Name     string           `json:"name"`
+	Current  uint64           `json:"current"`
+	Versions []store.Manifest `json:"versions"`
+}
+
+// List lists every image with its versions.
+func (c StoreCatalog) List() ([]ImageList, error) {
+	out := []ImageList{}
+	for _, name := range c.Store.Names() {
+		cur, err := c.Store.Current(name)
+		if err != nil {
+			return nil, err
+		}
+		vs, err := c.Store.Versions(name)
+		if err != nil {
+			return nil, err
+		}
+		l := ImageList{Name: name, Current: cur.Version}
+		for _, v := range vs {
+			l.Versions = append(l.Versions, v.Manifest)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
