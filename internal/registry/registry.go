@@ -278,10 +278,15 @@ func (s *Store) RotateBootToken(name string) (string, error) {
 
 // NodeByToken finds the node that owns a boot or agent token.
 func (s *Store) NodeByToken(token string) (Node, bool) {
+	return s.nodeVia(bucketTokens, token)
+}
+
+// nodeVia finds a node through an index bucket that maps a key (MAC, token) to its name.
+func (s *Store) nodeVia(index []byte, key string) (Node, bool) {
 	var n Node
 	found := false
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		name := tx.Bucket(bucketTokens).Get([]byte(token))
+		name := tx.Bucket(index).Get([]byte(key))
 		if name == nil {
 			return nil
 		}
@@ -345,18 +350,7 @@ func (s *Store) NodeByMAC(mac string) (Node, bool) {
 	if err != nil {
 		return Node{}, false
 	}
-	var n Node
-	found := false
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		name := tx.Bucket(bucketMACs).Get([]byte(mac))
-		if name == nil {
-			return nil
-		}
-		raw := tx.Bucket(bucketNodes).Get(name)
-		found = raw != nil && json.Unmarshal(raw, &n) == nil
-		return nil
-	})
-	return n, found
+	return s.nodeVia(bucketMACs, mac)
 }
 
 // Nodes lists enrolled nodes by name, with secrets.
