@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/distonet/distonet/images/initramfs"
+	"github.com/distonet/distonet/internal/atomicfile"
 )
 
 // Files of a version directory.
@@ -186,11 +187,11 @@ func (s Store) Import(ctx context.Context, name string, opts ImportOptions) (Ver
 	m := Manifest{Name: name, Version: next, KernelVersion: res.KernelVersion, Imported: time.Now().UTC().Truncate(time.Second),
 		Source: src, Modules: res.Modules, Missing: res.Missing, RootfsBytes: size}
 	raw, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeFileSync(filepath.Join(tmp, ManifestFile), raw); err != nil {
+	if err := atomicfile.Write(filepath.Join(tmp, ManifestFile), raw, 0o644); err != nil {
 		return Version{}, err
 	}
 	final := filepath.Join(imgDir, "v"+strconv.FormatUint(next, 10))
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return Version{}, err
 	}
 	if err := os.Rename(tmp, final); err != nil {
@@ -209,10 +210,10 @@ func (s Store) SetCurrent(name string, version uint64) error {
 	if _, err := os.Stat(filepath.Join(imgDir, "v"+strconv.FormatUint(version, 10), ManifestFile)); err != nil {
 		return fmt.Errorf("image %s v%d: %w", name, version, ErrNotFound)
 	}
-	if err := writeFileSync(filepath.Join(imgDir, currentFile), []byte(fmt.Sprintf("v%d\n", version))); err != nil {
+	if err := atomicfile.Write(filepath.Join(imgDir, currentFile), []byte(fmt.Sprintf("v%d\n", version)), 0o644); err != nil {
 		return fmt.Errorf("image %s: current: %w", name, err)
 	}
-	return syncDir(imgDir)
+	return atomicfile.SyncDir(imgDir)
 }
 
 // Names lists images that have a current version.
@@ -363,35 +364,6 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func lock(path string) (func(), error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/distonet/distonet/internal/api"
+	"github.com/distonet/distonet/internal/atomicfile"
 	"github.com/distonet/distonet/internal/bootconfig"
 	"github.com/distonet/distonet/internal/config"
 	"github.com/distonet/distonet/internal/registry"
@@ -61,35 +62,10 @@ func ensureAdminToken(stateDir string) (string, error) {
 		return strings.TrimSpace(string(raw)), nil
 	}
 	tok := registry.NewSecret(24)
-	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	return tok, nil
-}
-
-// writeFileAtomic writes a file so that a crash leaves the old or the new content, never half.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // Appliance is the running daemon's shared state.

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/distonet/distonet/internal/atomicfile"
 )
 
 const (
@@ -52,7 +54,7 @@ func SetPassword(stateDir string, pw []byte) error {
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(stateDir, PasswordFile), append(hash, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(stateDir, PasswordFile), append(hash, '\n'), 0o600); err != nil {
 		return fmt.Errorf("admin password: %w", err)
 	}
 	if err := os.Remove(filepath.Join(stateDir, SetupTokenFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -89,7 +91,7 @@ func FirstRunToken(stateDir string) (string, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return "", fmt.Errorf("state dir %s: %w", stateDir, err)
 	}
-	if err := writeFileAtomic(filepath.Join(stateDir, SetupTokenFile), []byte(hex.EncodeToString(sum[:])+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(stateDir, SetupTokenFile), []byte(hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("setup token: %w", err)
 	}
 	return tok, nil
@@ -113,30 +115,6 @@ func verifyPassword(stateDir string, pw []byte) error {
 		return fmt.Errorf("admin password: %w", err)
 	}
 	return bcrypt.CompareHashAndPassword([]byte(strings.TrimSpace(string(raw))), pw)
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func randomToken(n int) string {
