@@ -20,6 +20,7 @@ import (
 
 	"github.com/distonet/distonet/donate/agent"
 	"github.com/distonet/distonet/donate/pool/head"
+	"github.com/distonet/distonet/images/nodeinit"
 	"github.com/distonet/distonet/internal/bootconfig"
 	"github.com/distonet/distonet/overlay/iscsit"
 )
@@ -107,13 +108,19 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 	cmd.Flags().StringVar(&bootConfig, "boot-config", "/run/distonet/boot.json", "the boot config the node init fetched")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/distonet-agent", "where the agent keeps its AoE mask list and reservations (persistent on the overlay root)")
 	cmd.Flags().StringVar(&logFile, "log", "/run/distonet/agent.log", "log file (\"\" logs to standard error)")
-	cmd.Flags().StringVar(&iface, "interface", "", "the boot network interface (default: the one holding the default route or the first up Ethernet)")
+	cmd.Flags().StringVar(&iface, "interface", "", "the boot network interface (default: the one the node init got its DHCP lease on)")
 	return cmd
 }
 
-// bootInterface guesses the NIC the node booted from: the first interface that is up, not
-// loopback, with an IPv4 address.
+// bootInterface is the NIC the node booted from, as the node init recorded it with its DHCP
+// lease; without that record, the first interface that is up, not loopback, with an address.
 func bootInterface() string {
+	if raw, err := os.ReadFile(nodeinit.LeaseFile); err == nil {
+		var l nodeinit.Lease
+		if json.Unmarshal(raw, &l) == nil && l.Ifname != "" {
+			return l.Ifname
+		}
+	}
 	ifs, _ := net.Interfaces()
 	for _, ifi := range ifs {
 		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 {
