@@ -7,11 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 	_ "time/tzdata" // nodes have no zoneinfo; windows are read in the appliance's zone
@@ -88,7 +86,7 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 				// appliance's plan, with the node's own token.
 				srv, err := head.NewServer(head.ServerConfig{
 					Head:     head.New(head.Config{Logger: log.With("svc", "pool-head")}),
-					Registry: &headClient{base: strings.TrimRight(bc.Server, "/"), token: bc.AgentToken, client: &http.Client{Timeout: 30 * time.Second}},
+					Registry: &headClient{newAPIClient(bc.Server, bc.AgentToken)},
 					Location: loc, Name: bc.Node, Logger: log.With("svc", "pool-head"),
 				})
 				if err != nil {

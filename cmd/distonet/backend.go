@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/distonet/distonet/internal/api"
@@ -46,8 +44,7 @@ func openBackend(cfg config.Config) (registryBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the daemon is running; reaching its API needs the admin token: %w", err)
 	}
-	return &remoteBackend{base: cfg.LocalURL(), token: strings.TrimSpace(string(token)),
-		client: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &remoteBackend{newAPIClient(cfg.LocalURL(), string(token))}, nil
 }
 
 type localBackend struct {
@@ -94,64 +91,24 @@ func (b *localBackend) ChangeVolume(name, action string, size int64) error {
 
 func (b *localBackend) PoolStatus() ([]byte, error) { return appliance.PoolStatus(b.st) }
 
-type remoteBackend struct {
-	base, token string
-	client      *http.Client
-}
+// remoteBackend goes through the running daemon's API.
+type remoteBackend struct{ *apiClient }
 
 func (b *remoteBackend) Close() error { return nil }
 
-// do sends a request to the daemon and decodes a JSON answer into out.
-func (b *remoteBackend) do(method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, b.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("daemon API at %s: %w", b.base, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e api.Error
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("daemon API %s %s: %s", method, path, resp.Status)
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
-}
-
 func (b *remoteBackend) AddNode(req api.NodeRequest) (api.NodeView, error) {
 	var v api.NodeView
-	err := b.do(http.MethodPost, "/api/nodes", req, &v)
+	err := b.do(context.Background(), http.MethodPost, "/api/nodes", req, &v)
 	return v, err
 }
 
 func (b *remoteBackend) RemoveNode(name string) error {
-	return b.do(http.MethodDelete, "/api/nodes/"+url.PathEscape(name), nil, nil)
+	return b.do(context.Background(), http.MethodDelete, "/api/nodes/"+url.PathEscape(name), nil, nil)
 }
 
 func (b *remoteBackend) ListNodes() ([]api.NodeView, error) {
 	var v []api.NodeView
-	err := b.do(http.MethodGet, "/api/nodes", nil, &v)
+	err := b.do(context.Background(), http.MethodGet, "/api/nodes", nil, &v)
 	return v, err
 }
 
@@ -161,18 +118,18 @@ func (b *remoteBackend) ShowNode(name string, secrets bool) (api.NodeView, error
 	if secrets {
 		q = "?secrets=1"
 	}
-	err := b.do(http.MethodGet, "/api/nodes/"+url.PathEscape(name)+q, nil, &v)
+	err := b.do(context.Background(), http.MethodGet, "/api/nodes/"+url.PathEscape(name)+q, nil, &v)
 	return v, err
 }
 
 func (b *remoteBackend) PoolStatus() ([]byte, error) {
 	var raw json.RawMessage
-	if err := b.do(http.MethodGet, api.PoolStatusPath, nil, &raw); err != nil {
+	if err := b.do(context.Background(), http.MethodGet, api.PoolStatusPath, nil, &raw); err != nil {
 		return nil, err
 	}
 	return append([]byte(raw), '\n'), nil
 }
 
 func (b *remoteBackend) ChangeVolume(name, action string, size int64) error {
-	return b.do(http.MethodPost, "/api/nodes/"+url.PathEscape(name)+"/volume", api.VolumeRequest{Action: action, Size: size}, nil)
+	return b.do(context.Background(), http.MethodPost, "/api/nodes/"+url.PathEscape(name)+"/volume", api.VolumeRequest{Action: action, Size: size}, nil)
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -42,7 +40,7 @@ and the kernel's aoe and raid456 modules. Runs on the appliance host (admin toke
 node enrolled with --role pool-head (its boot config).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := &headClient{client: &http.Client{Timeout: 30 * time.Second}}
+			c := &headClient{newAPIClient("", "")}
 			switch {
 			case bootConfig != "":
 				raw, err := os.ReadFile(bootConfig)
@@ -53,7 +51,7 @@ node enrolled with --role pool-head (its boot config).`,
 				if err := json.Unmarshal(raw, &bc); err != nil {
 					return fmt.Errorf("boot config: %w", err)
 				}
-				c.base, c.token = bc.Server, bc.AgentToken
+				c.apiClient = newAPIClient(bc.Server, bc.AgentToken)
 				if name == "" {
 					name = bc.Node
 				}
@@ -62,7 +60,6 @@ node enrolled with --role pool-head (its boot config).`,
 				if err != nil {
 					return err
 				}
-				c.base = cfg.LocalURL()
 				if tokenFile == "" {
 					tokenFile = filepath.Join(cfg.StateDir, appliance.AdminTokenFile)
 				}
@@ -70,7 +67,7 @@ node enrolled with --role pool-head (its boot config).`,
 				if err != nil {
 					return fmt.Errorf("pool head: the appliance's admin token: %w", err)
 				}
-				c.token = strings.TrimSpace(string(tok))
+				c.apiClient = newAPIClient(cfg.LocalURL(), string(tok))
 			}
 			if server != "" {
 				c.base = strings.TrimRight(server, "/")
@@ -101,32 +98,7 @@ node enrolled with --role pool-head (its boot config).`,
 }
 
 // headClient is the appliance as the pool head sees it, over the API.
-type headClient struct {
-	base, token string
-	client      *http.Client
-}
-
-func (c *headClient) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("appliance %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("appliance %s: %s: %s", path, resp.Status, bytes.TrimSpace(raw))
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
-}
+type headClient struct{ *apiClient }
 
 func (c *headClient) Layout(ctx context.Context) (pool.Layout, error) {
 	var l pool.Layout
@@ -148,9 +120,5 @@ func (c *headClient) Members(ctx context.Context) ([]pool.Member, error) {
 }
 
 func (c *headClient) Report(ctx context.Context, st pool.ArrayStatus) error {
-	raw, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return c.do(ctx, http.MethodPost, api.PoolReportPath, raw, nil)
+	return c.do(ctx, http.MethodPost, api.PoolReportPath, st, nil)
 }
