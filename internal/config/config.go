@@ -255,13 +255,18 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("dhcp.dns[%d]", i), d, "want an IPv4 address")
 		}
 	}
-	for key, v := range map[string]string{"tftp.listen": c.TFTP.Listen, "http.listen": c.HTTP.Listen,
-		"nfs.listen": c.NFS.Listen, "iscsi.listen": c.ISCSI.Listen, "nfs.portmap": c.NFS.Portmap} {
-		if v == "" && (key == "nfs.portmap" || key == "iscsi.listen" || key == "tftp.listen") {
-			continue // optional: off, or derived from address
+	for _, l := range []struct {
+		key, value string
+		optional   bool // "" means off, or derived from address
+	}{
+		{"tftp.listen", c.TFTP.Listen, true}, {"http.listen", c.HTTP.Listen, false},
+		{"nfs.listen", c.NFS.Listen, false}, {"nfs.portmap", c.NFS.Portmap, true}, {"iscsi.listen", c.ISCSI.Listen, true},
+	} {
+		if l.value == "" && l.optional {
+			continue
 		}
-		if _, _, err := net.SplitHostPort(v); err != nil {
-			bad(key, v, "want host:port or :port")
+		if _, _, err := net.SplitHostPort(l.value); err != nil {
+			bad(l.key, l.value, "want host:port or :port")
 		}
 	}
 	if c.HTTP.PublicURL != "" && !strings.HasPrefix(c.HTTP.PublicURL, "http://") && !strings.HasPrefix(c.HTTP.PublicURL, "https://") {
