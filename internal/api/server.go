@@ -138,13 +138,12 @@ func statusOf(err error) int {
 	}
 }
 
-// FieldOf names the form field an enrollment error is about, so the UI can show it beside it.
+// FieldOf names the form field an enrollment error is about, so the UI can show it beside it;
+// "" when no single field owns it.
 func FieldOf(err error) string {
-	msg := err.Error()
-	for _, f := range []string{"name", "mac", "image", "group", "donate", "window", "ip", "role", "volume size", "after-window"} {
-		if strings.HasPrefix(msg, f+" ") || strings.HasPrefix(msg, f+":") || strings.Contains(msg, ": "+f+" ") {
-			return strings.ReplaceAll(f, " ", "_")
-		}
+	var fe *registry.FieldError
+	if errors.As(err, &fe) {
+		return fe.Field
 	}
 	return ""
 }

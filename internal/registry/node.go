@@ -116,22 +116,34 @@ func parseClock(s string) (time.Duration, error) {
 	return time.Duration(hh)*time.Hour + time.Duration(mm)*time.Minute, nil
 }
 
-// Validate checks every field a user can type and fills defaults.
+// FieldError is a refused value of one node field (name, mac, image, group, donate, window,
+// after-window, role, ip, volume_size), so a form can show the reason beside that field.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErr(field string, err error) error { return &FieldError{Field: field, Err: err} }
+
+// Validate checks every field a user can type and fills defaults. Errors are *FieldError.
 func (n *Node) Validate() error {
 	if err := ValidateName(n.Name); err != nil {
-		return err
+		return fieldErr("name", err)
 	}
 	mac, err := NormalizeMAC(n.MAC)
 	if err != nil {
-		return err
+		return fieldErr("mac", err)
 	}
 	n.MAC = mac
 	if n.Image == "" {
-		return fmt.Errorf("image: required (see `distonet image list`)")
+		return fieldErr("image", fmt.Errorf("image: required (see `distonet image list`)"))
 	}
 	if n.Group != "" {
 		if err := ValidateName(n.Group); err != nil {
-			return fmt.Errorf("group: %w", err)
+			return fieldErr("group", fmt.Errorf("group: %w", err))
 		}
 	}
 	switch n.Donate.Mode {
@@ -139,28 +151,28 @@ func (n *Node) Validate() error {
 		n.Donate.Mode = "none"
 	case "none", "aoe", "iscsi":
 	default:
-		return fmt.Errorf("donate %q: want none, aoe or iscsi", n.Donate.Mode)
+		return fieldErr("donate", fmt.Errorf("donate %q: want none, aoe or iscsi", n.Donate.Mode))
 	}
 	if n.Donate.Window != "" {
 		if _, err := ParseWindow(n.Donate.Window); err != nil {
-			return err
+			return fieldErr("window", err)
 		}
 	}
 	switch n.Donate.AfterWindow {
 	case "", "poweroff", "reboot":
 	default:
-		return fmt.Errorf("after-window %q: want poweroff or reboot", n.Donate.AfterWindow)
+		return fieldErr("after-window", fmt.Errorf("after-window %q: want poweroff or reboot", n.Donate.AfterWindow))
 	}
 	switch n.Role {
 	case "", "pool-head":
 	default:
-		return fmt.Errorf("role %q: want pool-head or nothing", n.Role)
+		return fieldErr("role", fmt.Errorf("role %q: want pool-head or nothing", n.Role))
 	}
 	if n.IP != "" && net.ParseIP(n.IP).To4() == nil {
-		return fmt.Errorf("ip %q: want an IPv4 address", n.IP)
+		return fieldErr("ip", fmt.Errorf("ip %q: want an IPv4 address", n.IP))
 	}
 	if n.VolumeSize < 0 {
-		return fmt.Errorf("volume size %d: must not be negative", n.VolumeSize)
+		return fieldErr("volume_size", fmt.Errorf("volume size %d: must not be negative", n.VolumeSize))
 	}
 	return nil
 }

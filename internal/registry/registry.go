@@ -160,14 +160,14 @@ func (s *Store) AddNode(n Node) (Node, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		nodes, macs := tx.Bucket(bucketNodes), tx.Bucket(bucketMACs)
 		if nodes.Get([]byte(n.Name)) != nil {
-			return fmt.Errorf("node %s: name %w", n.Name, ErrExists)
+			return fieldErr("name", fmt.Errorf("node %s: name %w", n.Name, ErrExists))
 		}
 		if other := macs.Get([]byte(n.MAC)); other != nil {
-			return fmt.Errorf("node %s: mac %s %w as %s", n.Name, n.MAC, ErrExists, other)
+			return fieldErr("mac", fmt.Errorf("node %s: mac %s %w as %s", n.Name, n.MAC, ErrExists, other))
 		}
 		if n.IP != "" {
 			if other := ipTaken(nodes, n.IP); other != "" {
-				return fmt.Errorf("node %s: ip %s %w as %s", n.Name, n.IP, ErrExists, other)
+				return fieldErr("ip", fmt.Errorf("node %s: ip %s %w as %s", n.Name, n.IP, ErrExists, other))
 			}
 		}
 		n.Shelf, n.Slot = nextAoEAddress(nodes)

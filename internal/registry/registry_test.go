@@ -21,24 +21,32 @@ func open(t *testing.T) (*Store, string) {
 func TestAddNodeValidates(t *testing.T) {
 	s, _ := open(t)
 	tests := []struct {
-		name string
-		node Node
-		want string
+		name  string
+		node  Node
+		want  string
+		field string
 	}{
-		{"bad name", Node{Name: "Node_1", MAC: "52:54:00:00:00:01", Image: "demo"}, "hostname label"},
-		{"html name", Node{Name: "<script>alert(1)</script>", MAC: "52:54:00:00:00:01", Image: "demo"}, "hostname label"},
-		{"bad mac", Node{Name: "n1", MAC: "52:54:00:00:01", Image: "demo"}, "Ethernet address"},
-		{"multicast mac", Node{Name: "n1", MAC: "01:00:5e:00:00:01", Image: "demo"}, "multicast"},
-		{"no image", Node{Name: "n1", MAC: "52:54:00:00:00:01"}, "image"},
-		{"bad donate", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Donate: Donate{Mode: "nbd"}}, "aoe or iscsi"},
-		{"bad window", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Donate: Donate{Mode: "aoe", Window: "25:00-07:00"}}, "HH:MM"},
-		{"empty window", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Donate: Donate{Mode: "aoe", Window: "07:00-07:00"}}, "equal"},
+		{"bad name", Node{Name: "Node_1", MAC: "52:54:00:00:00:01", Image: "demo"}, "hostname label", "name"},
+		{"html name", Node{Name: "<script>alert(1)</script>", MAC: "52:54:00:00:00:01", Image: "demo"}, "hostname label", "name"},
+		{"bad mac", Node{Name: "n1", MAC: "52:54:00:00:01", Image: "demo"}, "Ethernet address", "mac"},
+		{"multicast mac", Node{Name: "n1", MAC: "01:00:5e:00:00:01", Image: "demo"}, "multicast", "mac"},
+		{"no image", Node{Name: "n1", MAC: "52:54:00:00:00:01"}, "image", "image"},
+		{"bad group", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Group: "Room B"}, "group", "group"},
+		{"bad donate", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Donate: Donate{Mode: "nbd"}}, "aoe or iscsi", "donate"},
+		{"bad window", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Donate: Donate{Mode: "aoe", Window: "25:00-07:00"}}, "HH:MM", "window"},
+		{"empty window", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Donate: Donate{Mode: "aoe", Window: "07:00-07:00"}}, "equal", "window"},
+		{"bad ip", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", IP: "10.0.0"}, "IPv4", "ip"},
+		{"bad role", Node{Name: "n1", MAC: "52:54:00:00:00:01", Image: "demo", Role: "master"}, "pool-head", "role"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.AddNode(tc.node)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("err %v names field %+v, want %q", err, fe, tc.field)
 			}
 		})
 	}
