@@ -51,6 +51,9 @@ type bootScripts struct {
 
 	mu    sync.Mutex
 	cache map[string]*template.Template
+
+	zoneOnce sync.Once
+	zone     string
 }
 
 func (b *bootScripts) template(name string) (*template.Template, error) {
@@ -149,12 +152,12 @@ func (b *bootScripts) filePath(abs string) (string, error) {
 // BootConfig renders the document the node init fetches with its boot token.
 func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 	ip := b.cfg.ServerIP().String()
-	nfsPort, mountPort := portOf(b.cfg.NFS.Listen, "2049"), portOf(b.cfg.NFS.Listen, "2049")
+	nfsPort := portOf(b.cfg.NFS.Listen, "2049") // MOUNT is answered on the NFS port
 	c := bootconfig.Config{
 		Node: n.Name, Hostname: n.Name, Role: n.Role, Server: b.cfg.BaseURL(), AgentToken: n.Secrets.AgentToken,
 		NFS: bootconfig.NFS{
 			Server: ip, Path: "/images/" + n.Image,
-			Options: fmt.Sprintf("vers=3,proto=tcp,port=%s,mountport=%s,mountproto=tcp,nolock,ro,actimeo=600,addr=%s", nfsPort, mountPort, ip),
+			Options: fmt.Sprintf("vers=3,proto=tcp,port=%[1]s,mountport=%[1]s,mountproto=tcp,nolock,ro,actimeo=600,addr=%[2]s", nfsPort, ip),
 		},
 		ISCSI: bootconfig.ISCSI{
 			Portal: b.cfg.ISCSIAddr(), Target: n.TargetIQN(), LUN: 0, Initiator: n.InitiatorIQN(),
@@ -163,7 +166,7 @@ func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 		Overlay: bootconfig.Overlay{Options: "index=off,xino=off,redirect_dir=off,metacopy=off"},
 		Donate: bootconfig.Donate{
 			Mode: n.Donate.Mode, Device: n.Donate.Device, Wipe: n.Donate.Wipe, Window: n.Donate.Window,
-			TimeZone: b.zone(), AfterWindow: n.Donate.AfterWindow,
+			TimeZone: b.zoneName(), AfterWindow: n.Donate.AfterWindow,
 			Shelf: n.Shelf, Slot: n.Slot, AllowMACs: b.cfg.Donate.PoolHeadMACs,
 		},
 	}
@@ -177,8 +180,14 @@ func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 	return c, nil
 }
 
-// zone names the appliance's time zone for the node, which has no local time configured.
-func (b *bootScripts) zone() string {
+// zoneName names the appliance's time zone for the node, which has no local time configured.
+// It is worked out once: the host's zone does not change under a running daemon.
+func (b *bootScripts) zoneName() string {
+	b.zoneOnce.Do(func() { b.zone = b.lookupZone() })
+	return b.zone
+}
+
+func (b *bootScripts) lookupZone() string {
 	loc, err := b.cfg.Location()
 	if err != nil || loc == time.Local {
 		if name := os.Getenv("TZ"); name != "" {
