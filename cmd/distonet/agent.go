@@ -84,11 +84,18 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 			if bc.Role == "pool-head" {
 				// This node assembles the pool: run the head beside the agent, on the
 				// appliance's plan, with the node's own token.
-				srv, err := head.NewServer(head.ServerConfig{
-					Head:     head.New(head.Config{Logger: log.With("svc", "pool-head")}),
+				hlog := log.With("svc", "pool-head")
+				prepareHeadNode(hlog)
+				hc := head.ServerConfig{
+					Head:     head.New(head.Config{Logger: hlog}),
 					Registry: &headClient{newAPIClient(bc.Server, bc.AgentToken)},
-					Location: loc, Name: bc.Node, Logger: log.With("svc", "pool-head"),
-				})
+					Location: loc, Name: bc.Node, Logger: hlog,
+				}
+				if bc.Pool != nil {
+					hc.StopBefore = time.Duration(bc.Pool.StopBeforeSeconds) * time.Second
+					hc.AssembleGrace = time.Duration(bc.Pool.AssembleGraceSeconds) * time.Second
+				}
+				srv, err := head.NewServer(hc)
 				if err != nil {
 					return err
 				}
@@ -108,6 +115,25 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 	cmd.Flags().StringVar(&logFile, "log", "/run/distonet/agent.log", "log file (\"\" logs to standard error)")
 	cmd.Flags().StringVar(&iface, "interface", "", "the boot network interface (default: the one the node init got its DHCP lease on)")
 	return cmd
+}
+
+// headModules are the kernel modules a pool-head node needs: the AoE initiator and md's
+// RAID6 personality (raid456 pulls in the async xor/raid6 helpers).
+var headModules = []string{"aoe", "raid456"}
+
+// prepareHeadNode readies a booted node to run the pool head: the node init starts the agent
+// without a PATH (the kernel gives PID 1 none), and nothing loads aoe or raid456 on demand.
+func prepareHeadNode(log *slog.Logger) {
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	for _, m := range headModules {
+		if out, err := exec.Command("modprobe", m).CombinedOutput(); err != nil {
+			// Built into the kernel, or missing from the image: mdadm and aoe-discover
+			// will say which when the head first uses them.
+			log.Warn("modprobe", "module", m, "err", err, "output", string(out))
+		}
+	}
 }
 
 // bootInterface is the NIC the node booted from, as the node init recorded it with its DHCP

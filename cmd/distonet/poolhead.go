@@ -41,6 +41,7 @@ node enrolled with --role pool-head (its boot config).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := &headClient{newAPIClient("", "")}
+			var stopBefore, grace time.Duration
 			switch {
 			case bootConfig != "":
 				raw, err := os.ReadFile(bootConfig)
@@ -55,6 +56,10 @@ node enrolled with --role pool-head (its boot config).`,
 				if name == "" {
 					name = bc.Node
 				}
+				if bc.Pool != nil {
+					stopBefore = time.Duration(bc.Pool.StopBeforeSeconds) * time.Second
+					grace = time.Duration(bc.Pool.AssembleGraceSeconds) * time.Second
+				}
 			default:
 				cfg, err := g.loadConfig(cmd)
 				if err != nil {
@@ -68,6 +73,7 @@ node enrolled with --role pool-head (its boot config).`,
 					return fmt.Errorf("pool head: the appliance's admin token: %w", err)
 				}
 				c.apiClient = newAPIClient(cfg.LocalURL(), string(tok))
+				stopBefore, grace = cfg.Donate.PoolStopBefore, cfg.Donate.PoolAssembleGrace
 			}
 			if server != "" {
 				c.base = strings.TrimRight(server, "/")
@@ -76,6 +82,7 @@ node enrolled with --role pool-head (its boot config).`,
 			srv, err := head.NewServer(head.ServerConfig{
 				Head:     head.New(head.Config{Filesystem: filesystem, Logger: log}),
 				Registry: c, Interval: interval, KeepOnExit: keep, Name: name, Logger: log,
+				StopBefore: stopBefore, AssembleGrace: grace,
 			})
 			if err != nil {
 				return err

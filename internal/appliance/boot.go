@@ -170,6 +170,10 @@ func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 			Shelf: n.Shelf, Slot: n.Slot, AllowMACs: b.cfg.Donate.PoolHeadMACs,
 		},
 	}
+	if n.Role == "pool-head" {
+		c.Pool = &bootconfig.Pool{StopBeforeSeconds: int(b.cfg.Donate.PoolStopBefore / time.Second),
+			AssembleGraceSeconds: int(b.cfg.Donate.PoolAssembleGrace / time.Second)}
+	}
 	if n.Donate.Mode == "iscsi" {
 		c.Donate.ISCSITarget = n.DonateIQN()
 		if b.cfg.Donate.PoolHeadIQN != "" {

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/distonet/distonet/internal/bootconfig"
 	"github.com/distonet/distonet/internal/config"
 	"github.com/distonet/distonet/internal/registry"
 	"github.com/distonet/distonet/templates"
@@ -117,5 +120,30 @@ func TestBootConfigCarriesTheNodesSecretsAndPaths(t *testing.T) {
 	}
 	if c.AgentToken != n.Secrets.AgentToken || c.Donate.TimeZone != "UTC" {
 		t.Errorf("agent token / zone wrong: %+v", c)
+	}
+}
+
+// Only a pool-head node gets the pool head's timing, taken from the appliance's config.
+func TestBootConfigGivesThePoolHeadItsTiming(t *testing.T) {
+	now := time.Now()
+	b, st := newBootScripts(t, &now)
+	b.cfg.Donate.PoolStopBefore, b.cfg.Donate.PoolAssembleGrace = 90*time.Second, 4*time.Minute
+	ph, err := st.AddNode(registry.Node{Name: "head1", MAC: "52:54:00:d5:0f:01", Image: "demo", Role: "pool-head"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	donor, err := st.AddNode(registry.Node{Name: "pc01", MAC: "52:54:00:d5:0f:02", Image: "demo", Donate: registry.Donate{Mode: "aoe"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.BootConfig(ph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&bootconfig.Pool{StopBeforeSeconds: 90, AssembleGraceSeconds: 240}, c.Pool); diff != "" {
+		t.Errorf("pool head timing (-want +got):\n%s", diff)
+	}
+	if c, _ := b.BootConfig(donor); c.Pool != nil {
+		t.Errorf("a donor got pool head timing: %+v", c.Pool)
 	}
 }

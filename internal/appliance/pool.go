@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/distonet/distonet/donate/pool"
 	"github.com/distonet/distonet/internal/api"
@@ -18,17 +19,26 @@ const (
 	docPoolReports = "pool/reports" // []pool.ArrayStatus: the head's last reports
 )
 
+// StaleAfter is how long an online disk may go without its agent's heartbeat (every 10 s)
+// before it counts as offline: the donor was switched off or crashed without withdrawing,
+// and the pool head fails the member now rather than stall on the aoe driver's dead timer.
+const StaleAfter = 35 * time.Second
+
 // inventory turns the registry's donated disks into the planner's members.
 func inventory(st *registry.Store) ([]pool.Member, error) {
 	disks, err := st.Disks()
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	inv := make([]pool.Member, 0, len(disks))
 	for _, d := range disks {
 		state := d.State
-		if state == "withdrawn" {
+		switch {
+		case state == "withdrawn":
 			state = pool.StateOffline // an overnight disk is offline all day, still planned
+		case state == pool.StateOnline && !d.LastSeen.IsZero() && now.Sub(d.LastSeen) > StaleAfter:
+			state = pool.StateOffline // silent agent: see StaleAfter
 		}
 		inv = append(inv, pool.Member{Node: d.Node, Group: d.Group, Transport: d.Transport, Address: d.Address,
 			SizeBytes: d.SizeBytes, Window: d.Window, State: state, Portal: d.Portal})

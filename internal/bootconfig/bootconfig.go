@@ -30,6 +30,8 @@ type Config struct {
 	ISCSI   ISCSI   `json:"iscsi"`
 	Overlay Overlay `json:"overlay"`
 	Donate  Donate  `json:"donate"`
+	// Pool tunes the pool head on a pool-head node (nil on other nodes).
+	Pool *Pool `json:"pool,omitempty"`
 	// AgentToken authenticates the donation agent to the appliance for the whole boot
 	// (the boot token is single-use).
 	AgentToken string `json:"agent_token"`
@@ -100,4 +102,10 @@ type Event struct {
 	// Uptime is the node's seconds since kernel start, so the timeline can be placed
 	// even when the node's clock is wrong.
 	Uptime float64 `json:"uptime,omitempty"`
+}
+
+// Pool is the pool head's timing, set centrally in the appliance's configuration.
+type Pool struct {
+	StopBeforeSeconds    int `json:"stop_before_seconds"`    // stop an overnight array this long before its window closes
+	AssembleGraceSeconds int `json:"assemble_grace_seconds"` // wait this long for late members before assembling degraded
 }

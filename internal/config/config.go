@@ -93,6 +93,12 @@ type Donate struct {
 	PoolHeadMACs []string `yaml:"pool_head_macs"` // AoE allow-list handed to every donor
 	PoolHeadIQN  string   `yaml:"pool_head_iqn"`  // the only initiator allowed on iSCSI donations
 	WakeOnLAN    bool     `yaml:"wake_on_lan"`    // wake window members when their window opens
+	// PoolStopBefore is how long before an overnight window closes the pool head stops that
+	// window's array, so members leave a cleanly stopped array (default 10m).
+	PoolStopBefore time.Duration `yaml:"pool_stop_before"`
+	// PoolAssembleGrace is how long the pool head waits for late members after a window opens
+	// before assembling degraded (default 5m): each late member would cost a resync.
+	PoolAssembleGrace time.Duration `yaml:"pool_assemble_grace"`
 }
 
 // ByteSize is a size in bytes that YAML may write as 8GiB, 500MB or a plain number.
@@ -157,7 +163,7 @@ func Default() Config {
 		HTTP:    HTTP{Listen: ":80"},
 		NFS:     NFS{Listen: ":2049", Portmap: ":111"},
 		Volumes: Volumes{Size: 8 << 30},
-		Donate:  Donate{WakeOnLAN: true},
+		Donate:  Donate{WakeOnLAN: true, PoolStopBefore: 10 * time.Minute, PoolAssembleGrace: 5 * time.Minute},
 		Boot:    Boot{CmdlineExtra: "console=tty0 console=ttyS0,115200n8 no_timer_check"},
 	}
 }
@@ -289,6 +295,12 @@ func (c *Config) Validate() error {
 		if _, err := net.ParseMAC(m); err != nil {
 			bad(fmt.Sprintf("donate.pool_head_macs[%d]", i), m, "want a MAC address such as 52:54:00:12:34:56")
 		}
+	}
+	if c.Donate.PoolStopBefore <= 0 || c.Donate.PoolStopBefore > 12*time.Hour {
+		bad("donate.pool_stop_before", c.Donate.PoolStopBefore.String(), "want a duration between 1s and 12h, e.g. 10m")
+	}
+	if c.Donate.PoolAssembleGrace <= 0 || c.Donate.PoolAssembleGrace > 12*time.Hour {
+		bad("donate.pool_assemble_grace", c.Donate.PoolAssembleGrace.String(), "want a duration between 1s and 12h, e.g. 5m")
 	}
 	if len(ps) > 0 {
 		return ps

@@ -37,6 +37,8 @@ func TestParseReportsKeyAndValue(t *testing.T) {
 		{"small size", "volumes:\n  size: 1MiB\n", []string{"volumes.size", "64MiB"}},
 		{"bad listen", "http:\n  listen: 80\n", []string{"http.listen", "host:port"}},
 		{"bad zone", "time_zone: Mars/Base\n", []string{"time_zone"}},
+		{"pool stop before zero", "donate:\n  pool_stop_before: 0s\n", []string{"donate.pool_stop_before", "between 1s and 12h"}},
+		{"pool grace too long", "donate:\n  pool_assemble_grace: 13h\n", []string{"donate.pool_assemble_grace", "13h0m0s"}},
 		{"two problems at once", "dhcp:\n  mode: x\nlog_level: loud\n", []string{"dhcp.mode", "log_level"}},
 	}
 	for _, tc := range tests {

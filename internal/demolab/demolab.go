@@ -35,16 +35,22 @@ type Lab struct {
 	out      io.Writer
 	serve    *exec.Cmd
 	ServeLog *os.File
+	donate   []string // extra keys of the donate section
 }
 
 // The lab's boot network.
 const (
 	Address = "10.202.0.1/24"
 	Server  = "10.202.0.1"
+	// PoolHeadMAC is the one MAC donors let read and write their disks: the pool-head node's.
+	PoolHeadMAC = "52:54:00:d5:0f:01"
 )
 
-// Packages go into the demo image beside the kernel and busybox.
-var Packages []string
+// Packages go into the demo image beside the kernel and busybox: what a node enrolled with
+// the pool-head role runs (mdadm, mke2fs/e2fsck, util-linux's blkid, aoetools) and the
+// libraries those link against, since packages are unpacked without their dependencies.
+var Packages = []string{"libc6", "libudev1", "mdadm", "e2fsprogs", "libext2fs2", "libcom-err2",
+	"libblkid1", "libuuid1", "util-linux", "aoetools"}
 
 // New creates the namespace, the bridge and the appliance's configuration. bin is the
 // distonet binary (static: it also goes into the nodes' initramfs).
@@ -54,6 +60,11 @@ func New(t lab.T, bin, dir string, out io.Writer) *Lab {
 	d.NS = lab.NewNetns(t)
 	d.Bridge = d.NS.Bridge(Address)
 	d.CfgPath = filepath.Join(dir, "distonet.yaml")
+	d.writeConfig()
+	return d
+}
+
+func (d *Lab) writeConfig() {
 	cfg := fmt.Sprintf(`# DiStoNet demo lab: the boot network is a bridge in network namespace %s.
 interface: %s
 address: %s
@@ -69,12 +80,22 @@ http:
 volumes:
   size: 2GiB
 donate:
-  pool_head_macs: ["52:54:00:d5:0f:01"]
-`, d.NS.Name(), d.Bridge, Address, d.StateDir, Server)
-	if err := os.WriteFile(d.CfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatalf("demo config: %v", err)
+  pool_head_macs: [%q]
+`, d.NS.Name(), d.Bridge, Address, d.StateDir, Server, PoolHeadMAC)
+	for _, l := range d.donate {
+		cfg += "  " + l + "\n"
 	}
-	return d
+	if err := os.WriteFile(d.CfgPath, []byte(cfg), 0o600); err != nil {
+		d.t.Fatalf("demo config: %v", err)
+	}
+}
+
+// SetDonate adds keys to the configuration's donate section (e.g. "pool_stop_before: 1m");
+// call it before Start.
+func (d *Lab) SetDonate(lines ...string) {
+	d.t.Helper()
+	d.donate = append(d.donate, lines...)
+	d.writeConfig()
 }
 
 // CLI runs a distonet subcommand against the lab's config (outside the namespace: it only
