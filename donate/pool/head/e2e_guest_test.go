@@ -35,6 +35,10 @@ func guestMain() int {
 		err = g.iscsiScenario()
 	case "retire":
 		err = g.retireScenario()
+	case "dirty-crash":
+		err = g.dirtyCrashScenario()
+	case "dirty-restart":
+		err = g.dirtyRestartScenario()
 	default:
 		err = g.scenario()
 	}

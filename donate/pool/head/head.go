@@ -64,7 +64,24 @@ type Head struct {
 
 	mu   sync.Mutex
 	devs map[string]string // disk ID -> device path, as last attached
+	// refused holds arrays md would not start dirty and degraded, with the members tried:
+	// the same members get the same answer, so the head does not retry (and does not hold
+	// them while the admin recovers); a change in who is present is worth another try.
+	refused map[string]refusal
+	// fullCheck marks arrays an admin force-started after a refusal: their filesystem gets
+	// a full e2fsck -f before it is mounted.
+	fullCheck map[string]bool
 }
+
+type refusal struct {
+	members string
+	err     error
+}
+
+// ErrDirtyDegraded is wrapped by Up's error when md refuses to start an array that is both
+// dirty (the head stopped without a clean stop, mid-write) and degraded: starting it could
+// serve stale parity as data, so only an admin may force it (see the package doc).
+var ErrDirtyDegraded = errors.New("dirty and degraded: md will not start it by itself")
 
 // New returns a Head; see Config for the defaults.
 func New(cfg Config) *Head {
@@ -98,7 +115,7 @@ func New(cfg Config) *Head {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Head{cfg: cfg, log: log, devs: map[string]string{}}
+	return &Head{cfg: cfg, log: log, devs: map[string]string{}, refused: map[string]refusal{}, fullCheck: map[string]bool{}}
 }
 
 // Device is the md device path of an array.
@@ -216,6 +233,15 @@ func (h *Head) Up(ctx context.Context, a pool.Array, present func(pool.Disk) boo
 		}
 		running = false
 	}
+	if running {
+		h.mu.Lock()
+		if _, ok := h.refused[a.Name]; ok {
+			// Someone (the admin, per the recovery) started what md refused: check it all.
+			delete(h.refused, a.Name)
+			h.fullCheck[a.Name] = true
+		}
+		h.mu.Unlock()
+	}
 	created := false
 	if !running {
 		st, made, err := h.assembleOrCreate(ctx, a, devs)
@@ -273,11 +299,32 @@ func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[stri
 	need := len(a.Members) - 2
 	switch {
 	case len(mine) > 0 && len(mine) >= need:
+		tried := strings.Join(mine, " ")
+		h.mu.Lock()
+		r, refused := h.refused[a.Name]
+		h.mu.Unlock()
+		if refused && r.members == tried {
+			return h.failed(a, r.err), false, r.err
+		}
 		args := []string{"--assemble", h.Device(a.Name), "--run", "--uuid=" + uuid}
 		if _, err := h.mdadm(ctx, append(args, mine...)...); err != nil {
+			if dirtyDegraded(err) {
+				dev := h.Device(a.Name)
+				err = fmt.Errorf("array %s: %w; the head leaves it and its members alone: compare Events in "+
+					"`mdadm --examine` of the members, then `mdadm --assemble --force --run %s <the current members, e.g. %s>`, "+
+					"then `e2fsck -f %s` before it is mounted: %w", a.Name, ErrDirtyDegraded, dev, tried, dev, err)
+				h.mu.Lock()
+				h.refused[a.Name] = refusal{members: tried, err: err}
+				h.mu.Unlock()
+				h.log.Error("pool array dirty and degraded: not started", "array", a.Name, "members", len(mine), "stage", "assemble")
+				return h.failed(a, err), false, err
+			}
 			err = fmt.Errorf("array %s: assemble from %d member(s): %w", a.Name, len(mine), err)
 			return h.failed(a, err), false, err
 		}
+		h.mu.Lock()
+		delete(h.refused, a.Name)
+		h.mu.Unlock()
 		h.log.Info("pool array assembled", "array", a.Name, "members", len(mine), "stage", "assemble")
 		return pool.ArrayStatus{}, false, nil
 	case len(mine) > 0:
@@ -318,6 +365,13 @@ func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[stri
 	}
 	h.log.Info("pool array created", "array", a.Name, "members", len(members), "spares", len(spares), "stage", "create")
 	return pool.ArrayStatus{}, true, nil
+}
+
+// dirtyDegraded says whether a failed assembly is md refusing a dirty degraded array: mdadm
+// prints "consider --force" after the kernel's "cannot start dirty degraded array".
+func dirtyDegraded(err error) bool {
+	msg := stderrOf(err)
+	return strings.Contains(msg, "not clean - consider --force") || strings.Contains(msg, "dirty degraded")
 }
 
 func (h *Head) waiting(a pool.Array, msg string) pool.ArrayStatus {
@@ -484,14 +538,25 @@ func (h *Head) filesystem(ctx context.Context, a pool.Array, created bool) error
 	case err != nil:
 		return fmt.Errorf("array %s: probe filesystem: %w", a.Name, err)
 	default:
-		// An existing filesystem: preen it first (quick when it was unmounted cleanly).
-		// e2fsck exits 1 or 2 when it fixed something, 4 and up when it could not.
-		if _, err := h.cfg.Runner.Run(ctx, h.cfg.Fsck, "-p", dev); err != nil {
+		// An existing filesystem: preen it first (quick when it was unmounted cleanly; in
+		// full after a forced start). e2fsck exits 1 or 2 when it fixed something, 4 and up
+		// when it could not.
+		args := []string{"-p", dev}
+		h.mu.Lock()
+		full := h.fullCheck[a.Name]
+		h.mu.Unlock()
+		if full {
+			args = []string{"-f", "-p", dev}
+		}
+		if _, err := h.cfg.Runner.Run(ctx, h.cfg.Fsck, args...); err != nil {
 			if code := exitCode(err); code < 1 || code > 2 {
 				return fmt.Errorf("array %s: filesystem check failed, left unmounted for the admin: %w", a.Name, err)
 			}
 			h.log.Warn("pool filesystem repaired", "array", a.Name, "stage", "fsck")
 		}
+		h.mu.Lock()
+		delete(h.fullCheck, a.Name)
+		h.mu.Unlock()
 	}
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return fmt.Errorf("array %s: %w", a.Name, err)

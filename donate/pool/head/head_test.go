@@ -421,23 +421,98 @@ func TestUpRestartsAnInactiveArray(t *testing.T) {
 	}
 }
 
-func TestUpReportsRefusedDirtyDegradedStart(t *testing.T) {
+// refusedDirty is what mdadm 4.2 prints when the kernel will not start a dirty degraded
+// RAID6 ("md/raid:md127: cannot start dirty degraded array.").
+const refusedDirty = "mdadm: failed to RUN_ARRAY /dev/md/data0: Input/output error\n" +
+	"mdadm: Not enough devices to start the array while not clean - consider --force.\n"
+
+// dirtyRig is data0 with e5 in slot 0 (detail-degraded.txt), e2 gone, e3..e5 present.
+func dirtyRig(t *testing.T, det []reply) (*rig, pool.Array, map[string][]reply) {
+	a := data0(fixtureUUID)
+	a.Members[0], a.Spares = aoeDisk(5), nil
 	script := map[string][]reply{
-		mdadmDet: {fail(1, noArray)},
-		"mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vdc /dev/vdd /dev/vde": {
-			fail(1, "mdadm: /dev/md/data0 assembled from 3 drives - not enough to start the array while not clean - consider --force.\n")},
+		mdadmDet: det,
+		"mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vde /dev/vdc /dev/vdd": {fail(1, refusedDirty)},
 	}
-	for _, d := range []string{"c", "d", "e"} {
+	for _, d := range []string{"b", "c", "d", "e"} {
 		script["mdadm --examine --export /dev/vd"+d] = []reply{ok(examineOut(fixtureUUID, "data0"))}
 	}
-	r := newRig(t, devMap(3, 4, 5), script)
-	st, err := r.head.Up(context.Background(), data0(fixtureUUID), nil)
-	if err == nil || st.State != pool.ArrayFailed || !strings.Contains(st.Message, "consider --force") {
-		t.Errorf("err %v status %+v", err, st)
+	return newRig(t, devMap(3, 4, 5), script), a, script
+}
+
+func TestUpLeavesADirtyDegradedArrayAlone(t *testing.T) {
+	r, a, script := dirtyRig(t, []reply{fail(1, noArray)})
+	assemble3 := "mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vde /dev/vdc /dev/vdd"
+	examine3 := []string{"mdadm --examine --export /dev/vde", "mdadm --examine --export /dev/vdc", "mdadm --examine --export /dev/vdd"}
+	steps := []struct {
+		name    string
+		present map[string]string
+		want    []string
+	}{
+		{"refused", devMap(3, 4, 5), append(append([]string{mdadmDet}, examine3...), assemble3)},
+		// Same members, same answer: no new attempt while the admin may be at work on them.
+		{"not retried", devMap(3, 4, 5), append([]string{mdadmDet}, examine3...)},
+		// e2 is back: another member set is worth one more try.
+		{"retried with e2", devMap(2, 3, 4, 5), []string{mdadmDet, "mdadm --examine --export /dev/vde", "mdadm --examine --export /dev/vdb",
+			"mdadm --examine --export /dev/vdc", "mdadm --examine --export /dev/vdd",
+			"mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vde /dev/vdb /dev/vdc /dev/vdd"}},
+	}
+	script["mdadm --assemble /dev/md/data0 --run --uuid="+fixtureUUID+" /dev/vde /dev/vdb /dev/vdc /dev/vdd"] = []reply{fail(1, refusedDirty)}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			r.at.devs = s.present
+			r.run.calls = nil
+			st, err := r.head.Up(context.Background(), a, nil)
+			if !errors.Is(err, ErrDirtyDegraded) || st.State != pool.ArrayFailed {
+				t.Fatalf("err %v status %+v", err, st)
+			}
+			for _, part := range []string{"dirty and degraded", "mdadm --assemble --force --run /dev/md/data0", "e2fsck -f /dev/md/data0", "consider --force"} {
+				if !strings.Contains(st.Message, part) {
+					t.Errorf("message lacks %q: %s", part, st.Message)
+				}
+			}
+			if diff := cmp.Diff(s.want, r.run.calls); diff != "" {
+				t.Errorf("argv sequence (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestUpChecksInFullWhatTheAdminForced(t *testing.T) {
+	r, a, script := dirtyRig(t, []reply{fail(1, noArray), ok(string(fixture(t, "detail-degraded.txt")))})
+	script["blkid -p -o value -s TYPE /dev/md/data0"] = []reply{ok("ext4\n")}
+	script["/sbin/e2fsck -f -p /dev/md/data0"] = []reply{fail(1, "data0: 12/49152 files, fixed\n")}
+	script["mount -t ext4 /dev/md/data0 "+r.mnt()] = []reply{ok("")}
+	if _, err := r.head.Up(context.Background(), a, nil); !errors.Is(err, ErrDirtyDegraded) {
+		t.Fatalf("first Up: %v", err)
+	}
+	// The admin ran mdadm --assemble --force --run: the array runs, degraded.
+	r.run.calls = nil
+	st, err := r.head.Up(context.Background(), a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{mdadmDet, mdadmDet, "blkid -p -o value -s TYPE /dev/md/data0", "/sbin/e2fsck -f -p /dev/md/data0",
+		"mount -t ext4 /dev/md/data0 " + r.mnt(), mdadmDet}
+	if diff := cmp.Diff(want, r.run.calls); diff != "" {
+		t.Errorf("argv sequence (-want +got):\n%s", diff)
+	}
+	if st.State != pool.ArrayDegraded || st.MountPoint != r.mnt() {
+		t.Errorf("status %+v", st)
+	}
+	if len(r.head.fullCheck) != 0 || len(r.head.refused) != 0 {
+		t.Errorf("left behind: full check %v, refusals %v", r.head.fullCheck, r.head.refused)
+	}
+}
+
+func TestUpNeverForcesADirtyDegradedArray(t *testing.T) {
+	r, a, _ := dirtyRig(t, []reply{fail(1, noArray)})
+	for i := 0; i < 3; i++ {
+		_, _ = r.head.Up(context.Background(), a, nil)
 	}
 	for _, c := range r.run.calls {
-		if strings.Contains(c, "--force") {
-			t.Errorf("the head forced a dirty degraded array: %q", c)
+		if strings.Contains(c, "--force") || strings.Contains(c, "--create") || strings.Contains(c, "mke2fs") {
+			t.Errorf("the head ran %q on a dirty degraded array", c)
 		}
 	}
 }

@@ -5,12 +5,16 @@
 //
 // Host and guest talk over a second serial port: the guest writes lines (STEP/CHECK/RESULT
 // for the log, NEED kill|start <shelf> to have a donor killed or restarted) and the host
-// answers DONE. Nothing here is used by the appliance itself.
+// answers DONE. NEED crash 0 has the host SIGKILL the guest at once (a power cut of the head:
+// no answer comes, Run returns Crashed); a second Run over the same Config.Disks then boots
+// the head again on the donors' disks as the crash left them. Nothing here is used by the
+// appliance itself.
 package poolvm
 
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -53,10 +57,20 @@ type Config struct {
 	BridgeAddr, GuestAddr string
 	// Setup starts other donors on the bridge (for example tgtd) before the guest boots.
 	Setup func(t lab.T, ns *lab.Netns, bridge string)
-	// OnNeed answers the guest's other NEED verbs (kill and start are built in): a nil error
-	// answers DONE, an error makes the guest's Need fail with it.
+	// OnNeed answers the guest's other NEED verbs (kill, start and crash are built in): a nil
+	// error answers DONE, an error makes the guest's Need fail with it.
 	OnNeed func(ns *lab.Netns, verb string, arg int) error
+
+	// Disks is the directory of the donors' files (donor<N>.img). Set, it outlives Run and
+	// files already there are kept as they are, so a second Run boots the guest again over
+	// the disks a first one left (after NEED crash, say). Empty: a temporary directory.
+	Disks string
+	// Absent lists donors not started at boot (their nodes are gone); NEED start still can.
+	Absent []int
 }
+
+// Crashed is what Run returns when the guest asked for NEED crash and was killed.
+const Crashed = "crashed on request"
 
 // Modules are loaded in the guest in this order (dependencies first, from modules.dep);
 // crc32c first: libcrc32c asks the crypto API for it at load time.
@@ -92,6 +106,17 @@ func Run(t lab.T, cfg Config) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	disks := dir
+	if cfg.Disks != "" {
+		disks = cfg.Disks
+		if err := os.MkdirAll(disks, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	absent := map[int]bool{}
+	for _, s := range cfg.Absent {
+		absent[s] = true
+	}
 	kernel, modDir := Kernel(t)
 	initrd := Initrd(t, dir, modDir, cfg)
 
@@ -104,7 +129,7 @@ func Run(t lab.T, cfg Config) string {
 	var mu sync.Mutex
 	donors := map[int]*exec.Cmd{}
 	start := func(shelf int) {
-		img := filepath.Join(dir, fmt.Sprintf("donor%d.img", shelf))
+		img := filepath.Join(disks, fmt.Sprintf("donor%d.img", shelf))
 		if _, err := os.Stat(img); err != nil {
 			f, err := os.Create(img)
 			if err != nil {
@@ -129,8 +154,22 @@ func Run(t lab.T, cfg Config) string {
 		}
 	}
 	for s := 1; s <= cfg.Donors; s++ {
-		start(s)
+		if !absent[s] {
+			start(s)
+		}
 	}
+	// The donors stop with this Run, not at the test's end: a next Run may reuse their files.
+	defer func() {
+		mu.Lock()
+		shelves := make([]int, 0, len(donors))
+		for s := range donors {
+			shelves = append(shelves, s)
+		}
+		mu.Unlock()
+		for _, s := range shelves {
+			kill(s)
+		}
+	}()
 
 	ctlPath := filepath.Join(dir, "ctl.sock")
 	console := filepath.Join(dir, "console.log")
@@ -168,6 +207,12 @@ func Run(t lab.T, cfg Config) string {
 	for result == "" && sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		switch {
+		case line == "NEED crash 0":
+			// A power cut: nothing the guest has not yet written reaches the donors.
+			_ = syscall.Kill(-qemu.Process.Pid, syscall.SIGKILL)
+			_ = qemu.Process.Kill()
+			t.Logf("host: guest killed (SIGKILL) on its request")
+			result = Crashed
 		case strings.HasPrefix(line, "NEED "):
 			var verb string
 			var shelf int
@@ -342,7 +387,7 @@ func Initrd(t lab.T, dir, modDir string, cfg Config) string {
 	}
 	copyFile(bb, filepath.Join(root, "bin", "busybox"), 0o755)
 	for _, a := range []string{"sh", "mount", "umount", "insmod", "sleep", "cat", "echo", "ls", "mkdir", "sync", "grep", "poweroff",
-		"sed", "awk", "cut", "tr", "basename", "test", "expr", "sort", "head", "ip", "sha256sum", "dd", "wc", "find", "dirname", "printf"} {
+		"sed", "awk", "cut", "tr", "basename", "test", "expr", "sort", "head", "ip", "sha256sum", "dd", "wc", "find", "dirname", "printf", "dmesg"} {
 		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
 			t.Fatal(err)
 		}
@@ -527,6 +572,15 @@ func (c *Control) Need(verb string, shelf int) error {
 		return fmt.Errorf("poolvm: host did not %s %d: %q %v", verb, shelf, strings.TrimSpace(line), err)
 	}
 	return nil
+}
+
+// Crash asks the host to kill the guest at once (SIGKILL to QEMU: a power cut). It returns
+// only if the host does not do it within a minute; whatever the guest's other goroutines
+// are doing meanwhile goes on, so a crash can land in the middle of their writes.
+func (c *Control) Crash() error {
+	c.Say("NEED crash 0")
+	time.Sleep(time.Minute)
+	return errors.New("poolvm: the host did not kill the guest")
 }
 
 // Result reports the outcome: "ok" or the error.
