@@ -86,8 +86,17 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 				// appliance's plan, with the node's own token.
 				hlog := log.With("svc", "pool-head")
 				prepareHeadNode(hlog)
+				mode := exportNFS
+				if bc.Pool != nil && bc.Pool.Export != "" {
+					mode = bc.Pool.Export
+				}
+				exp, err := nodeExporter(ctx, mode, hlog)
+				if err != nil {
+					// The arrays still come up, mounted on this node only.
+					hlog.Error("pool arrays will not be exported", "err", err)
+				}
 				hc := head.ServerConfig{
-					Head:     head.New(head.Config{Logger: hlog}),
+					Head:     head.New(head.Config{Logger: hlog, Exporter: exp}),
 					Registry: &headClient{newAPIClient(bc.Server, bc.AgentToken)},
 					Location: loc, Name: bc.Node, Logger: hlog,
 				}

@@ -24,9 +24,9 @@ import (
 
 func newPoolHeadCommand(g *globalFlags) *cobra.Command {
 	var (
-		server, tokenFile, bootConfig, filesystem, name string
-		keep                                            bool
-		interval                                        time.Duration
+		server, tokenFile, bootConfig, filesystem, name, export string
+		keep                                                    bool
+		interval                                                time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "head",
@@ -41,7 +41,11 @@ node enrolled with --role pool-head (its boot config).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := &headClient{newAPIClient("", "")}
-			var stopBefore, grace time.Duration
+			var (
+				stopBefore, grace time.Duration
+				exp               head.Exporter
+			)
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			switch {
 			case bootConfig != "":
 				raw, err := os.ReadFile(bootConfig)
@@ -59,6 +63,12 @@ node enrolled with --role pool-head (its boot config).`,
 				if bc.Pool != nil {
 					stopBefore = time.Duration(bc.Pool.StopBeforeSeconds) * time.Second
 					grace = time.Duration(bc.Pool.AssembleGraceSeconds) * time.Second
+					if export == "" {
+						export = bc.Pool.Export
+					}
+				}
+				if exp, err = nodeExporter(cmd.Context(), export, log); err != nil {
+					return err
 				}
 			default:
 				cfg, err := g.loadConfig(cmd)
@@ -74,13 +84,19 @@ node enrolled with --role pool-head (its boot config).`,
 				}
 				c.apiClient = newAPIClient(cfg.LocalURL(), string(tok))
 				stopBefore, grace = cfg.Donate.PoolStopBefore, cfg.Donate.PoolAssembleGrace
+				if export == "" {
+					export = cfg.Donate.PoolExport
+				}
+				// The host's own nfs-kernel-server (systemd) serves; we only add exports.
+				if exp, err = nfsExporter(export, cfg.Subnet().String()); err != nil {
+					return err
+				}
 			}
 			if server != "" {
 				c.base = strings.TrimRight(server, "/")
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			srv, err := head.NewServer(head.ServerConfig{
-				Head:     head.New(head.Config{Filesystem: filesystem, Logger: log}),
+				Head:     head.New(head.Config{Filesystem: filesystem, Logger: log, Exporter: exp}),
 				Registry: c, Interval: interval, KeepOnExit: keep, Name: name, Logger: log,
 				StopBefore: stopBefore, AssembleGrace: grace,
 			})
@@ -99,6 +115,7 @@ node enrolled with --role pool-head (its boot config).`,
 	f.StringVar(&bootConfig, "boot-config", "", "on a pool-head node: the boot config the node init fetched (/run/distonet/boot.json)")
 	f.StringVar(&filesystem, "filesystem", "ext4", "file system made on each new array: ext4, or none to leave it raw")
 	f.StringVar(&name, "name", "", "this head's name in reports")
+	f.StringVar(&export, "export", "", "serve each array's filesystem over NFS (nfs: the kernel NFS server, to the boot network) or not (none); default donate.pool_export")
 	f.BoolVar(&keep, "keep-running", false, "leave arrays running when the head stops (default: stop them cleanly)")
 	f.DurationVar(&interval, "interval", 10*time.Second, "time between reconcile passes")
 	return cmd

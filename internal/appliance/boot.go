@@ -172,7 +172,7 @@ func (b *bootScripts) BootConfig(n registry.Node) (bootconfig.Config, error) {
 	}
 	if n.Role == "pool-head" {
 		c.Pool = &bootconfig.Pool{StopBeforeSeconds: int(b.cfg.Donate.PoolStopBefore / time.Second),
-			AssembleGraceSeconds: int(b.cfg.Donate.PoolAssembleGrace / time.Second)}
+			AssembleGraceSeconds: int(b.cfg.Donate.PoolAssembleGrace / time.Second), Export: b.cfg.Donate.PoolExport}
 	}
 	if n.Donate.Mode == "iscsi" {
 		c.Donate.ISCSITarget = n.DonateIQN()

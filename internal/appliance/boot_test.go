@@ -127,7 +127,7 @@ func TestBootConfigCarriesTheNodesSecretsAndPaths(t *testing.T) {
 func TestBootConfigGivesThePoolHeadItsTiming(t *testing.T) {
 	now := time.Now()
 	b, st := newBootScripts(t, &now)
-	b.cfg.Donate.PoolStopBefore, b.cfg.Donate.PoolAssembleGrace = 90*time.Second, 4*time.Minute
+	b.cfg.Donate.PoolStopBefore, b.cfg.Donate.PoolAssembleGrace, b.cfg.Donate.PoolExport = 90*time.Second, 4*time.Minute, "none"
 	ph, err := st.AddNode(registry.Node{Name: "head1", MAC: "52:54:00:d5:0f:01", Image: "demo", Role: "pool-head"})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func TestBootConfigGivesThePoolHeadItsTiming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(&bootconfig.Pool{StopBeforeSeconds: 90, AssembleGraceSeconds: 240}, c.Pool); diff != "" {
+	if diff := cmp.Diff(&bootconfig.Pool{StopBeforeSeconds: 90, AssembleGraceSeconds: 240, Export: "none"}, c.Pool); diff != "" {
 		t.Errorf("pool head timing (-want +got):\n%s", diff)
 	}
 	if c, _ := b.BootConfig(donor); c.Pool != nil {

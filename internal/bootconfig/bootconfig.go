@@ -106,6 +106,7 @@ type Event struct {
 
 // Pool is the pool head's timing, set centrally in the appliance's configuration.
 type Pool struct {
-	StopBeforeSeconds    int `json:"stop_before_seconds"`    // stop an overnight array this long before its window closes
-	AssembleGraceSeconds int `json:"assemble_grace_seconds"` // wait this long for late members before assembling degraded
+	StopBeforeSeconds    int    `json:"stop_before_seconds"`    // stop an overnight array this long before its window closes
+	AssembleGraceSeconds int    `json:"assemble_grace_seconds"` // wait this long for late members before assembling degraded
+	Export               string `json:"export"`                 // nfs (the node's kernel NFS server) or none
 }

@@ -99,6 +99,9 @@ type Donate struct {
 	// PoolAssembleGrace is how long the pool head waits for late members after a window opens
 	// before assembling degraded (default 5m): each late member would cost a resync.
 	PoolAssembleGrace time.Duration `yaml:"pool_assemble_grace"`
+	// PoolExport is how the pool head serves each array's filesystem to the cluster: nfs (the
+	// head's kernel NFS server, NFSv4, to the boot network) or none (mounted on the head only).
+	PoolExport string `yaml:"pool_export"`
 }
 
 // ByteSize is a size in bytes that YAML may write as 8GiB, 500MB or a plain number.
@@ -163,7 +166,7 @@ func Default() Config {
 		HTTP:    HTTP{Listen: ":80"},
 		NFS:     NFS{Listen: ":2049", Portmap: ":111"},
 		Volumes: Volumes{Size: 8 << 30},
-		Donate:  Donate{WakeOnLAN: true, PoolStopBefore: 10 * time.Minute, PoolAssembleGrace: 5 * time.Minute},
+		Donate:  Donate{WakeOnLAN: true, PoolStopBefore: 10 * time.Minute, PoolAssembleGrace: 5 * time.Minute, PoolExport: "nfs"},
 		Boot:    Boot{CmdlineExtra: "console=tty0 console=ttyS0,115200n8 no_timer_check"},
 	}
 }
@@ -298,6 +301,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Donate.PoolStopBefore <= 0 || c.Donate.PoolStopBefore > 12*time.Hour {
 		bad("donate.pool_stop_before", c.Donate.PoolStopBefore.String(), "want a duration between 1s and 12h, e.g. 10m")
+	}
+	if c.Donate.PoolExport != "nfs" && c.Donate.PoolExport != "none" {
+		bad("donate.pool_export", c.Donate.PoolExport, "want nfs or none")
 	}
 	if c.Donate.PoolAssembleGrace <= 0 || c.Donate.PoolAssembleGrace > 12*time.Hour {
 		bad("donate.pool_assemble_grace", c.Donate.PoolAssembleGrace.String(), "want a duration between 1s and 12h, e.g. 5m")

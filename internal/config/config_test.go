@@ -39,6 +39,7 @@ func TestParseReportsKeyAndValue(t *testing.T) {
 		{"bad zone", "time_zone: Mars/Base\n", []string{"time_zone"}},
 		{"pool stop before zero", "donate:\n  pool_stop_before: 0s\n", []string{"donate.pool_stop_before", "between 1s and 12h"}},
 		{"pool grace too long", "donate:\n  pool_assemble_grace: 13h\n", []string{"donate.pool_assemble_grace", "13h0m0s"}},
+		{"pool export", "donate:\n  pool_export: smb\n", []string{"donate.pool_export", "nfs or none"}},
 		{"two problems at once", "dhcp:\n  mode: x\nlog_level: loud\n", []string{"dhcp.mode", "log_level"}},
 	}
 	for _, tc := range tests {

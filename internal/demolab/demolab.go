@@ -47,10 +47,13 @@ const (
 )
 
 // Packages go into the demo image beside the kernel and busybox: what a node enrolled with
-// the pool-head role runs (mdadm, mke2fs/e2fsck, util-linux's blkid, aoetools) and the
-// libraries those link against, since packages are unpacked without their dependencies.
+// the pool-head role runs (mdadm, mke2fs/e2fsck, util-linux's blkid, aoetools, and the kernel
+// NFS server's rpc.nfsd, rpc.mountd and exportfs) and the libraries those link against, since
+// packages are unpacked without their dependencies.
 var Packages = []string{"libc6", "libudev1", "mdadm", "e2fsprogs", "libext2fs2", "libcom-err2",
-	"libblkid1", "libuuid1", "util-linux", "aoetools"}
+	"libblkid1", "libuuid1", "util-linux", "aoetools", "bash", "libtinfo6", // aoetools are bash scripts
+	"nfs-kernel-server", "libtirpc3", "libtirpc-common", "libwrap0", "libnsl2",
+	"libgssapi-krb5-2", "libkrb5-3", "libk5crypto3", "libkrb5support0", "libkeyutils1"}
 
 // New creates the namespace, the bridge and the appliance's configuration. bin is the
 // distonet binary (static: it also goes into the nodes' initramfs).
