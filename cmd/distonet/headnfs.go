@@ -45,17 +45,17 @@ func nfsExporter(mode, clients string) (head.Exporter, error) {
 
 // leaseNetwork is the boot network the node init got its lease on, as a CIDR: who may mount
 // the pool's exports from a pool-head node.
-func leaseNetwork() (string, error) {
-	raw, err := os.ReadFile(nodeinit.LeaseFile)
+func leaseNetwork(file string) (string, error) {
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		return "", fmt.Errorf("the node's DHCP lease: %w", err)
 	}
 	var l nodeinit.Lease
 	if err := json.Unmarshal(raw, &l); err != nil {
-		return "", fmt.Errorf("the node's DHCP lease %s: %w", nodeinit.LeaseFile, err)
+		return "", fmt.Errorf("the node's DHCP lease %s: %w", file, err)
 	}
 	if l.IP.To4() == nil || len(l.Mask) == 0 {
-		return "", fmt.Errorf("the node's DHCP lease %s has no address and mask", nodeinit.LeaseFile)
+		return "", fmt.Errorf("the node's DHCP lease %s has no address and mask", file)
 	}
 	n := net.IPNet{IP: l.IP.Mask(l.Mask), Mask: l.Mask}
 	return n.String(), nil
@@ -98,7 +98,7 @@ func nodeExporter(ctx context.Context, mode string, log *slog.Logger) (head.Expo
 	if mode == exportNone {
 		return nil, nil
 	}
-	clients, err := leaseNetwork()
+	clients, err := leaseNetwork(nodeinit.LeaseFile)
 	if err != nil {
 		return nil, err
 	}
