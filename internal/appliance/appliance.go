@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/distonet/distonet/donate/pool"
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/atomicfile"
 	"github.com/distonet/distonet/internal/bootconfig"
@@ -130,7 +131,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	}
 
 	ui, err := web.New(web.Options{Store: store, API: a.api, StateDir: cfg.StateDir, Log: log.With("svc", "web"), Now: opts.Now, Metrics: a.metrics,
-		Images: func() ([]web.ImageInfo, error) { return imageInfos(opts.Images), nil }})
+		Images: func() ([]web.ImageInfo, error) { return imageInfos(opts.Images), nil },
+		Pool:   func() (pool.Status, error) { return poolStatus(store) }})
 	if err != nil {
 		return err
 	}

@@ -77,9 +77,22 @@ func replan(st *registry.Store) error {
 
 // PoolStatus is the document `distonet pool status --json` prints.
 func PoolStatus(st *registry.Store) ([]byte, error) {
-	inv, err := inventory(st)
+	s, err := poolStatus(st)
 	if err != nil {
 		return nil, err
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("pool status: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// poolStatus joins the inventory, the plan and the head's last reports.
+func poolStatus(st *registry.Store) (pool.Status, error) {
+	inv, err := inventory(st)
+	if err != nil {
+		return pool.Status{}, err
 	}
 	var (
 		layout  pool.Layout
@@ -88,10 +101,10 @@ func PoolStatus(st *registry.Store) ([]byte, error) {
 	)
 	for key, v := range map[string]any{docPoolLayout: &layout, docPoolReports: &reports, docPoolReasons: &reasons} {
 		if _, err := st.GetDoc(key, v); err != nil {
-			return nil, fmt.Errorf("pool %s: %w", key, err)
+			return pool.Status{}, fmt.Errorf("pool %s: %w", key, err)
 		}
 	}
-	return pool.StatusJSON(inv, layout, reports, reasons)
+	return pool.BuildStatus(inv, layout, reports, reasons), nil
 }
 
 // inUse reports whether the head's last reports show a node's disk in a running array.

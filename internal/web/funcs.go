@@ -112,13 +112,13 @@ func humanAgo(d time.Duration) string {
 // badgeClass maps a node or disk state to its badge colour.
 func badgeClass(state string) string {
 	switch strings.ToLower(state) {
-	case "ready", "online":
+	case "ready", "online", "running", "in_sync":
 		return "ok"
-	case "booting", "withdrawing", "syncing":
+	case "booting", "withdrawing", "syncing", "rebuilding", "waiting", "degraded":
 		return "busy"
 	case "discovered":
 		return "new"
-	case "failed", "stalled", "offline", "faulty":
+	case "failed", "stalled", "offline", "faulty", "missing":
 		return "bad"
 	default:
 		return "idle"

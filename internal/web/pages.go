@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distonet/distonet/donate/pool"
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/registry"
 )
@@ -80,6 +81,11 @@ type poolData struct {
 	Total    poolSum
 	ByState  []poolSum
 	ByWindow []poolSum
+	// Arrays are the planned md arrays with the head's last report; Usable sums their
+	// capacity; Reasons say what the planner left out.
+	Arrays  []pool.ArrayStatus
+	Usable  int64
+	Reasons []string
 }
 
 func (w *Web) poolData() (poolData, error) {
@@ -91,6 +97,26 @@ func (w *Web) poolData() (poolData, error) {
 		return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.Device, b.Device))
 	})
 	d := poolData{Disks: disks, Total: poolSum{Key: "all"}}
+	if w.opt.Pool != nil {
+		st, err := w.opt.Pool()
+		if err != nil {
+			return poolData{}, fmt.Errorf("pool status: %w", err)
+		}
+		d.Arrays, d.Reasons = st.Arrays, st.Reasons
+		for _, a := range st.Arrays {
+			d.Usable += a.UsableBytes
+		}
+		// The head's view of each disk's state (a silent donor is offline there).
+		state := map[string]string{}
+		for _, ds := range st.Disks {
+			state[ds.Node+"/"+ds.Address] = ds.State
+		}
+		for i, x := range disks {
+			if s, ok := state[x.Node+"/"+x.Address]; ok {
+				disks[i].State = s
+			}
+		}
+	}
 	byState, byWindow := map[string]*poolSum{}, map[string]*poolSum{}
 	add := func(m map[string]*poolSum, k string, x registry.DonatedDisk) {
 		s, ok := m[k]

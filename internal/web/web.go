@@ -46,6 +46,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/distonet/distonet/donate/pool"
 	"github.com/distonet/distonet/internal/api"
 	"github.com/distonet/distonet/internal/registry"
 	"github.com/distonet/distonet/templates"
@@ -75,8 +76,12 @@ type Options struct {
 	// Volume resets ("reset") or grows ("resize", to size bytes) a node's volume; nil falls
 	// back to API.Volume, and without either the node page offers no volume actions.
 	Volume func(name, action string, size int64) error
-	Log    *slog.Logger     // default slog.Default()
-	Now    func() time.Time // default time.Now
+	// Pool, when set, gives the arrays (the plan joined with the pool head's last reports)
+	// and the inventory as the pool head sees it; without it the pool page lists the
+	// registry's disks only.
+	Pool func() (pool.Status, error)
+	Log  *slog.Logger     // default slog.Default()
+	Now  func() time.Time // default time.Now
 
 	// SessionTTL is a session's absolute lifetime (default 12h); SessionIdle its lifetime
 	// without requests (default 2h).
