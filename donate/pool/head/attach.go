@@ -102,10 +102,15 @@ func (a *AoE) Path(d pool.Disk) string {
 	return filepath.Join(dir, d.Address)
 }
 
-// Detach implements Attacher. The device must no longer be in an md array.
+// Detach implements Attacher. The device must no longer be in an md array. A disk the
+// driver does not show (never attached: its donor was away) has nothing to release, and
+// aoe-flush would fail on it.
 func (a *AoE) Detach(ctx context.Context, d pool.Disk) error {
 	if !aoeAddr.MatchString(d.Address) {
 		return fmt.Errorf("aoe disk %q of node %s: address is not e<shelf>.<slot>", d.Address, d.Node)
+	}
+	if dir, _, _, exists := a.defaults(); !exists(filepath.Join(dir, d.Address)) {
+		return nil
 	}
 	if _, err := a.Runner.Run(ctx, "aoe-flush", d.Address); err != nil {
 		return fmt.Errorf("aoe disk %s of node %s: flush: %w", d.Address, d.Node, err)

@@ -34,6 +34,19 @@ func TestAoEAttachDiscoversAndWaits(t *testing.T) {
 	}
 }
 
+func TestAoEDetachOfAnAbsentDiskIsANoOp(t *testing.T) {
+	// aoe-flush exits 1 on a disk the driver does not know: stopping a degraded array whose
+	// missing member was never attached must not fail on it.
+	run := &fakeRunner{script: map[string][]reply{"aoe-flush e2.0": {fail(1, "")}}}
+	a := &AoE{Runner: run, Exists: func(string) bool { return false }}
+	if err := a.Detach(context.Background(), pool.Disk{Node: "n2", Transport: pool.TransportAoE, Address: "e2.0"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(run.calls) != 0 {
+		t.Errorf("ran %q for a disk that is not there", run.calls)
+	}
+}
+
 func TestAoEAttachGivesUp(t *testing.T) {
 	run := &fakeRunner{script: map[string][]reply{"aoe-discover": {ok("")}}}
 	a := &AoE{Runner: run, Poll: time.Millisecond, Wait: 5 * time.Millisecond, Exists: func(string) bool { return false }}

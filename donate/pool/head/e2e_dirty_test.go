@@ -28,10 +28,12 @@ import (
 // A power cut of the head while a member is missing: five AoE donors make a RAID6 (no
 // spare) with ext4 and checksummed files; one donor dies and is failed out; the head keeps
 // writing and is SIGKILLed mid-write (boot 1). Booted again over the same disks (boot 2),
-// the head must not start the dirty degraded array, must say why and leave the members as
-// they are; then the recovery the package doc gives (mdadm --assemble --force --run, e2fsck)
-// brings it back with the files written before the donor died intact, and the returning
-// donor restores redundancy.
+// the head must not start the dirty degraded array, with two members missing or one, must
+// say why and leave the members as they are; then the recovery the package doc gives
+// (mdadm --assemble --force --run, e2fsck -f) brings it back with the files written before
+// the donor died intact, and the returning donor is re-added. The control case ends boot 2:
+// the donor dies again, and the power is cut once md has marked the array clean (no write
+// for md's safe_mode_delay); boot 3 assembles that degraded array by itself, data intact.
 func TestE2EPoolHeadDirtyDegraded(t *testing.T) {
 	if os.Getenv("DISTONET_E2E") == "" {
 		t.Skip("real md runs in a QEMU guest: set DISTONET_E2E=1 (make e2e)")
@@ -93,6 +95,35 @@ func TestE2EPoolHeadDirtyDegraded(t *testing.T) {
 	t.Run("restart", func(t *testing.T) {
 		c := cfg
 		c.GuestArg = "dirty-restart"
+		c.Absent = []int{dirtyKilled}
+		c.Files = map[string]string{"/dirty/plan.json": plan, "/dirty/sums": strings.Join(sums, "\n") + "\n"}
+		if got := poolvm.Run(t, c); got != poolvm.Crashed {
+			t.Fatalf("guest scenario: %s", got)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	// The second cut came while the array was idle: clean superblocks.
+	for s := 1; s <= dirtyDonors; s++ {
+		if s == dirtyKilled {
+			continue
+		}
+		img := filepath.Join(disks, fmt.Sprintf("donor%d.img", s))
+		out, err := exec.Command("mdadm", "--examine", img).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mdadm --examine %s: %v: %s", img, err, out)
+		}
+		if state := examineField(string(out), "State"); state != "clean" {
+			t.Errorf("donor %d: superblock State %q after the idle cut, want clean", s, state)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	t.Run("clean-restart", func(t *testing.T) {
+		c := cfg
+		c.GuestArg = "dirty-clean-restart"
 		c.Absent = []int{dirtyKilled}
 		c.Files = map[string]string{"/dirty/plan.json": plan, "/dirty/sums": strings.Join(sums, "\n") + "\n"}
 		if got := poolvm.Run(t, c); got != "ok" {
@@ -172,7 +203,8 @@ func (g *guest) dirtyCrashScenario() error {
 	if _, err := run.Run(ctx, "mdadm", "--wait", dev); err != nil && exitCode(err) != 1 {
 		return fmt.Errorf("wait for the initial resync: %w", err)
 	}
-	g.say(fmt.Sprintf("STEP %s created over %d donors, ext4 mounted, in sync", a.Name, dirtyDonors))
+	g.say(fmt.Sprintf("STEP %s created over %d donors, ext4 mounted, in sync; md safe_mode_delay %s s, start_dirty_degraded %s",
+		a.Name, dirtyDonors, mdAttr(dev, "safe_mode_delay"), startDirtyDegraded()))
 
 	// Files whose checksums boot 2 checks: written and synced while every member was there.
 	if err := os.MkdirAll(filepath.Join(mnt, "before"), 0o755); err != nil {
@@ -334,6 +366,9 @@ func (g *guest) dirtyRestartScenario() error {
 		return fmt.Errorf("first pass: status %+v", st)
 	}
 	g.say("CHECK within the grace period: " + reg.status(a.Name).Message)
+	if v := startDirtyDegraded(); v != "0" {
+		return fmt.Errorf("md_mod start_dirty_degraded is %q: md would start a dirty degraded array", v)
+	}
 
 	// 2. Grace over, two members missing (dead e2, late e4): md refuses, the head says why.
 	now = t0.Add(6 * time.Minute)
@@ -487,7 +522,117 @@ func (g *guest) dirtyRestartScenario() error {
 	if err := check("back to 5 in sync"); err != nil {
 		return err
 	}
+
+	// 8. The control case: the donor dies again, a few more files, then nothing for a while:
+	// md marks the array clean after safe_mode_delay without writes. Cut the power then.
+	if err := g.need("kill", dirtyKilled); err != nil {
+		return err
+	}
+	reg.set(fmt.Sprintf("e%d.0", dirtyKilled), pool.StateOffline)
+	if err := srv.Reconcile(ctx); err != nil {
+		return fmt.Errorf("second loss: %w", err)
+	}
+	if st := reg.status(a.Name); st.State != pool.ArrayDegraded {
+		return fmt.Errorf("second loss: status %+v", st)
+	}
+	if err := os.MkdirAll(filepath.Join(mnt, "idle"), 0o755); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 4; i++ {
+		if _, err := rand.Read(buf); err != nil {
+			return err
+		}
+		name := fmt.Sprintf("idle/f%02d.bin", i)
+		if err := os.WriteFile(filepath.Join(mnt, name), buf, 0o644); err != nil {
+			return err
+		}
+		g.say(fmt.Sprintf("KEEP sum %s %x", name, sha256.Sum256(buf)))
+	}
+	unix.Sync()
+	state := ""
+	for i := 0; i < 300 && state != "clean"; i++ {
+		time.Sleep(100 * time.Millisecond)
+		state = mdAttr(dev, "array_state")
+	}
+	if state != "clean" {
+		return fmt.Errorf("array_state %q after 30 s without writes", state)
+	}
+	g.say("CHECK degraded again, idle: md array_state clean: cutting the power")
+	return g.ctl.Crash()
+}
+
+// dirtyCleanRestartScenario is boot 3: a degraded array that md had marked clean before the
+// cut starts by itself, without the admin.
+func (g *guest) dirtyCleanRestartScenario() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	pj, err := os.ReadFile("/dirty/plan.json")
+	if err != nil {
+		return err
+	}
+	var layout pool.Layout
+	if err := json.Unmarshal(pj, &layout); err != nil {
+		return fmt.Errorf("plan from boot 1: %w", err)
+	}
+	sumText, err := os.ReadFile("/dirty/sums")
+	if err != nil {
+		return err
+	}
+	a := layout.Arrays[0]
+	run := &recordingRunner{}
+	logger := slog.New(slog.NewTextHandler(os.Stdout, nil))
+	h := New(Config{Runner: run, MountRoot: "/mnt/pool", Logger: logger,
+		Attachers: map[string]Attacher{pool.TransportAoE: &AoE{Runner: run, Wait: 30 * time.Second}}})
+	dev, mnt := h.Device(a.Name), h.MountPoint(a.Name)
+	if _, err := run.Run(ctx, "aoe-discover"); err != nil {
+		return err
+	}
+	reg := &memRegistry{layout: layout, last: map[string]pool.ArrayStatus{},
+		members: dirtyInventory(func(s int) bool { return s != dirtyKilled })}
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	now := t0
+	srv, err := NewServer(ServerConfig{Head: h, Registry: reg, Location: time.UTC, Now: func() time.Time { return now }, Logger: logger})
+	if err != nil {
+		return err
+	}
+	if err := srv.Reconcile(ctx); err != nil {
+		return fmt.Errorf("first pass: %w", err)
+	}
+	now = t0.Add(6 * time.Minute)
+	if err := srv.Reconcile(ctx); err != nil {
+		return fmt.Errorf("after the grace period: %w", err)
+	}
+	calls := strings.Join(run.take(), "\n")
+	if !strings.Contains(calls, "--assemble "+dev+" --run") || strings.Contains(calls, "--force") || strings.Contains(calls, "e2fsck -f") {
+		return fmt.Errorf("not a plain degraded assembly:\n%s", calls)
+	}
+	st := reg.status(a.Name)
+	if st.State != pool.ArrayDegraded || st.Active != dirtyDonors-1 || st.MountPoint != mnt {
+		return fmt.Errorf("status %+v\n%s", st, mdstatText())
+	}
+	g.say(fmt.Sprintf("CHECK clean before the cut: assembled degraded by the head (%d of %d), mounted", st.Active, st.RaidDevices))
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(string(sumText)), "\n") {
+		name, want, _ := strings.Cut(l, " ")
+		if got, err := fileSum(filepath.Join(mnt, name)); err != nil || got != want {
+			return fmt.Errorf("%s reads back %s, %v (want %s)", name, got, err, want)
+		}
+		n++
+	}
+	g.say(fmt.Sprintf("CHECK %d checksummed files intact", n))
 	return h.Stop(ctx, a)
+}
+
+func startDirtyDegraded() string {
+	b, err := os.ReadFile("/sys/module/md_mod/parameters/start_dirty_degraded")
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func combined(ctx context.Context, name string, args ...string) (string, error) {

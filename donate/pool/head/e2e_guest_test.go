@@ -39,6 +39,8 @@ func guestMain() int {
 		err = g.dirtyCrashScenario()
 	case "dirty-restart":
 		err = g.dirtyRestartScenario()
+	case "dirty-clean-restart":
+		err = g.dirtyCleanRestartScenario()
 	default:
 		err = g.scenario()
 	}

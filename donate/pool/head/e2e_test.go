@@ -9,7 +9,10 @@ package head
 //   - TestE2EPoolHeadOverISCSI: four tgt donors with CHAP, the guest's kernel initiator
 //     (e2e_iscsi_test.go);
 //   - TestE2EPoolHeadRetireReplace: five donors, hot spare takeover and a retired member
-//     hot-replaced (e2e_retire_test.go).
+//     hot-replaced (e2e_retire_test.go);
+//   - TestE2EPoolHeadDirtyDegraded: three boots over five donors' disks: a power cut
+//     mid-write with a donor gone, the refused start and the documented recovery, then a cut
+//     while idle that needs no recovery (e2e_dirty_test.go).
 
 import (
 	"context"

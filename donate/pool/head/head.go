@@ -7,11 +7,20 @@
 // window closes. On top it puts ext4, mounted under MountRoot/<array>; exporting that
 // directory (NFS, or the md device as an iSCSI LUN of the appliance) is the Exporter's job.
 //
-// A degraded *and* dirty RAID6 (the head crashed while members were missing) does not start
-// by itself: mdadm refuses with "cannot start dirty degraded array". Stopping cleanly avoids
-// it. When it happens, the head reports the array failed and leaves it alone; the admin
-// checks which members are current (mdadm --examine: Events) and runs
-// `mdadm --assemble --force --run /dev/md/<name> <members...>`, then fsck before mounting.
+// A degraded *and* dirty RAID6 does not start by itself: if the head went down mid-write
+// (superblocks "active", not "clean") with a member missing then or at the next start, md
+// refuses it with one member missing as with two (kernel: "cannot start dirty degraded
+// array"; mdadm --run: "not clean - consider --force"), because a half-written stripe's
+// parity may not match its data. Stopping cleanly avoids it; a head that dies idle (md marks
+// the array clean after safe_mode_delay without writes) leaves a clean array, which then
+// assembles degraded as usual. When it happens, Up reports the array failed (ErrDirtyDegraded,
+// with the recovery in the message), never forces it, tries again only when the set of
+// present members changes, and leaves the superblocks untouched. The recovery, tested in a
+// guest (TestE2EPoolHeadDirtyDegraded): the current members are those with the highest
+// Events in `mdadm --examine`; `mdadm --assemble --force --run /dev/md/<name> <members...>`
+// (mdadm marks it clean and, with one member missing, starts a parity repair); then
+// `e2fsck -f -y /dev/md/<name>` before it is mounted. The head's next pass finds it running,
+// checks it in full itself (e2fsck -f -p) and mounts it.
 package head
 
 import (
