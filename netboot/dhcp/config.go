@@ -78,6 +78,27 @@ type Config struct {
 	// DeclineHold keeps an address a client declined (found in use) out of the
 	// pool. Default: 10m.
 	DeclineHold time.Duration
+	// ARPProbe checks, in server mode, that an address new to a client is
+	// not already used on the link before offering it: an RFC 5227 ARP probe
+	// (sender 0.0.0.0) on Interface, where any answer means in use. A static
+	// host squatting in the range is then held like a DECLINE (DeclineHold)
+	// and logged once, never offered. Addresses are checked ahead of demand
+	// in the background (ARPProbeAhead, sized up under load), so an offer does
+	// not wait for ARP unless that set ran dry. A client's own lease and an
+	// enrolled node's fixed address are never probed. DefaultConfig: true.
+	ARPProbe bool
+	// ARPProbeTimeout is how long a probe waits for an answer (the probe is
+	// sent again half-way). An offer waits this long at most when no address
+	// was verified in advance. Default: 300ms; 10ms..5s.
+	ARPProbeTimeout time.Duration
+	// ARPProbeAhead is the least number of addresses kept verified free.
+	// Default: 32. Negative: nothing is checked in advance, every new
+	// address is probed while its client waits (as ISC dhcpd and dnsmasq
+	// ping), which costs each new client ARPProbeTimeout.
+	ARPProbeAhead int
+	// ARPProbeValid is how long an address verified free may be offered
+	// without a new probe. Default: 30s.
+	ARPProbeValid time.Duration
 	// Workers is the number of goroutines reading requests. Default: 16.
 	Workers int
 	// Port and PXEPort are the server ports. Default: 67 and 4011.
@@ -115,6 +136,10 @@ func DefaultConfig() Config {
 		SkipProxyDHCPWait: true,
 		OfferHold:         30 * time.Second,
 		DeclineHold:       10 * time.Minute,
+		ARPProbe:          true,
+		ARPProbeTimeout:   300 * time.Millisecond,
+		ARPProbeAhead:     32,
+		ARPProbeValid:     30 * time.Second,
 		Workers:           16,
 		Port:              67,
 		PXEPort:           4011,
@@ -207,6 +232,18 @@ func (c *Config) validate() error {
 	}
 	if c.DeclineHold <= 0 {
 		c.DeclineHold = 10 * time.Minute
+	}
+	if c.ARPProbeTimeout == 0 {
+		c.ARPProbeTimeout = 300 * time.Millisecond
+	}
+	if c.ARPProbeTimeout < 10*time.Millisecond || c.ARPProbeTimeout > 5*time.Second {
+		bad("arp_probe_timeout", "%v is outside 10ms..5s", c.ARPProbeTimeout)
+	}
+	if c.ARPProbeAhead == 0 {
+		c.ARPProbeAhead = 32
+	}
+	if c.ARPProbeValid <= 0 {
+		c.ARPProbeValid = 30 * time.Second
 	}
 	if c.Workers <= 0 {
 		c.Workers = 16

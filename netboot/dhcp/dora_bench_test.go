@@ -30,6 +30,7 @@ func BenchmarkDORA(b *testing.B) {
 			cfg.RangeStart, cfg.RangeEnd = net.IPv4(10, 1, 0, 0), net.IPv4(10, 254, 255, 255)
 			cfg.BootHTTPBase = "http://10.0.0.1"
 			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg.ARPProbe = false // no sockets here
 			if withLog {
 				cfg.LeaseFile = filepath.Join(b.TempDir(), "leases.log")
 			}
@@ -59,7 +60,7 @@ func BenchmarkDORA(b *testing.B) {
 					}
 					now := time.Now()
 					ci := classify(req, now)
-					ip, err := s.table.offer(s.key(req), req.ClientHWAddr, nil, nil, nil, time.Minute, now)
+					ip, _, err := s.table.offer(s.key(req), req.ClientHWAddr, nil, nil, nil, time.Minute, now)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -82,10 +82,12 @@ type leaseTable struct {
 	fixed map[uint32]fixedOwner
 
 	exhaustedUntil time.Time
-	log            *leaseLog // nil: memory only
-	logger         *slog.Logger
-	kick           chan struct{}
-	compactEvery   int
+	// ahead holds addresses checked free by ARP (when probing is on).
+	ahead        ahead
+	log          *leaseLog // nil: memory only
+	logger       *slog.Logger
+	kick         chan struct{}
+	compactEvery int
 	// Group-commit counters: records written and syncs that made them durable.
 	written, syncs atomic.Uint64
 }
@@ -307,79 +309,114 @@ func (t *leaseTable) usableLocked(ip uint32, key string, hw net.HardwareAddr, no
 var errExhausted = errors.New("address range exhausted")
 
 // offer picks an address for a DISCOVER and holds it for the client.
-// fixed is the client's enrolled address, if any.
-func (t *leaseTable) offer(key string, hw net.HardwareAddr, clientID []byte, requested, fixed net.IP, hold time.Duration, now time.Time) (net.IP, error) {
+// fixed is the client's enrolled address, if any. check is true when the
+// address is new to the client and was not verified free by ARP in advance:
+// with probing on, the caller checks it before offering.
+func (t *leaseTable) offer(key string, hw net.HardwareAddr, clientID []byte, requested, fixed net.IP, hold time.Duration, now time.Time) (ip net.IP, check bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ip, err := t.chooseLocked(key, hw, requested, fixed, now)
+	v, check, err := t.chooseLocked(key, hw, requested, fixed, now)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if l := t.byIP[ip]; l != nil && l.key == key && !l.offered && l.state == StateBound && now.Before(l.expiry) {
+	if l := t.byIP[v]; l != nil && l.key == key && !l.offered && l.state == StateBound && now.Before(l.expiry) {
 		// The client already holds it: nothing to reserve.
-		return u32ToIP(ip), nil
+		return u32ToIP(v), false, nil
 	}
-	l := &lease{ip: ip, state: StateBound, offered: true, expiry: now.Add(hold), hw: hw, clientID: clientID, key: key}
-	if prev := t.byClient[key]; prev != nil && prev.ip == ip {
+	ip = u32ToIP(v)
+	l := &lease{ip: v, state: StateBound, offered: true, expiry: now.Add(hold), hw: hw, clientID: clientID, key: key}
+	if prev := t.byClient[key]; prev != nil && prev.ip == v {
 		l.hostname = prev.hostname
 	}
 	// An offer must not erase the client's persisted lease elsewhere, so it
 	// only takes the address slot.
-	if old := t.byIP[ip]; old != nil && old.key != key && t.byClient[old.key] == old {
+	if old := t.byIP[v]; old != nil && old.key != key && t.byClient[old.key] == old {
 		delete(t.byClient, old.key)
 	}
-	t.byIP[ip] = l
-	if prev := t.byClient[key]; prev == nil || prev.ip == ip || t.byIP[prev.ip] != prev {
+	t.byIP[v] = l
+	if prev := t.byClient[key]; prev == nil || prev.ip == v || t.byIP[prev.ip] != prev {
 		t.byClient[key] = l
 	}
-	return u32ToIP(ip), nil
+	return ip, check, nil
 }
 
 // chooseLocked applies the allocation order: the enrolled address; the
 // client's current or last address; the address it asks for; the next free
-// one in the range.
-func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fixed net.IP, now time.Time) (uint32, error) {
+// one in the range (with ARP probing on: the oldest one verified free, else
+// the next free one, to be checked).
+func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fixed net.IP, now time.Time) (ip uint32, check bool, err error) {
 	if fixed != nil {
 		ip := ipToU32(fixed)
 		t.fixed[ip] = fixedOwner{hw: string(hw), seen: now}
 		if t.usableLocked(ip, key, hw, now) {
-			return ip, nil
+			return ip, false, nil
 		}
 		t.logger.Warn("fixed address held by another client; giving a dynamic one until it is free", "stage", "dhcp", "mac", hw.String(), "ip", fixed.String())
 	}
 	if l := t.byClient[key]; l != nil && t.byIP[l.ip] == l && t.inRange(l.ip) && t.usableLocked(l.ip, key, hw, now) {
-		return l.ip, nil
+		return l.ip, false, nil
 	}
 	if requested != nil && requested.To4() != nil {
 		ip := ipToU32(requested)
 		if t.inRange(ip) && t.usableLocked(ip, key, hw, now) {
-			return ip, nil
+			switch {
+			case !t.ahead.on:
+				return ip, false, nil
+			case t.byIP[ip] != nil && t.byIP[ip].key == key:
+				return ip, false, nil // its own, released or expired
+			case t.isVerifiedLocked(ip, now):
+				delete(t.ahead.verified, ip)
+				t.ahead.demand++
+				return ip, false, nil
+			}
+			if _, busy := t.ahead.probing[ip]; !busy {
+				t.ahead.demand++
+				return ip, true, nil
+			}
+			// Being checked in the background: take a verified one instead.
 		}
 	}
 	if t.start == 0 {
-		return 0, errExhausted
+		return 0, false, errExhausted
+	}
+	if t.ahead.on {
+		t.ahead.demand++
+		if ip, ok := t.takeVerifiedLocked(key, hw, now); ok {
+			return ip, false, nil
+		}
 	}
 	if now.Before(t.exhaustedUntil) {
-		return 0, errExhausted
+		return 0, false, errExhausted
 	}
 	// Next-fit scan: fresh addresses first in a young pool, O(1) amortised.
 	size := t.end - t.start + 1
-	ip := t.cursor
+	ip = t.cursor
+	probing := false
 	for i := uint32(0); i < size; i++ {
 		if ip > t.end || ip < t.start {
 			ip = t.start
 		}
 		if t.usableLocked(ip, key, hw, now) {
-			t.cursor = ip + 1
-			return ip, nil
+			if _, busy := t.ahead.probing[ip]; !busy {
+				t.cursor = ip + 1
+				return ip, t.ahead.on, nil
+			}
+			probing = true
 		}
 		ip++
+	}
+	if probing {
+		// Every free address is being checked: the caller waits for one.
+		return 0, false, errProbing
 	}
 	// Scanning a full pool for every DISCOVER of a boot storm is wasted work;
 	// look again after a short pause or when an address is freed.
 	t.exhaustedUntil = now.Add(time.Second)
-	return 0, errExhausted
+	return 0, false, errExhausted
 }
+
+// errProbing: the free addresses are all being checked by ARP right now.
+var errProbing = errors.New("free addresses are being probed")
 
 // errNotYours: the address cannot be confirmed for this client (NAK).
 var errNotYours = errors.New("address not available to this client")

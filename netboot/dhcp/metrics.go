@@ -15,6 +15,8 @@ type metrics struct {
 	leases   prometheus.GaugeFunc
 	records  prometheus.CounterFunc
 	syncs    prometheus.CounterFunc
+	arp      *prometheus.CounterVec // ARP checks, by kind and result
+	verified prometheus.GaugeFunc
 }
 
 func newMetrics(reg prometheus.Registerer, t *leaseTable) (*metrics, error) {
@@ -43,9 +45,17 @@ func newMetrics(reg prometheus.Registerer, t *leaseTable) (*metrics, error) {
 			Namespace: "distonet", Subsystem: "dhcp", Name: "lease_log_syncs_total",
 			Help: "fdatasync calls on the lease log; records/syncs is the group-commit batch size.",
 		}, func() float64 { return float64(t.syncs.Load()) }),
+		arp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "arp_checks_total",
+			Help: "Addresses checked for use by another host: kind ahead (background probe), inline (probe while a client waits) or seen (claimed in ARP traffic); result free or in_use.",
+		}, []string{"kind", "result"}),
+		verified: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "distonet", Subsystem: "dhcp", Name: "arp_verified_addresses",
+			Help: "Addresses of the range verified free by ARP and ready to offer.",
+		}, func() float64 { return float64(t.verifiedCount()) }),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases, m.records, m.syncs} {
+		for _, c := range m.collectors() {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -60,19 +70,33 @@ func (m *metrics) unregister(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.replies, m.errors, m.leases, m.records, m.syncs} {
+	for _, c := range m.collectors() {
 		reg.Unregister(c)
 	}
 }
 
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.replies, m.errors, m.leases, m.records, m.syncs, m.arp, m.verified}
+}
+
 // Reasons counted in errors_total.
 const (
-	errMalformed    = "malformed"
-	errExhaustedMsg = "exhausted"
-	errNak          = "nak"
-	errForeignRelay = "foreign_relay"
-	errSend         = "send"
-	errLeaseLog     = "lease_log"
-	errNoBootFile   = "no_boot_file"
-	errStale        = "stale" // queued longer than staleAfter under overload
+	errMalformed     = "malformed"
+	errExhaustedMsg  = "exhausted"
+	errNak           = "nak"
+	errForeignRelay  = "foreign_relay"
+	errSend          = "send"
+	errLeaseLog      = "lease_log"
+	errNoBootFile    = "no_boot_file"
+	errStale         = "stale"  // queued longer than staleAfter under overload
+	errNoFreeChecked = "in_use" // every address tried for a DISCOVER was in use on the link
+)
+
+// Kinds and results of ARP checks (arp_checks_total).
+const (
+	probeAhead  = "ahead"
+	probeInline = "inline"
+	probeSeen   = "seen"
+	probeFree   = "free"
+	probeInUse  = "in_use"
 )

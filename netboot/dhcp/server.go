@@ -60,6 +60,8 @@ type Server struct {
 	cancel   context.CancelFunc
 	closed   bool
 	raw      *rawSender
+	arp      *arpProber    // nil: no ARP probing
+	kick     chan struct{} // wakes the probe-ahead loop
 	seenCh   chan ClientInfo
 	seenMu   sync.Mutex
 	seenLast map[string]time.Time
@@ -83,11 +85,15 @@ func New(cfg Config, nodes Nodes) (*Server, error) {
 		done:     make(chan struct{}),
 		seenCh:   make(chan ClientInfo, 1024),
 		seenLast: make(map[string]time.Time),
+		kick:     make(chan struct{}, 1),
 	}
 	if r, ok := nodes.(Reservations); ok {
 		s.res = r
 	}
 	s.table = newLeaseTable(&s.cfg)
+	if cfg.Mode == ModeServer && cfg.ARPProbe {
+		s.table.ahead.init(cfg.ARPProbeValid, s.table.start)
+	}
 	if s.res != nil {
 		s.table.reservedFor = s.res.ReservedFor
 	}
@@ -145,10 +151,41 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.closeLog()
 		return fmt.Errorf("dhcp interface %s: %w", s.cfg.Interface, err)
 	}
+	// The ARP socket opens here, in the caller's namespace; the first
+	// addresses are checked while the DHCP probe listens.
+	var arpDone chan struct{}
+	var firstAhead []*arpProbe
+	if s.table.ahead.on {
+		if err := s.startARP(ctx, ifi); err != nil {
+			s.log.Warn("ARP probing unavailable; addresses are offered unchecked", "interface", ifi.Name, "err", err)
+			s.table.mu.Lock()
+			s.table.ahead.on = false
+			s.table.mu.Unlock()
+		} else {
+			arpDone = make(chan struct{})
+			go func() { s.arp.run(ctx); close(arpDone) }()
+			if s.cfg.ARPProbeAhead > 0 {
+				firstAhead = s.probeAhead(s.cfg.ARPProbeAhead)
+			}
+		}
+	}
+	stopARP := func() {
+		if arpDone != nil {
+			cancel()
+			<-arpDone
+		}
+	}
 	if s.cfg.Mode == ModeServer && !s.cfg.IgnoreOtherServers {
 		if err := s.probe(ctx, ifi); err != nil {
+			stopARP()
 			s.closeLog()
 			return err
+		}
+	}
+	for _, p := range firstAhead {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
 		}
 	}
 	if s.cfg.Mode == ModeProxy {
@@ -162,6 +199,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	c, err := listenUDP(ifi.Name, s.cfg.Port)
 	if err != nil {
+		stopARP()
 		s.closeLog()
 		return err
 	}
@@ -171,6 +209,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		pc, err := listenUDP(ifi.Name, s.cfg.PXEPort)
 		if err != nil {
 			closeAll()
+			stopARP()
 			s.closeLog()
 			return err
 		}
@@ -189,6 +228,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { s.table.runWriter(writerCtx); close(writerDone) }()
 	seenDone := make(chan struct{})
 	go s.runSeen(seenDone)
+	aheadDone := make(chan struct{})
+	if arpDone != nil && s.cfg.ARPProbeAhead > 0 {
+		go func() { s.runAhead(ctx); close(aheadDone) }()
+	} else {
+		close(aheadDone)
+	}
 
 	var wg sync.WaitGroup
 	for i, conn := range conns {
@@ -207,6 +252,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-ctx.Done()
 	closeAll()
 	wg.Wait()
+	<-aheadDone
+	stopARP()
 	stopWriter()
 	<-writerDone
 	close(s.seenCh)
@@ -295,7 +342,7 @@ func (s *Server) handle(ctx context.Context, conn *net.UDPConn, port int, src *n
 	}
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
-		s.discover(conn, req, now)
+		s.discover(ctx, conn, req, now)
 	case dhcpv4.MessageTypeRequest:
 		s.request(ctx, conn, req, now)
 	case dhcpv4.MessageTypeRelease:
@@ -338,13 +385,17 @@ func (s *Server) lookupHost(req *dhcpv4.DHCPv4, ci *ClientInfo) (Host, bool) {
 	return h, ok
 }
 
-func (s *Server) discover(conn *net.UDPConn, req *dhcpv4.DHCPv4, now time.Time) {
+func (s *Server) discover(ctx context.Context, conn *net.UDPConn, req *dhcpv4.DHCPv4, now time.Time) {
 	ci := classify(req, now)
 	host, _ := s.lookupHost(req, &ci)
-	ip, err := s.table.offer(s.key(req), req.ClientHWAddr, req.GetOneOption(dhcpv4.OptionClientIdentifier), req.RequestedIPAddress(), host.IP, s.cfg.OfferHold, now)
+	ip, err := s.offerChecked(ctx, req, host, now)
 	if err != nil {
-		s.m.errors.WithLabelValues(errExhaustedMsg).Inc()
-		s.logExhausted(req.ClientHWAddr)
+		if errors.Is(err, errExhausted) {
+			s.m.errors.WithLabelValues(errExhaustedMsg).Inc()
+			s.logExhausted(req.ClientHWAddr)
+		} else {
+			s.m.errors.WithLabelValues(errNoFreeChecked).Inc()
+		}
 		return
 	}
 	reply := s.newReply(req, dhcpv4.MessageTypeOffer)

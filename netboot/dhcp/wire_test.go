@@ -163,12 +163,12 @@ func TestLeaseTable(t *testing.T) {
 	key := func(i byte) string { return clientKey(nil, mac(i)) }
 
 	tb := newLeaseTable(&cfg)
-	ip1, err := tb.offer(key(1), mac(1), nil, nil, nil, 30*time.Second, now)
+	ip1, _, err := tb.offer(key(1), mac(1), nil, nil, nil, 30*time.Second, now)
 	if err != nil || ip1.String() != "10.0.0.10" {
 		t.Fatalf("first offer = %v, %v", ip1, err)
 	}
 	// Offered addresses are held: the next client gets another one.
-	ip2, _ := tb.offer(key(2), mac(2), nil, nil, nil, 30*time.Second, now)
+	ip2, _, _ := tb.offer(key(2), mac(2), nil, nil, nil, 30*time.Second, now)
 	if ip2.Equal(ip1) {
 		t.Fatalf("offer hold ignored: both got %v", ip1)
 	}
@@ -180,13 +180,13 @@ func TestLeaseTable(t *testing.T) {
 		t.Error("client 3 bound client 1's address")
 	}
 	// After the hold, client 2's unrequested offer is free again.
-	ip3, _ := tb.offer(key(3), mac(3), nil, ip2, nil, 30*time.Second, now.Add(time.Minute))
+	ip3, _, _ := tb.offer(key(3), mac(3), nil, ip2, nil, 30*time.Second, now.Add(time.Minute))
 	if !ip3.Equal(ip2) {
 		t.Errorf("expired offer not reusable: got %v, want %v", ip3, ip2)
 	}
 	// A fixed address outside the range.
 	fixed := net.ParseIP("10.0.0.50").To4()
-	got, _ := tb.offer(key(4), mac(4), nil, nil, fixed, 30*time.Second, now)
+	got, _, _ := tb.offer(key(4), mac(4), nil, nil, fixed, 30*time.Second, now)
 	if !got.Equal(fixed) {
 		t.Errorf("fixed offer = %v, want %v", got, fixed)
 	}
@@ -230,7 +230,7 @@ func TestLeaseTableReplay(t *testing.T) {
 	for i := byte(1); i <= 40; i++ {
 		hw := net.HardwareAddr{2, 0, 0, 0, 0, i}
 		k := clientKey(nil, hw)
-		ip, err := tb.offer(k, hw, nil, nil, nil, time.Minute, now)
+		ip, _, err := tb.offer(k, hw, nil, nil, nil, time.Minute, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -372,7 +372,7 @@ func TestReservationLookupsBounded(t *testing.T) {
 	n := 0
 	for i := 0; ; i++ {
 		hw := net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}
-		ip, err := tb.offer(clientKey(nil, hw), hw, nil, nil, nil, time.Hour, now)
+		ip, _, err := tb.offer(clientKey(nil, hw), hw, nil, nil, nil, time.Hour, now)
 		if err != nil {
 			break
 		}
@@ -410,10 +410,10 @@ func TestExpiredLeaseReused(t *testing.T) {
 	if _, err := tb.bind(clientKey(nil, a), a, nil, net.ParseIP("10.0.0.10"), nil, "", time.Minute, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tb.offer(clientKey(nil, b), b, nil, nil, nil, time.Minute, now.Add(59*time.Second)); err == nil {
+	if _, _, err := tb.offer(clientKey(nil, b), b, nil, nil, nil, time.Minute, now.Add(59*time.Second)); err == nil {
 		t.Error("address offered to b while a's lease runs")
 	}
-	ip, err := tb.offer(clientKey(nil, b), b, nil, nil, nil, time.Minute, now.Add(2*time.Minute))
+	ip, _, err := tb.offer(clientKey(nil, b), b, nil, nil, nil, time.Minute, now.Add(2*time.Minute))
 	if err != nil || !ip.Equal(net.ParseIP("10.0.0.10")) {
 		t.Errorf("after expiry: offer %v, %v; want 10.0.0.10", ip, err)
 	}

@@ -1,0 +1,178 @@
+package dhcp_test
+
+import (
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distonet/distonet/internal/lab"
+	"github.com/distonet/distonet/netboot/dhcp"
+)
+
+// squatter is a host on the boot link that holds an address statically: a
+// macvlan port of the client link moved into a namespace of its own, so it
+// answers ARP with its own MAC, like a separate machine.
+func squatter(t *testing.T, tn *testNet, ip string, name string) (*lab.Netns, net.HardwareAddr) {
+	t.Helper()
+	sq := lab.NewNetns(t)
+	tn.cli.MustExec("ip", "link", "add", "link", tn.cliIf, "name", name, "type", "macvlan", "mode", "bridge")
+	tn.cli.MustExec("ip", "link", "set", name, "netns", sq.Name())
+	sq.MustExec("ip", "link", "set", name, "up")
+	if ip != "" {
+		sq.MustExec("ip", "addr", "add", ip+"/24", "dev", name)
+	}
+	return sq, sq.HardwareAddr(name)
+}
+
+// inUseLines returns the server's "address in use" log lines.
+func inUseLines(logs *syncBuffer) []string {
+	var out []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "address in use on the link") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// heldFor reports whether the server holds ip as declined for mac.
+func heldFor(srv *dhcp.Server, ip net.IP, mac net.HardwareAddr) bool {
+	for _, l := range srv.Leases() {
+		if l.IP.Equal(ip) && l.State == dhcp.StateDeclined && l.MAC.String() == mac.String() {
+			return true
+		}
+	}
+	return false
+}
+
+// A static host squatting on the address that would be offered next is found
+// by ARP before any offer: udhcpc gets another address, the server logs the
+// address and the squatter's MAC once and holds the address, also against a
+// client that asks for it. Both ways of checking are shown: in advance (the
+// default) and while the client waits (ARPProbeAhead < 0).
+func TestARPProbeNeverOffersSquattedAddress(t *testing.T) {
+	lab.Require(t, "udhcpc")
+	for _, tc := range []struct {
+		name  string
+		ahead int
+		how   string
+	}{
+		{"checked ahead", 0, "answered the ARP probe"},
+		{"checked inline", -1, "answered the ARP probe"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tn := newTestNet(t)
+			cfg := tn.config(t)
+			// The squatted .100 is the first address of a three-address range.
+			squatted := net.ParseIP(tn.prefix + "100").To4()
+			cfg.RangeStart, cfg.RangeEnd = squatted, net.ParseIP(tn.prefix+"102")
+			cfg.ARPProbeAhead = tc.ahead
+			var logs syncBuffer
+			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			_, sqMAC := squatter(t, tn, squatted.String(), "sq0")
+			srv := tn.start(t, cfg, nil)
+			ports := macvlans(t, tn.cli, tn.cliIf, 2)
+
+			ip, err := udhcpcLease(t, tn.cli, ports[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ip.Equal(squatted) || !inRange(ip, cfg.RangeStart, cfg.RangeEnd) {
+				t.Errorf("udhcpc got %v; want an address of the range other than the squatted %v", ip, squatted)
+			}
+			// A client asking for the squatted address by name does not get it either.
+			ip2, err := udhcpcLease(t, tn.cli, ports[1], "-r", squatted.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ip2.Equal(squatted) || ip2.Equal(ip) {
+				t.Errorf("second client got %v (first %v, squatted %v)", ip2, ip, squatted)
+			}
+			if !heldFor(srv, squatted, sqMAC) {
+				t.Errorf("%v not held for %v; leases: %+v", squatted, sqMAC, srv.Leases())
+			}
+			lines := inUseLines(&logs)
+			if len(lines) != 1 {
+				t.Fatalf("%d in-use log lines, want 1:\n%s", len(lines), logs.String())
+			}
+			for _, want := range []string{"ip=" + squatted.String(), "mac=" + sqMAC.String(), tc.how} {
+				if !strings.Contains(lines[0], want) {
+					t.Errorf("log line %q lacks %q", lines[0], want)
+				}
+			}
+		})
+	}
+}
+
+// An address already verified free is dropped as soon as a host is seen
+// claiming it in ARP traffic, before any client asks: here a host configured
+// by hand after the server checked the range sends one ping.
+func TestARPClaimDropsVerifiedAddress(t *testing.T) {
+	lab.Require(t, "udhcpc", "ping")
+	tn := newTestNet(t)
+	cfg := tn.config(t)
+	squatted := net.ParseIP(tn.prefix + "100").To4()
+	cfg.RangeStart, cfg.RangeEnd = squatted, net.ParseIP(tn.prefix+"102")
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	sq, sqMAC := squatter(t, tn, "", "sq0")
+	srv := tn.start(t, cfg, nil) // Ready: the whole range was checked, and was free.
+	sq.MustExec("ip", "addr", "add", squatted.String()+"/24", "dev", "sq0")
+	// Its ARP request for the server carries the squatted address as sender.
+	if out, err := sq.Exec("ping", "-c", "1", "-W", "2", tn.serverIP.String()); err != nil {
+		t.Fatalf("ping from the squatter: %v\n%s", err, out)
+	}
+	held := false
+	for i := 0; i < 50 && !held; i++ {
+		if held = heldFor(srv, squatted, sqMAC); !held {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if !held {
+		t.Fatalf("%v not held after the squatter's ARP; log:\n%s", squatted, logs.String())
+	}
+	ports := macvlans(t, tn.cli, tn.cliIf, 1)
+	ip, err := udhcpcLease(t, tn.cli, ports[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip.Equal(squatted) {
+		t.Errorf("udhcpc got the squatted %v", squatted)
+	}
+	lines := inUseLines(&logs)
+	if len(lines) != 1 || !strings.Contains(lines[0], "seen in ARP traffic") || !strings.Contains(lines[0], "mac="+sqMAC.String()) {
+		t.Errorf("in-use log lines %q, want one naming %v as seen in ARP traffic", lines, sqMAC)
+	}
+}
+
+// A client that is itself using the address it asks for (its lease was lost
+// with the server's lease file) answers the probe for it: that is no
+// conflict, it gets its address back.
+func TestARPProbeClientOwnAnswerIsNoConflict(t *testing.T) {
+	lab.Require(t, "udhcpc")
+	tn := newTestNet(t)
+	cfg := tn.config(t)
+	cfg.ARPProbeAhead = -1 // checked while the client waits, so its own answer is seen
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	srv := tn.start(t, cfg, nil)
+	// The client is a host of its own (in the shared client namespace, the
+	// veth would answer ARP for the macvlan's address too, with its own MAC).
+	mine := net.ParseIP(tn.prefix + "150").To4()
+	host, hostMAC := squatter(t, tn, mine.String(), "cl0")
+	ip, err := udhcpcLease(t, host, "cl0", "-r", mine.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ip.Equal(mine) {
+		t.Errorf("client using %v and asking for it got %v", mine, ip)
+	}
+	if lines := inUseLines(&logs); len(lines) != 0 {
+		t.Errorf("client's own answer logged as a conflict: %q", lines)
+	}
+	if l, ok := leaseOf(srv, hostMAC); !ok || !l.IP.Equal(mine) || l.State != dhcp.StateBound {
+		t.Errorf("lease %+v, want %v bound", l, mine)
+	}
+}

@@ -1,0 +1,175 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// maxAhead caps the verified set however hard the storm.
+const maxAhead = 8192
+
+// maxChecks bounds the addresses tried for one DISCOVER when hosts keep
+// answering: each answer arrives fast, but a LAN full of squatters must not
+// hold a worker for long.
+const maxChecks = 4
+
+// startARP opens the ARP socket on the boot interface.
+func (s *Server) startARP(ctx context.Context, ifi *net.Interface) error {
+	if len(ifi.HardwareAddr) != 6 {
+		return fmt.Errorf("interface %s is not Ethernet", ifi.Name)
+	}
+	a, err := newARPProber(ifi, s.table.start, s.table.end, s.cfg.ARPProbeTimeout)
+	if err != nil {
+		return err
+	}
+	a.claimed = func(ip uint32, mac net.HardwareAddr) {
+		if s.table.claimVerified(ip, mac, s.cfg.DeclineHold, time.Now()) {
+			s.m.arp.WithLabelValues(probeSeen, probeInUse).Inc()
+			s.logInUse(ip, mac, "seen in ARP traffic")
+		}
+	}
+	s.arp = a
+	return nil
+}
+
+// offerChecked reserves an address for the DISCOVER. With ARP probing on, an
+// address new to the client comes from the verified set, or is probed here
+// when that set is empty; one found in use is held and the next one tried.
+func (s *Server) offerChecked(ctx context.Context, req *dhcpv4.DHCPv4, host Host, now time.Time) (net.IP, error) {
+	key := s.key(req)
+	waited := false
+	for try := 0; try < maxChecks; try++ {
+		ip, check, err := s.table.offer(key, req.ClientHWAddr, req.GetOneOption(dhcpv4.OptionClientIdentifier), req.RequestedIPAddress(), host.IP, s.cfg.OfferHold, now)
+		if errors.Is(err, errProbing) && !waited {
+			// Every free address is being checked in the background: take
+			// the first one found free.
+			s.kickAhead()
+			waited = true
+			if ready := s.table.verifiedReady(); ready != nil {
+				t := time.NewTimer(s.cfg.ARPProbeTimeout * 2)
+				select {
+				case <-ready:
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
+			}
+			now = time.Now()
+			try--
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !check || s.arp == nil {
+			return ip, nil
+		}
+		// The verified set ran dry: make it bigger, and check this one now.
+		s.kickAhead()
+		v := ipToU32(ip)
+		mac, err := s.arp.check(ctx, v, req.ClientHWAddr)
+		if err != nil {
+			// Offering unchecked is what a server without probing does.
+			s.log.Warn("ARP probe failed; offering unchecked", "mac", req.ClientHWAddr.String(), "ip", ip.String(), "err", err)
+			return ip, nil
+		}
+		if mac == nil {
+			s.m.arp.WithLabelValues(probeInline, probeFree).Inc()
+			return ip, nil
+		}
+		s.m.arp.WithLabelValues(probeInline, probeInUse).Inc()
+		if s.table.holdInUse(v, mac, key, s.cfg.DeclineHold, time.Now()) {
+			s.logInUse(v, mac, "answered the ARP probe")
+		}
+		now = time.Now()
+	}
+	return nil, errors.New("every address tried is in use on the link")
+}
+
+func (s *Server) kickAhead() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// probeAhead starts background probes for up to n more addresses.
+func (s *Server) probeAhead(n int) []*arpProbe {
+	now := time.Now()
+	s.table.mu.Lock()
+	ips := s.table.aheadCandidatesLocked(n, now)
+	s.table.mu.Unlock()
+	if len(ips) == 0 {
+		return nil
+	}
+	probes, failed, err := s.arp.start(ips, nil, s.aheadFinished)
+	if err != nil {
+		s.log.Warn("ARP probes not sent", "count", len(failed), "err", err)
+		s.table.mu.Lock()
+		for _, ip := range failed {
+			s.table.aheadDoneLocked(ip, false, now)
+		}
+		s.table.mu.Unlock()
+	}
+	return probes
+}
+
+// aheadFinished records a background probe's result.
+func (s *Server) aheadFinished(p *arpProbe) {
+	if p.inUse != nil {
+		s.m.arp.WithLabelValues(probeAhead, probeInUse).Inc()
+		if s.table.holdInUse(p.ip, p.inUse, "", s.cfg.DeclineHold, time.Now()) {
+			s.logInUse(p.ip, p.inUse, "answered the ARP probe")
+		}
+		return
+	}
+	s.m.arp.WithLabelValues(probeAhead, probeFree).Inc()
+	s.table.mu.Lock()
+	s.table.aheadDoneLocked(p.ip, true, time.Now())
+	s.table.mu.Unlock()
+}
+
+// runAhead keeps the verified set topped up. Its size follows demand: enough
+// for the offers made while a probe waits for answers, twice over, so a boot
+// storm finds addresses ready.
+func (s *Server) runAhead(ctx context.Context) {
+	every := min(50*time.Millisecond, s.cfg.ARPProbeTimeout/4)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	last := time.Now()
+	rate := 0.0 // offers to new clients per second, decaying
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.kick:
+		}
+		now := time.Now()
+		s.table.mu.Lock()
+		d := s.table.ahead.demand
+		s.table.ahead.demand = 0
+		have := len(s.table.ahead.verified) + len(s.table.ahead.probing)
+		s.table.mu.Unlock()
+		if el := now.Sub(last).Seconds(); el > 0 {
+			rate = max(float64(d)/el, rate*0.9)
+		}
+		last = now
+		want := min(maxAhead, s.cfg.ARPProbeAhead+int(2*rate*s.cfg.ARPProbeTimeout.Seconds()))
+		if want > have {
+			s.probeAhead(want - have)
+		}
+	}
+}
+
+// logInUse reports an address some other host uses: one line per detection
+// (the hold keeps it from being probed again until DeclineHold passes).
+func (s *Server) logInUse(ip uint32, mac net.HardwareAddr, how string) {
+	s.log.Warn("address in use on the link: not offered, held", "ip", u32ToIP(ip).String(), "mac", mac.String(),
+		"how", how, "hold", s.cfg.DeclineHold)
+}
