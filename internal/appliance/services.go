@@ -118,6 +118,7 @@ func (a *Appliance) newDHCP() (service, error) {
 		c.RangeStart, c.RangeEnd = first, last
 	}
 	c.LeaseTime = a.cfg.DHCP.LeaseTime
+	c.ARPProbe = a.cfg.DHCP.ARPProbe
 	c.LeaseFile = filepath.Join(a.cfg.StateDir, "leases.log")
 	if a.cfg.DHCP.Router != "" {
 		c.Router = net.ParseIP(a.cfg.DHCP.Router).To4()

@@ -54,6 +54,9 @@ type DHCP struct {
 	Domain              string        `yaml:"domain"`               // option 15
 	IgnoreOtherServers  bool          `yaml:"ignore_other_servers"` // start in server mode even if another server answers
 	RouterAdvertisement bool          `yaml:"router_advertisement"` // send IPv6 RAs so iPXE does not wait ~13 s
+	// ARPProbe checks with ARP that no other host uses an address before it is offered to a
+	// new client (server mode); addresses are checked ahead so offers do not wait.
+	ARPProbe bool `yaml:"arp_probe"`
 }
 
 // TFTP configures the server that carries only the iPXE binary.
@@ -153,6 +156,7 @@ func Default() Config {
 			Range:               "10.202.0.100-10.202.0.200",
 			LeaseTime:           time.Hour,
 			RouterAdvertisement: true,
+			ARPProbe:            true,
 		},
 		TFTP: TFTP{
 			Listen: ":69",
