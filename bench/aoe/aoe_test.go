@@ -65,6 +65,14 @@ func serveTarget() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if p := os.Getenv("DISTONET_BENCH_AOE_STATS"); p != "" { // frames per receive call, etc.
+		s := tg.Stats()
+		line := fmt.Sprintf("%+v frames/batch=%.2f\n", s, float64(s.Frames)/float64(max(s.Batches, 1)))
+		if f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+			_, _ = f.WriteString(line)
+			f.Close()
+		}
+	}
 }
 
 const (
@@ -77,8 +85,9 @@ const (
 )
 
 type result struct {
-	readMBs, writeMBs float64
-	readCPU, writeCPU float64 // target CPU milliseconds per MB moved
+	readMBs, writeMBs   float64
+	readCPU, writeCPU   float64 // target CPU milliseconds per MB moved
+	readICPU, writeICPU float64 // the same for the initiator (this process)
 }
 
 func TestBenchAoEVsVblade(t *testing.T) {
@@ -96,6 +105,12 @@ func TestBenchAoEVsVblade(t *testing.T) {
 	}
 	file := diskFile(t)
 	all := map[string][]result{}
+	rounds := rounds
+	if v := os.Getenv("DISTONET_BENCH_ROUNDS"); v != "" { // e.g. 1 while profiling
+		if _, err := fmt.Sscan(v, &rounds); err != nil || rounds < 1 {
+			t.Fatalf("DISTONET_BENCH_ROUNDS=%q: want a positive number", v)
+		}
+	}
 	for round := range rounds {
 		for _, mtu := range []int{1500, 9000} {
 			for _, p := range peers {
@@ -105,7 +120,8 @@ func TestBenchAoEVsVblade(t *testing.T) {
 				}
 				r := run(t, mtu, file, p.args)
 				all[key] = append(all[key], r)
-				t.Logf("round %d %s: read %.1f MB/s (%.2f cpu-ms/MB), write %.1f MB/s (%.2f cpu-ms/MB)", round+1, key, r.readMBs, r.readCPU, r.writeMBs, r.writeCPU)
+				t.Logf("round %d %s: read %.1f MB/s (%.2f cpu-ms/MB, initiator %.2f), write %.1f MB/s (%.2f cpu-ms/MB, initiator %.2f)",
+					round+1, key, r.readMBs, r.readCPU, r.readICPU, r.writeMBs, r.writeCPU, r.writeICPU)
 			}
 		}
 	}
@@ -115,12 +131,12 @@ func TestBenchAoEVsVblade(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	w := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "MTU\ttarget\tread MB/s\twrite MB/s\tread vs vblade\twrite vs vblade -s\tread cpu-ms/MB\twrite cpu-ms/MB\t")
+	fmt.Fprintln(w, "MTU\ttarget\tread MB/s\twrite MB/s\tread vs vblade\twrite vs vblade -s\tread cpu-ms/MB\twrite cpu-ms/MB\tinitiator read/write cpu-ms/MB\t")
 	for _, mtu := range []int{1500, 9000} {
 		v, vs := res[fmt.Sprintf("%d/vblade", mtu)], res[fmt.Sprintf("%d/vblade -s", mtu)]
 		for _, p := range peers {
 			r := res[fmt.Sprintf("%d/%s", mtu, p.name)]
-			fmt.Fprintf(w, "%d\t%s\t%.1f\t%.1f\t%.2fx\t%.2fx\t%.2f\t%.2f\t\n", mtu, p.name, r.readMBs, r.writeMBs, r.readMBs/v.readMBs, r.writeMBs/vs.writeMBs, r.readCPU, r.writeCPU)
+			fmt.Fprintf(w, "%d\t%s\t%.1f\t%.1f\t%.2fx\t%.2fx\t%.2f\t%.2f\t%.2f / %.2f\t\n", mtu, p.name, r.readMBs, r.writeMBs, r.readMBs/v.readMBs, r.writeMBs/vs.writeMBs, r.readCPU, r.writeCPU, r.readICPU, r.writeICPU)
 		}
 	}
 	w.Flush()
@@ -172,8 +188,9 @@ func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
 	if _, err := rand.Read(data); err != nil {
 		t.Fatal(err)
 	}
-	measure := func(budget int, op func([]byte, int64) (int, error)) (mbs, cpuPerMB float64) {
-		cpu0 := cpuMillis(t, pid)
+	self := os.Getpid()
+	measure := func(budget int, op func([]byte, int64) (int, error)) (mbs, cpuPerMB, icpuPerMB float64) {
+		cpu0, icpu0 := cpuMillis(t, pid), cpuMillis(t, self)
 		start := time.Now()
 		var done int
 		for done < budget && time.Since(start) < timeCap {
@@ -183,11 +200,16 @@ func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
 			done += chunk
 		}
 		mb := float64(done) / 1e6
-		return mb / time.Since(start).Seconds(), (cpuMillis(t, pid) - cpu0) / mb
+		return mb / time.Since(start).Seconds(), (cpuMillis(t, pid) - cpu0) / mb, (cpuMillis(t, self) - icpu0) / mb
 	}
 	var r result
-	r.writeMBs, r.writeCPU = measure(writeBudget, c.WriteAt)
-	r.readMBs, r.readCPU = measure(readBudget, c.ReadAt)
+	ops := os.Getenv("DISTONET_BENCH_OPS") // "read" or "write" alone, to profile one path
+	if ops != "read" {
+		r.writeMBs, r.writeCPU, r.writeICPU = measure(writeBudget, c.WriteAt)
+	}
+	if ops != "write" {
+		r.readMBs, r.readCPU, r.readICPU = measure(readBudget, c.ReadAt)
+	}
 	return r
 }
 
@@ -203,6 +225,7 @@ func median(rs []result) result {
 	return result{
 		readMBs: med(func(r result) float64 { return r.readMBs }), writeMBs: med(func(r result) float64 { return r.writeMBs }),
 		readCPU: med(func(r result) float64 { return r.readCPU }), writeCPU: med(func(r result) float64 { return r.writeCPU }),
+		readICPU: med(func(r result) float64 { return r.readICPU }), writeICPU: med(func(r result) float64 { return r.writeICPU }),
 	}
 }
 

@@ -78,6 +78,9 @@ func deviceSize(f *os.File) (int64, error) {
 	return int64(size), nil
 }
 
+// mapping is the read-only mapping of the whole device, or nil.
+func (b *fileBacking) mapping() []byte { return b.m }
+
 func (b *fileBacking) ReadAt(p []byte, off int64) (int, error) {
 	if b.m != nil {
 		return b.copyOut([][]byte{p}, off)

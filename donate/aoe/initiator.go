@@ -142,8 +142,9 @@ type Client struct {
 	once      sync.Once
 	wg        sync.WaitGroup
 	bufs      sync.Pool
-	txMu      sync.Mutex
-	tx        *batchIO
+	txMu      sync.Mutex // guards tx and txClosed
+	tx        *sender
+	txClosed  bool
 }
 
 type request struct {
@@ -188,6 +189,11 @@ func DialConfig(ctx context.Context, ifname string, target net.HardwareAddr, she
 		conn.Close()
 		return nil, fmt.Errorf("aoe dial: mtu %d of %s cannot carry one sector", ifi.MTU, ifname)
 	}
+	txs, err := openTxSocket(ifi.Index)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("aoe dial on %s: %w", ifname, err)
+	}
 	c := &Client{
 		conn: conn, local: ifi.HardwareAddr, target: slices.Clone(target), shelf: shelf, slot: slot,
 		cfg: cfg, maxSectors: SectorsPerFrame(ifi.MTU), pending: map[uint32]*request{},
@@ -204,9 +210,10 @@ func DialConfig(ctx context.Context, ifname string, target net.HardwareAddr, she
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
+		txs.Close()
 		return nil, fmt.Errorf("aoe dial: %w", err)
 	}
-	c.tx = newBatchIO(rc)
+	c.tx = newSender(txs)
 	c.wg.Add(1)
 	go c.receive(frameSize, newBatchIO(rc))
 	qc, err := c.QueryConfig(ctx, ConfigRead, "")
@@ -237,6 +244,10 @@ func (c *Client) Close() error {
 	c.once.Do(func() {
 		close(c.closed)
 		c.conn.Close()
+		c.txMu.Lock()
+		c.txClosed = true
+		_ = c.tx.s.Close()
+		c.txMu.Unlock()
 	})
 	c.wg.Wait()
 	return nil
@@ -384,13 +395,15 @@ func (c *Client) transmit(rs ...*request) error {
 	now := time.Now()
 	c.txMu.Lock()
 	defer c.txMu.Unlock()
-	bufs := c.tx.bufs[:0]
+	if c.txClosed {
+		return errors.New("aoe: client closed")
+	}
 	for _, r := range rs {
 		r.sent = now
-		bufs = append(bufs, r.frame)
+		c.tx.add(r.frame, nil)
 	}
-	c.tx.bufs = bufs[:0]
-	return c.tx.send(bufs)
+	_, err := c.tx.flush()
+	return err
 }
 
 // run sends the requests with at most Outstanding in flight, retransmitting on timeout, and

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 )
 
 // TargetConfig describes one exported device. Zero values are the documented defaults.
@@ -56,7 +57,8 @@ type TargetStats struct {
 type Target struct {
 	cfg        TargetConfig
 	log        *slog.Logger
-	conn       *packet.Conn
+	conn       *packet.Conn // receives; Query Config announcements
+	tx         *txSocket    // sends responses (nil in unit tests without a socket)
 	mac        net.HardwareAddr
 	dev        backing
 	sectors    uint64
@@ -82,6 +84,9 @@ type Target struct {
 	batching bool
 	pending  []pendingRead
 	iovs     [][]byte
+	// mapped is the device mapping while Serve runs with a mappable backing: reads then
+	// answer with a reference into it instead of a copy (see frame.ext).
+	mapped []byte
 }
 
 // pendingRead is a read whose response frame waits for flushReads.
@@ -95,8 +100,12 @@ type pendingRead struct {
 // frame is one request buffer, reused in place for its response.
 type frame struct {
 	b   []byte
-	n   int // response length once handled
+	n   int // response length once handled (without ext)
 	dst net.HardwareAddr
+	// ext is a read's data when it is sent by reference from the device mapping (at byte
+	// extOff), after b[:n]: the kernel copies it straight into the socket buffer.
+	ext    []byte
+	extOff int64
 }
 
 // NewTarget opens the device, the state file and the raw socket. The socket is bound to the
@@ -148,12 +157,20 @@ func NewTarget(cfg TargetConfig, logger *slog.Logger) (*Target, error) {
 		dev.Close()
 		return nil, fmt.Errorf("aoe target: %w", err)
 	}
+	tx, err := openTxSocket(ifi.Index)
+	if err != nil {
+		conn.Close()
+		dev.Close()
+		return nil, fmt.Errorf("aoe target on %s: %w", cfg.Interface, err)
+	}
 	t, err := newTarget(cfg, logger, conn, ifi, dev, uint64(size)/SectorSize, state)
 	if err != nil {
+		tx.Close()
 		conn.Close()
 		dev.Close()
 		return nil, err
 	}
+	t.tx = tx
 	return t, nil
 }
 
@@ -240,10 +257,13 @@ func (t *Target) Serve(ctx context.Context) error {
 	}
 	// Receives wait in the netpoller: measured here, a blocking recvmmsg cost more CPU per
 	// frame (the runtime's sysmon keeps retaking the P of a goroutine parked in a syscall).
-	rx, tx := newBatchIO(rc), newBatchIO(rc)
+	rx, tx := newBatchIO(rc), newSender(t.tx)
+	if m, ok := t.dev.(interface{ mapping() []byte }); ok {
+		t.mapped = m.mapping()
+	}
 	if !t.cfg.Unsafe {
 		t.wg.Add(1)
-		go t.commitLoop(newBatchIO(rc))
+		go t.commitLoop(newSender(t.tx))
 	}
 	frames := make([]*frame, batchSize)
 	bufs := make([][]byte, batchSize)
@@ -285,28 +305,55 @@ func (t *Target) Serve(ctx context.Context) error {
 }
 
 // sendFrames transmits responses in as few system calls as possible and recycles them.
-func (t *Target) sendFrames(tx *batchIO, fs []*frame) {
-	if len(fs) == 0 {
-		return
-	}
-	bufs := tx.bufs[:0]
-	for _, f := range fs {
-		bufs = append(bufs, f.b[:f.n])
-	}
-	tx.bufs = bufs[:0]
-	if err := tx.send(bufs); err != nil {
+func (t *Target) sendFrames(tx *sender, fs []*frame) {
+	for rest := fs; len(rest) > 0; {
+		for _, f := range rest {
+			tx.add(f.b[:f.n], f.ext)
+		}
+		k, err := tx.flush()
+		if err == nil {
+			break
+		}
+		if errors.Is(err, unix.EFAULT) && k < len(rest) && rest[k].ext != nil {
+			// The mapping could not be read (a file truncated under us): copy what can be
+			// read, turning the frame into an ATA error if nothing can, and go on.
+			t.copyExt(rest[k])
+			rest = rest[k:]
+			continue
+		}
 		// Logged once per hundred failures: a downed link must not flood the journal.
-		if n := t.sendErrs.Add(uint64(len(fs))); n%100 < uint64(len(fs)) {
+		failed := uint64(len(rest) - k)
+		if n := t.sendErrs.Add(failed); n%100 < failed {
 			select {
 			case <-t.done:
 			default:
-				t.log.Warn("aoe send failed", "frames", len(fs), "failed_total", n, "err", err)
+				t.log.Warn("aoe send failed", "frames", failed, "failed_total", n, "err", err)
 			}
 		}
+		break
 	}
 	for _, f := range fs {
+		f.ext = nil
 		t.bufs.Put(f)
 	}
+}
+
+// copyExt brings a read's data from the mapping into the frame itself, or turns the frame
+// into an ATA error response when the device cannot be read there.
+func (t *Target) copyExt(f *frame) {
+	const base = HeaderLen + ATAArgLen
+	off := f.extOff
+	data := f.b[base : base+len(f.ext)]
+	f.ext = nil
+	if k, err := t.dev.ReadAt(data, off); err != nil || k != len(data) {
+		t.ioWarn("aoe read failed", "offset", off, "bytes", len(data), "err", err)
+		regs := f.b[HeaderLen : HeaderLen+ATAArgLen]
+		regs[3], regs[1], regs[2] = StatusDRDY|StatusERR, ErrUNC, uint8(len(data)/SectorSize)
+		t.ataErrors.Add(1)
+		f.n = max(base, MinFrameLen)
+		return
+	}
+	f.n = base + len(data)
 }
 
 // Close stops Serve, waits for pending responses and closes the device and socket. It may be
@@ -315,6 +362,9 @@ func (t *Target) Close() error {
 	t.shutdown()
 	t.wg.Wait()
 	t.closeOnce.Do(func() {
+		if t.tx != nil { // nothing sends any more: Serve and the committer are done
+			_ = t.tx.Close()
+		}
 		// Flush what was written in unsafe mode; in durable mode nothing is left to flush.
 		t.closeErr = errors.Join(t.dev.Sync(), t.dev.Close())
 	})
@@ -395,6 +445,7 @@ func (t *Target) handle(f *frame, n int) bool {
 	}
 	t.frames.Add(1)
 	f.dst = append(f.dst[:0], src...)
+	f.ext = nil
 	arg := f.b[HeaderLen:n]
 	respLen := n // unknown commands are echoed back with the error set, as vblade does
 	var aerr Error
@@ -433,7 +484,7 @@ func (t *Target) handle(f *frame, n int) bool {
 	f.b[14] = flags
 	binary.BigEndian.PutUint16(f.b[16:18], t.cfg.Shelf)
 	f.b[18] = t.cfg.Slot
-	if respLen < MinFrameLen {
+	if respLen+len(f.ext) < MinFrameLen {
 		clear(f.b[respLen:MinFrameLen])
 		respLen = MinFrameLen
 	}
@@ -516,6 +567,11 @@ func (t *Target) ata(f *frame, arg []byte, src net.HardwareAddr) (int, Error, bo
 	off := int64(lba) * SectorSize
 	if !write {
 		t.reads.Add(1)
+		if t.batching && t.mapped != nil {
+			f.ext, f.extOff = t.mapped[off:off+int64(len(data))], off
+			setRegs(StatusDRDY, 0, 0)
+			return base, 0, false
+		}
 		if t.batching {
 			// Served by flushReads with its neighbours in one preadv.
 			t.pending = append(t.pending, pendingRead{f: f, data: data, off: off, count: a.SectorCount})
@@ -586,7 +642,7 @@ func (t *Target) flushReads() {
 
 // commitLoop is the group commit: it takes every write response queued while the previous
 // fdatasync ran, syncs once for all of them, then sends them.
-func (t *Target) commitLoop(tx *batchIO) {
+func (t *Target) commitLoop(tx *sender) {
 	defer t.wg.Done()
 	batch := make([]*frame, 0, cap(t.commitq))
 	for {
