@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -202,52 +203,27 @@ func Run(t lab.T, cfg Config) string {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(cfg.Timeout))
 
-	sc := bufio.NewScanner(conn)
-	result := ""
-	for result == "" && sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	need := func(verb string, shelf int) string {
 		switch {
-		case line == "NEED crash 0":
-			// A power cut: nothing the guest has not yet written reaches the donors.
-			_ = syscall.Kill(-qemu.Process.Pid, syscall.SIGKILL)
-			_ = qemu.Process.Kill()
-			t.Logf("host: guest killed (SIGKILL) on its request")
-			result = Crashed
-		case strings.HasPrefix(line, "NEED "):
-			var verb string
-			var shelf int
-			if _, err := fmt.Sscanf(line, "NEED %s %d", &verb, &shelf); err != nil {
-				t.Fatalf("poolvm: guest asked %q: %v", line, err)
+		case verb == "kill":
+			kill(shelf)
+		case verb == "start":
+			start(shelf)
+		case cfg.OnNeed != nil:
+			if err := cfg.OnNeed(ns, verb, shelf); err != nil {
+				return "FAILED " + strings.ReplaceAll(err.Error(), "\n", " | ")
 			}
-			answer := "DONE"
-			switch {
-			case verb == "kill":
-				kill(shelf)
-			case verb == "start":
-				start(shelf)
-			case cfg.OnNeed != nil:
-				if err := cfg.OnNeed(ns, verb, shelf); err != nil {
-					answer = "FAILED " + strings.ReplaceAll(err.Error(), "\n", " | ")
-				}
-			default:
-				t.Fatalf("poolvm: guest asked %q", line)
-			}
-			t.Logf("host: %s %d: %s", verb, shelf, answer)
-			if _, err := conn.Write([]byte(answer + "\n")); err != nil {
-				t.Fatal(err)
-			}
-		case strings.HasPrefix(line, "RESULT "):
-			result = strings.TrimPrefix(line, "RESULT ")
-		case line != "":
-			t.Logf("guest: %s", line)
-			if cfg.OnLine != nil {
-				cfg.OnLine(line)
-			}
+		default:
+			t.Fatalf("poolvm: guest asked NEED %s %d", verb, shelf)
 		}
+		return "DONE"
 	}
-	if result == "" {
-		result = fmt.Sprintf("no RESULT from the guest (control channel: %v)", sc.Err())
+	crash := func() {
+		// A power cut: nothing the guest has not yet written reaches the donors.
+		_ = syscall.Kill(-qemu.Process.Pid, syscall.SIGKILL)
+		_ = qemu.Process.Kill()
 	}
+	result := serveControl(t, conn, need, crash, cfg.OnLine)
 	done := make(chan error, 1)
 	go func() { done <- qemu.Wait() }()
 	select {
@@ -256,6 +232,43 @@ func Run(t lab.T, cfg Config) string {
 		t.Errorf("poolvm: guest did not power off")
 	}
 	return result
+}
+
+// serveControl is the host's end of the control channel: it logs the guest's lines (and
+// hands them to onLine), answers NEED requests with what need returns, and ends with what
+// followed RESULT, with Crashed once crash has run for NEED crash, or with why the channel
+// closed first.
+func serveControl(t lab.T, conn io.ReadWriter, need func(verb string, arg int) string, crash func(), onLine func(string)) string {
+	t.Helper()
+	sc := bufio.NewScanner(conn)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "NEED crash 0":
+			crash()
+			t.Logf("host: guest killed (SIGKILL) on its request")
+			return Crashed
+		case strings.HasPrefix(line, "NEED "):
+			var verb string
+			var arg int
+			if _, err := fmt.Sscanf(line, "NEED %s %d", &verb, &arg); err != nil {
+				t.Fatalf("poolvm: guest asked %q: %v", line, err)
+			}
+			answer := need(verb, arg)
+			t.Logf("host: %s %d: %s", verb, arg, answer)
+			if _, err := io.WriteString(conn, answer+"\n"); err != nil {
+				t.Fatal(err)
+			}
+		case strings.HasPrefix(line, "RESULT "):
+			return strings.TrimPrefix(line, "RESULT ")
+		case line != "":
+			t.Logf("guest: %s", line)
+			if onLine != nil {
+				onLine(line)
+			}
+		}
+	}
+	return fmt.Sprintf("no RESULT from the guest (control channel: %v)", sc.Err())
 }
 
 // Kernel returns Debian's kernel and its depmod'ed module tree, downloaded once into the
@@ -537,8 +550,9 @@ func moduleOrder(modDir string, names []string) ([]string, error) {
 
 // Control is the guest's end of the control channel (/dev/ttyS1).
 type Control struct {
-	f  *os.File
-	in *bufio.Reader
+	f         io.Writer
+	in        *bufio.Reader
+	crashWait time.Duration // how long Crash waits to be killed (default a minute)
 }
 
 // OpenControl opens the control port in raw mode (no echo of the host's answers).
@@ -560,7 +574,7 @@ func OpenControl() (*Control, error) {
 // Say prints a line on the console and sends it to the host.
 func (c *Control) Say(line string) {
 	fmt.Println(line)
-	_, _ = c.f.WriteString(line + "\n")
+	_, _ = io.WriteString(c.f, line+"\n")
 }
 
 // Need asks the host to do verb (kill or start donor arg, or a verb the test's OnNeed
@@ -579,7 +593,11 @@ func (c *Control) Need(verb string, shelf int) error {
 // are doing meanwhile goes on, so a crash can land in the middle of their writes.
 func (c *Control) Crash() error {
 	c.Say("NEED crash 0")
-	time.Sleep(time.Minute)
+	wait := c.crashWait
+	if wait == 0 {
+		wait = time.Minute
+	}
+	time.Sleep(wait)
 	return errors.New("poolvm: the host did not kill the guest")
 }
 
