@@ -169,6 +169,16 @@ func (t *leaseTable) holdInUse(ip uint32, mac net.HardwareAddr, offeredTo string
 	return true
 }
 
+// checked marks the client's offer of ip as checked free: a retransmitted
+// DISCOVER now gets it at once.
+func (t *leaseTable) checked(ip uint32, key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l := t.byIP[ip]; l != nil && l.offered && l.key == key {
+		l.checking = false
+	}
+}
+
 // claimVerified drops ip from the verified set when some host was seen using
 // it; it reports whether ip was there (and is now held).
 func (t *leaseTable) claimVerified(ip uint32, mac net.HardwareAddr, hold time.Duration, now time.Time) bool {

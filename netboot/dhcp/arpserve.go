@@ -37,18 +37,42 @@ func (s *Server) startARP(ctx context.Context, ifi *net.Interface) error {
 	return nil
 }
 
-// offerChecked reserves an address for the DISCOVER. With ARP probing on, an
-// address new to the client comes from the verified set, or is probed here
-// when that set is empty; one found in use is held and the next one tried.
-func (s *Server) offerChecked(ctx context.Context, req *dhcpv4.DHCPv4, host Host, now time.Time) (net.IP, error) {
+// maxParked bounds the DISCOVERs waiting for an ARP check at once (about a
+// probe timeout's worth of a storm far beyond what the server sustains);
+// beyond it a DISCOVER goes unanswered and its client sends it again.
+const maxParked = 2048
+
+// park runs fn in a goroutine of its own unless maxParked already wait.
+func (s *Server) park(fn func()) bool {
+	select {
+	case s.parkSem <- struct{}{}:
+	default:
+		return false
+	}
+	s.parked.Add(1)
+	go func() {
+		defer s.parked.Done()
+		defer func() { <-s.parkSem }()
+		fn()
+	}()
+	return true
+}
+
+// offerChecked finishes an offer that needs ARP: ip was reserved for the
+// client and is probed now (its client may answer for it: it is then using
+// its own address); or, with errProbing, every free address was being
+// probed in the background and the first one found free is taken. An
+// address found in use is held and the next one tried.
+func (s *Server) offerChecked(ctx context.Context, req *dhcpv4.DHCPv4, host Host, ip net.IP, err error) (net.IP, error) {
 	key := s.key(req)
 	waited := false
+	check := err == nil
+	s.kickAhead() // the verified set ran dry: the prober makes it bigger
 	for try := 0; try < maxChecks; try++ {
-		ip, check, err := s.table.offer(key, req.ClientHWAddr, req.GetOneOption(dhcpv4.OptionClientIdentifier), req.RequestedIPAddress(), host.IP, s.cfg.OfferHold, now)
+		if try > 0 || waited {
+			ip, check, err = s.table.offer(key, req.ClientHWAddr, req.GetOneOption(dhcpv4.OptionClientIdentifier), req.RequestedIPAddress(), host.IP, s.cfg.OfferHold, time.Now())
+		}
 		if errors.Is(err, errProbing) && !waited {
-			// Every free address is being checked in the background: take
-			// the first one found free.
-			s.kickAhead()
 			waited = true
 			if ready := s.table.verifiedReady(); ready != nil {
 				t := time.NewTimer(s.cfg.ARPProbeTimeout * 2)
@@ -59,34 +83,35 @@ func (s *Server) offerChecked(ctx context.Context, req *dhcpv4.DHCPv4, host Host
 				}
 				t.Stop()
 			}
-			now = time.Now()
 			try--
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		if !check || s.arp == nil {
+		if !check {
 			return ip, nil
 		}
-		// The verified set ran dry: make it bigger, and check this one now.
-		s.kickAhead()
 		v := ipToU32(ip)
 		mac, err := s.arp.check(ctx, v, req.ClientHWAddr)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			// Offering unchecked is what a server without probing does.
 			s.log.Warn("ARP probe failed; offering unchecked", "mac", req.ClientHWAddr.String(), "ip", ip.String(), "err", err)
+			s.table.checked(v, key)
 			return ip, nil
 		}
 		if mac == nil {
 			s.m.arp.WithLabelValues(probeInline, probeFree).Inc()
+			s.table.checked(v, key)
 			return ip, nil
 		}
 		s.m.arp.WithLabelValues(probeInline, probeInUse).Inc()
 		if s.table.holdInUse(v, mac, key, s.cfg.DeclineHold, time.Now()) {
 			s.logInUse(v, mac, "answered the ARP probe")
 		}
-		now = time.Now()
 	}
 	return nil, errors.New("every address tried is in use on the link")
 }

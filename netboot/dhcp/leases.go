@@ -30,6 +30,7 @@ type lease struct {
 	ip       uint32
 	state    LeaseState
 	offered  bool
+	checking bool // offered, not sent yet: its ARP check is under way
 	expiry   time.Time
 	hw       net.HardwareAddr
 	clientID []byte
@@ -324,7 +325,7 @@ func (t *leaseTable) offer(key string, hw net.HardwareAddr, clientID []byte, req
 		return u32ToIP(v), false, nil
 	}
 	ip = u32ToIP(v)
-	l := &lease{ip: v, state: StateBound, offered: true, expiry: now.Add(hold), hw: hw, clientID: clientID, key: key}
+	l := &lease{ip: v, state: StateBound, offered: true, checking: check, expiry: now.Add(hold), hw: hw, clientID: clientID, key: key}
 	if prev := t.byClient[key]; prev != nil && prev.ip == v {
 		l.hostname = prev.hostname
 	}
@@ -354,6 +355,9 @@ func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fi
 		t.logger.Warn("fixed address held by another client; giving a dynamic one until it is free", "stage", "dhcp", "mac", hw.String(), "ip", fixed.String())
 	}
 	if l := t.byClient[key]; l != nil && t.byIP[l.ip] == l && t.inRange(l.ip) && t.usableLocked(l.ip, key, hw, now) {
+		if l.offered && l.checking && now.Before(l.expiry) {
+			return 0, false, errChecking
+		}
 		return l.ip, false, nil
 	}
 	if requested != nil && requested.To4() != nil {
@@ -414,6 +418,9 @@ func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fi
 	t.exhaustedUntil = now.Add(time.Second)
 	return 0, false, errExhausted
 }
+
+// errChecking: the client's offer waits for its ARP check (a retransmitted DISCOVER).
+var errChecking = errors.New("offer being checked")
 
 // errProbing: the free addresses are all being checked by ARP right now.
 var errProbing = errors.New("free addresses are being probed")

@@ -88,8 +88,9 @@ const (
 	errSend          = "send"
 	errLeaseLog      = "lease_log"
 	errNoBootFile    = "no_boot_file"
-	errStale         = "stale"  // queued longer than staleAfter under overload
-	errNoFreeChecked = "in_use" // every address tried for a DISCOVER was in use on the link
+	errStale         = "stale"       // queued longer than staleAfter under overload
+	errNoFreeChecked = "in_use"      // every address tried for a DISCOVER was in use on the link
+	errParkFull      = "arp_backlog" // too many DISCOVERs already waiting for an ARP check
 )
 
 // Kinds and results of ARP checks (arp_checks_total).

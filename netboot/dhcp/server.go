@@ -62,6 +62,8 @@ type Server struct {
 	raw      *rawSender
 	arp      *arpProber    // nil: no ARP probing
 	kick     chan struct{} // wakes the probe-ahead loop
+	parkSem  chan struct{} // bounds the offers waiting for an ARP check
+	parked   sync.WaitGroup
 	seenCh   chan ClientInfo
 	seenMu   sync.Mutex
 	seenLast map[string]time.Time
@@ -86,6 +88,7 @@ func New(cfg Config, nodes Nodes) (*Server, error) {
 		seenCh:   make(chan ClientInfo, 1024),
 		seenLast: make(map[string]time.Time),
 		kick:     make(chan struct{}, 1),
+		parkSem:  make(chan struct{}, maxParked),
 	}
 	if r, ok := nodes.(Reservations); ok {
 		s.res = r
@@ -252,6 +255,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-ctx.Done()
 	closeAll()
 	wg.Wait()
+	s.parked.Wait()
 	<-aheadDone
 	stopARP()
 	stopWriter()
@@ -388,16 +392,37 @@ func (s *Server) lookupHost(req *dhcpv4.DHCPv4, ci *ClientInfo) (Host, bool) {
 func (s *Server) discover(ctx context.Context, conn *net.UDPConn, req *dhcpv4.DHCPv4, now time.Time) {
 	ci := classify(req, now)
 	host, _ := s.lookupHost(req, &ci)
-	ip, err := s.offerChecked(ctx, req, host, now)
-	if err != nil {
-		if errors.Is(err, errExhausted) {
-			s.m.errors.WithLabelValues(errExhaustedMsg).Inc()
-			s.logExhausted(req.ClientHWAddr)
-		} else {
-			s.m.errors.WithLabelValues(errNoFreeChecked).Inc()
+	ip, check, err := s.table.offer(s.key(req), req.ClientHWAddr, req.GetOneOption(dhcpv4.OptionClientIdentifier), req.RequestedIPAddress(), host.IP, s.cfg.OfferHold, now)
+	switch {
+	case err == nil && (!check || s.arp == nil):
+		if check {
+			s.table.checked(ipToU32(ip), s.key(req))
 		}
-		return
+		s.sendOffer(conn, req, ci, host, ip)
+	case err == nil || errors.Is(err, errProbing):
+		// The address must be checked by ARP first: that waits off the
+		// worker, which goes on reading requests.
+		if !s.park(func() {
+			ip, err := s.offerChecked(ctx, req, host, ip, err)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.m.errors.WithLabelValues(errNoFreeChecked).Inc()
+				}
+				return
+			}
+			s.sendOffer(conn, req, ci, host, ip)
+		}) {
+			s.m.errors.WithLabelValues(errParkFull).Inc()
+		}
+	case errors.Is(err, errChecking):
+		// A retransmission: the check under way for this client answers it.
+	default:
+		s.m.errors.WithLabelValues(errExhaustedMsg).Inc()
+		s.logExhausted(req.ClientHWAddr)
 	}
+}
+
+func (s *Server) sendOffer(conn *net.UDPConn, req *dhcpv4.DHCPv4, ci ClientInfo, host Host, ip net.IP) {
 	reply := s.newReply(req, dhcpv4.MessageTypeOffer)
 	reply.YourIPAddr = ip
 	s.addLeaseOptions(reply, host)
