@@ -13,7 +13,8 @@
 // It is slow and noisy on shared cores, so it runs only when DISTONET_BENCH=1
 // (make bench). DISTONET_DHCP_BENCH_TARGETS="1000,3000" picks the load points,
 // DISTONET_DHCP_BENCH_VERBOSE=1 prints perfdhcp's output, and
-// DISTONET_DHCP_BENCH_PROFILE=FILE writes a CPU profile of the DiStoNet runs.
+// DISTONET_DHCP_BENCH_PROFILE=FILE writes a CPU profile of the DiStoNet runs
+// (FILE.arp for the runs with the ARP check on).
 //
 // Durability differs and is part of the comparison: DiStoNet fdatasyncs each
 // lease (in groups) before its ACK; Kea's memfile appends to its CSV without
@@ -236,6 +237,9 @@ func startDistonet(t *testing.T, ns *lab.Netns, ifname string, arpCheck bool) fu
 		t.Fatal(err)
 	}
 	if p := os.Getenv("DISTONET_DHCP_BENCH_PROFILE"); p != "" {
+		if arpCheck {
+			p += ".arp"
+		}
 		f, err := os.Create(p)
 		if err != nil {
 			t.Fatal(err)

@@ -1,6 +1,7 @@
 package dhcp_test
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -174,5 +175,45 @@ func TestARPProbeClientOwnAnswerIsNoConflict(t *testing.T) {
 	}
 	if l, ok := leaseOf(srv, hostMAC); !ok || !l.IP.Equal(mine) || l.State != dhcp.StateBound {
 		t.Errorf("lease %+v, want %v bound", l, mine)
+	}
+}
+
+// One host answering for many addresses of the range (proxy ARP, or a host
+// with many aliases) gets each held, and the server says once that it may be
+// proxy ARP; clients still get the addresses nobody answers for.
+func TestARPOneHostManyAddressesWarnedOnce(t *testing.T) {
+	lab.Require(t, "udhcpc")
+	tn := newTestNet(t)
+	cfg := tn.config(t)
+	cfg.RangeStart, cfg.RangeEnd = net.ParseIP(tn.prefix+"100"), net.ParseIP(tn.prefix+"109")
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	sq, sqMAC := squatter(t, tn, "", "sq0")
+	for i := 100; i < 108; i++ {
+		sq.MustExec("ip", "addr", "add", fmt.Sprintf("%s%d/24", tn.prefix, i), "dev", "sq0")
+	}
+	srv := tn.start(t, cfg, nil)
+	ports := macvlans(t, tn.cli, tn.cliIf, 1)
+	ip, err := udhcpcLease(t, tn.cli, ports[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inRange(ip, net.ParseIP(tn.prefix+"108"), net.ParseIP(tn.prefix+"109")) {
+		t.Errorf("udhcpc got %v, want .108 or .109 (the others answer ARP)", ip)
+	}
+	held := 0
+	for i := 100; i < 108; i++ {
+		if heldFor(srv, net.ParseIP(fmt.Sprintf("%s%d", tn.prefix, i)), sqMAC) {
+			held++
+		}
+	}
+	if held != 8 {
+		t.Errorf("%d of 8 answering addresses held", held)
+	}
+	if n := len(inUseLines(&logs)); n != 8 {
+		t.Errorf("%d in-use lines, want 8", n)
+	}
+	if n := strings.Count(logs.String(), "proxy ARP?"); n != 1 {
+		t.Errorf("%d proxy ARP warnings, want 1:\n%s", n, logs.String())
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // maxAhead caps the verified set however hard the storm.
-const maxAhead = 8192
+const maxAhead = 4096
 
 // maxChecks bounds the addresses tried for one DISCOVER when hosts keep
 // answering: each answer arrives fast, but a LAN full of squatters must not
@@ -192,9 +192,28 @@ func (s *Server) runAhead(ctx context.Context) {
 	}
 }
 
+// proxyARPSuspect is how many addresses one MAC may answer for before the
+// server says it looks like proxy ARP rather than hosts squatting.
+const proxyARPSuspect = 8
+
 // logInUse reports an address some other host uses: one line per detection
 // (the hold keeps it from being probed again until DeclineHold passes).
 func (s *Server) logInUse(ip uint32, mac net.HardwareAddr, how string) {
 	s.log.Warn("address in use on the link: not offered, held", "ip", u32ToIP(ip).String(), "mac", mac.String(),
 		"how", how, "hold", s.cfg.DeclineHold)
+	// A device answering ARP for addresses it does not use (proxy ARP) would
+	// take the whole range out of service one hold at a time: say so once.
+	s.inUseMu.Lock()
+	defer s.inUseMu.Unlock()
+	if s.inUseBy == nil {
+		s.inUseBy = make(map[string]int)
+	}
+	s.inUseBy[string(mac)]++
+	if s.inUseBy[string(mac)] == proxyARPSuspect {
+		s.log.Error("one host answers ARP for many addresses of the range (proxy ARP?); each is held: switch dhcp.arp_probe off if it does not really use them",
+			"mac", mac.String(), "addresses", proxyARPSuspect)
+	}
+	if len(s.inUseBy) > 4096 {
+		clear(s.inUseBy)
+	}
 }

@@ -7,7 +7,11 @@
 // groups, before the acknowledgement leaves, so a lease that a client holds
 // survives a restart and a kill -9; the log is compacted by writing a snapshot
 // beside it and renaming it over. Before answering anything it probes the link
-// and refuses to start if another DHCP server answers. In proxy mode another
+// and refuses to start if another DHCP server answers. It never offers an
+// address some other host already uses: addresses new to a client are checked
+// with RFC 5227 ARP probes on the interface, ahead of demand in the background
+// so a boot storm takes verified addresses without waiting (arpserve.go); a
+// squatter's address is held like a DECLINE and logged once. In proxy mode another
 // server owns the addresses and this one answers PXE clients with boot
 // information only (proxyDHCP on port 67, PXE boot server on 4011); it checks
 // at start that some DHCP server answers and warns once if none does.

@@ -384,8 +384,8 @@ func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fi
 		return 0, false, errExhausted
 	}
 	if t.ahead.on {
-		t.ahead.demand++
 		if ip, ok := t.takeVerifiedLocked(key, hw, now); ok {
+			t.ahead.demand++
 			return ip, false, nil
 		}
 	}
@@ -403,6 +403,9 @@ func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fi
 		if t.usableLocked(ip, key, hw, now) {
 			if _, busy := t.ahead.probing[ip]; !busy {
 				t.cursor = ip + 1
+				if t.ahead.on {
+					t.ahead.demand++
+				}
 				return ip, t.ahead.on, nil
 			}
 			probing = true

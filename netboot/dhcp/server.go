@@ -64,6 +64,8 @@ type Server struct {
 	kick     chan struct{} // wakes the probe-ahead loop
 	parkSem  chan struct{} // bounds the offers waiting for an ARP check
 	parked   sync.WaitGroup
+	inUseMu  sync.Mutex
+	inUseBy  map[string]int // addresses found in use, per answering MAC
 	seenCh   chan ClientInfo
 	seenMu   sync.Mutex
 	seenLast map[string]time.Time
