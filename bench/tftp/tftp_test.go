@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,7 +54,11 @@ func serve(spec string) int {
 		return 2
 	}
 	anticipate, _ := strconv.Atoi(parts[1])
-	srv, err := tftp.NewServer(tftp.Config{Addr: ":" + parts[0], Root: parts[2], Anticipate: uint(anticipate)}, nil, nil)
+	cfg := tftp.Config{Addr: ":" + parts[0], Root: parts[2], Anticipate: uint(anticipate)}
+	if d, err := time.ParseDuration(os.Getenv("DISTONET_TFTP_BENCH_BUSYPOLL")); err == nil {
+		cfg.BusyPoll = d
+	}
+	srv, err := tftp.NewServer(cfg, nil, nil)
 	if err != nil {
 		fmt.Println(err)
 		return 1
@@ -119,6 +124,32 @@ func BenchmarkTFTP(b *testing.B) {
 	targets := []target{{"ours", 6901, nil}, {"ours-send-ahead", 6902, nil}, {"tftpd-hpa", 6903, nil}, {"dnsmasq", 69, nil},
 		{"ours-timeout", 6901, []tftp.Option{{Name: "timeout", Value: "1"}}},
 		{"ours-windowsize", 6901, []tftp.Option{{Name: "windowsize", Value: strconv.Itoa(window)}}}}
+	// Variants of ours for experiments: DISTONET_BENCH_VARIANTS="name:K=V;K=V,name2:..." runs
+	// one more lockstep server per entry with that environment.
+	if v := os.Getenv("DISTONET_BENCH_VARIANTS"); v != "" {
+		for i, spec := range strings.Split(v, ",") {
+			name, envs, _ := strings.Cut(spec, ":")
+			port := 6910 + i
+			env := append(strings.Split(envs, ";"), fmt.Sprintf("%s=%d,%d,%s", serveEnv, port, 0, root))
+			bin := os.Args[0]
+			for _, e := range env {
+				if v, ok := strings.CutPrefix(e, "BIN="); ok {
+					bin = v // another build of this benchmark, e.g. an older commit's
+				}
+			}
+			startPeer(b, srvNS, env, bin, "-test.run=^$")
+			targets = append(targets, target{name, port, nil})
+		}
+	}
+	if only := os.Getenv("DISTONET_BENCH_TARGETS"); only != "" {
+		keep := targets[:0]
+		for _, tg := range targets {
+			if slices.Contains(strings.Split(only, ","), tg.name) {
+				keep = append(keep, tg)
+			}
+		}
+		targets = keep
+	}
 	for _, tg := range targets {
 		waitReady(b, cli, tg, files[0].name)
 	}
@@ -134,11 +165,17 @@ func BenchmarkTFTP(b *testing.B) {
 			if f.size == 64<<20 && clients == 32 && os.Getenv("DISTONET_BENCH_QUICK") != "" {
 				continue
 			}
+			if c := os.Getenv("DISTONET_BENCH_CASES"); c != "" && !slices.Contains(strings.Split(c, ","), fmt.Sprintf("%dx%d", f.size>>20, clients)) {
+				continue
+			}
 			// Rounds alternate between the servers (the machine is shared); the median
 			// is reported. The 2 GiB case runs once.
 			rounds := 3
 			if f.size*clients > 1<<30 {
 				rounds = 1
+			}
+			if r, err := strconv.Atoi(os.Getenv("DISTONET_BENCH_ROUNDS")); err == nil && r > 0 {
+				rounds = r
 			}
 			runs := map[string][]float64{}
 			for round := range rounds {
@@ -160,6 +197,7 @@ func BenchmarkTFTP(b *testing.B) {
 			for name, v := range runs {
 				sort.Float64s(v)
 				results[key{f.name, clients, name}] = v[len(v)/2]
+				fmt.Printf("%s x%d %s: %v\n", f.name, clients, name, v)
 			}
 		}
 	}

@@ -131,20 +131,3 @@ func maxPayload(ifIndex int, v6 bool) int {
 	}
 	return ifi.MTU - 28 // IPv4 + UDP headers
 }
-
-// routedFrom reports whether routing picks src as the source address towards peer. The
-// library's transfer socket is bound to no address, so its packets leave from that pick:
-// when the client wrote to another (secondary) address, it would see replies from an
-// address it never asked, which clients that check the server's address drop. Connecting
-// a UDP socket sends nothing; it only resolves the route.
-func routedFrom(src net.IP, peer *net.UDPAddr) bool {
-	if src == nil {
-		return true
-	}
-	c, err := net.DialUDP("udp", nil, peer)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).IP.Equal(src)
-}

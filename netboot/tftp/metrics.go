@@ -19,8 +19,8 @@ const (
 
 // Values of the "engine" label.
 const (
-	engineLibrary = "library" // pin/tftp
-	engineOwn     = "own"     // our sender
+	engineLockstep = "lockstep" // one block in flight (RFC 1350)
+	engineWindow   = "window"   // send-ahead or RFC 7440 windowsize
 )
 
 type metrics struct {
@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		engines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "distonet", Subsystem: "tftp", Name: "transfers_started_total",
-			Help: "TFTP transfers started, by engine: library (pin/tftp, lockstep) or own (options it lacks, send-ahead).",
+			Help: "TFTP transfers started, by engine: lockstep (one block in flight) or window (send-ahead, windowsize).",
 		}, []string{"engine"}),
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "distonet", Subsystem: "tftp", Name: "requests_total",
@@ -50,8 +50,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	// Pre-create every label so dashboards show zeroes rather than gaps.
-	m.engines.WithLabelValues(engineLibrary)
-	m.engines.WithLabelValues(engineOwn)
+	m.engines.WithLabelValues(engineLockstep)
+	m.engines.WithLabelValues(engineWindow)
 	for _, r := range []string{resultOK, resultNotFound, resultDenied, resultBadRequest, resultFailed, resultShutdown, resultBusy} {
 		m.transfers.WithLabelValues(r)
 	}

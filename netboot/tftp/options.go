@@ -89,21 +89,3 @@ func (o OACK) option(name string) (string, bool) {
 	}
 	return "", false
 }
-
-// libraryCanServe reports whether pin/tftp can carry a transfer with this OACK: it knows
-// blksize (512 and up) and tsize only, drops every other option from its OACK and has no
-// per-transfer timeout, so anything else is served by our own sender.
-func libraryCanServe(p params, oack OACK) bool {
-	for _, o := range oack {
-		switch o.Name {
-		case "tsize":
-		case "blksize":
-			if p.blockSize < defaultBlockSize {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
-}

@@ -19,25 +19,24 @@ func TestNegotiate(t *testing.T) {
 		lim      limits
 		want     params
 		wantOACK OACK
-		library  bool
 	}{
-		{name: "none", want: params{blockSize: 512, window: 1}, library: true},
+		{name: "none", want: params{blockSize: 512, window: 1}},
 		{name: "blksize capped by MTU", opts: []Option{{"blksize", "8192"}, {"tsize", "0"}},
-			want: params{blockSize: 1468, window: 1}, wantOACK: OACK{{"blksize", "1468"}, {"tsize", "4096"}}, library: true},
-		{name: "blksize below 512 needs our sender", opts: []Option{{"blksize", "8"}},
+			want: params{blockSize: 1468, window: 1}, wantOACK: OACK{{"blksize", "1468"}, {"tsize", "4096"}}},
+		{name: "blksize below 512", opts: []Option{{"blksize", "8"}},
 			want: params{blockSize: 8, window: 1}, wantOACK: OACK{{"blksize", "8"}}},
 		{name: "blksize out of range ignored", opts: []Option{{"blksize", "7"}, {"blksize2", "1"}},
-			want: params{blockSize: 512, window: 1}, library: true},
+			want: params{blockSize: 512, window: 1}},
 		{name: "non-numeric ignored", opts: []Option{{"blksize", "big"}, {"tsize", "-1"}},
-			want: params{blockSize: 512, window: 1}, library: true},
+			want: params{blockSize: 512, window: 1}},
 		{name: "timeout", opts: []Option{{"timeout", "3"}},
 			want: params{blockSize: 512, timeout: 3 * time.Second, window: 1}, wantOACK: OACK{{"timeout", "3"}}},
 		{name: "timeout out of range", opts: []Option{{"timeout", "0"}, {"timeout", "256"}},
-			want: params{blockSize: 512, window: 1}, library: true},
+			want: params{blockSize: 512, window: 1}},
 		{name: "windowsize capped", opts: []Option{{"windowsize", "500"}},
 			want: params{blockSize: 512, window: 64}, wantOACK: OACK{{"windowsize", "64"}}},
 		{name: "windowsize refused by config", opts: []Option{{"windowsize", "8"}}, lim: limits{maxBlockSize: 1468, maxWindow: -1},
-			want: params{blockSize: 512, window: 1}, library: true},
+			want: params{blockSize: 512, window: 1}},
 		{name: "window memory bounded", opts: []Option{{"blksize", "65464"}, {"windowsize", "64"}},
 			lim:  limits{maxBlockSize: 65464, maxWindow: 64},
 			want: params{blockSize: 65464, window: 16}, wantOACK: OACK{{"blksize", "65464"}, {"windowsize", "16"}}},
@@ -54,9 +53,6 @@ func TestNegotiate(t *testing.T) {
 			}
 			if d := cmp.Diff(tt.wantOACK, oack); d != "" {
 				t.Errorf("oack (-want +got):\n%s", d)
-			}
-			if lib := libraryCanServe(got, oack); lib != tt.library {
-				t.Errorf("libraryCanServe = %v, want %v", lib, tt.library)
 			}
 		})
 	}
@@ -178,7 +174,7 @@ func TestNewServerConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{Addr: ":69", Timeout: time.Second, Retries: 5, MaxBlockSize: 65464, MaxWindow: 64, MaxTransfers: 1000, ShutdownGrace: time.Second}
+	want := Config{Addr: ":69", BusyPoll: 100 * time.Microsecond, Timeout: time.Second, Retries: 5, MaxBlockSize: 65464, MaxWindow: 64, MaxTransfers: 1000, ShutdownGrace: time.Second}
 	if d := cmp.Diff(want, s.cfg); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}

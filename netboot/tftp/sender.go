@@ -7,23 +7,37 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
-// sender serves the read transfers pin/tftp cannot: those that negotiated timeout or
-// windowsize (pin/tftp acknowledges neither and has no per-transfer timeout), a blksize
-// below 512, and every send-ahead transfer (Config.Anticipate). pin/tftp's own send-ahead
-// waits for the ACK of each block of a window in order, so one lost block stalls it until
-// it gives up (its PR #42: "not yet a rolling window"). This one sends a window of blocks
-// with one sendmmsg, drains ACKs with recvmmsg, treats ACKs as cumulative and goes back to
-// the first unacknowledged block on a timeout or a gap (RFC 7440). A window of 1 is
-// RFC 1350 lockstep, which never retransmits on a duplicate ACK (the Sorcerer's
-// Apprentice bug).
+// sender carries every read transfer once the request is accepted and the options are
+// negotiated. pin/tftp's engine was the lock-step path until measured against it: its
+// per-block loop (a read deadline, a read that fails with EAGAIN, a park in the netpoller,
+// a wake-up, the read again, then the write) cannot be entered from outside, and it
+// lost to tftpd-hpa on a single transfer, where every microsecond of the round trip
+// counts. Its send-ahead waits for the ACK of each block of a window in order, so one
+// lost block stalls it until it gives up (its PR #42: "not yet a rolling window"), and it
+// acknowledges neither timeout nor windowsize. So:
+//
+//   - lock-step (window 1, RFC 1350) sends a block and waits for its ACK in one netpoller
+//     round (the write is made inside the wait, so no failed read precedes it); a lone
+//     transfer polls the socket for Config.BusyPoll before sleeping, since on a fast link
+//     the ACK comes back sooner than a sleeping thread can be woken. A duplicate ACK is
+//     never answered (the Sorcerer's Apprentice bug); a timeout resends the block.
+//   - a window (send-ahead or RFC 7440 windowsize) goes out as one UDP GSO send (the
+//     kernel cuts it into blocks, one trip down the stack instead of one per block), or
+//     one sendmmsg where GSO is missing; ACKs are drained with recvmmsg, treated as
+//     cumulative, and a timeout or a gap goes back to the first unacknowledged block.
 type sender struct {
 	conn    *net.UDPConn // connected to the client: the kernel drops other sources (TIDs)
-	batch   batchConn    // the same socket, for sendmmsg/recvmmsg
+	raw     syscall.RawConn
+	batch   batchConn // the same socket, for sendmmsg/recvmmsg
 	src     io.Reader
 	oack    []byte // nil when no option was acknowledged
 	p       params
@@ -35,6 +49,9 @@ type sender struct {
 	// estimateRTO retransmits after an estimated round trip rather than the full timeout,
 	// unless the client negotiated the timeout (RFC 2349 makes it the retransmission wait).
 	estimateRTO bool
+	poll        *busyPoll // nil: never poll
+	gsoSegs     int       // blocks per GSO send; 0 when the socket has no UDP_SEGMENT
+	rtt         time.Duration
 }
 
 // batchConn is implemented by ipv4.PacketConn and ipv6.PacketConn (their Message types
@@ -49,22 +66,190 @@ var errClientGone = errors.New("client stopped acknowledging")
 // maxAcksPerRead bounds one recvmmsg.
 const maxAcksPerRead = 32
 
+// busyPoll decides whether a lock-step transfer may poll for its ACK instead of sleeping:
+// only while few transfers run (each poller holds a CPU), and only for as long as the
+// round trip has been short.
+type busyPoll struct {
+	max     time.Duration // Config.BusyPoll
+	slots   int64         // transfers that may poll at once
+	running *atomic.Int64 // transfers in progress
+}
+
+// budget is how long to poll for a client whose smoothed round trip is rtt (0: unknown).
+func (b *busyPoll) budget(rtt time.Duration) time.Duration {
+	if b == nil || b.max <= 0 || b.running.Load() > b.slots || rtt > b.max {
+		return 0
+	}
+	return b.max
+}
+
 // run sends the file and returns the bytes sent.
 func (s *sender) run() (int64, error) {
+	raw, err := s.conn.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("transfer socket: %w", err)
+	}
+	s.raw = raw
+	rbuf := make([]byte, 516)
+	if s.oack != nil {
+		if err := s.exchange(s.oack, 0, rbuf); err != nil {
+			return 0, fmt.Errorf("oack: %w", err)
+		}
+	}
+	if s.p.window == 1 {
+		return s.lockstep(rbuf)
+	}
+	s.gsoSegs = enableGSO(raw, 4+s.p.blockSize)
+	return s.windowed()
+}
+
+// lockstep sends one block at a time, each once its predecessor is acknowledged.
+func (s *sender) lockstep(rbuf []byte) (int64, error) {
+	b := make([]byte, 4+s.p.blockSize)
+	binary.BigEndian.PutUint16(b, uint16(OpDATA))
+	var sent int64
+	for seq := uint16(1); ; seq++ {
+		n, err := io.ReadFull(s.src, b[4:])
+		last := err == io.EOF || err == io.ErrUnexpectedEOF
+		if err != nil && !last {
+			s.fail(ErrUndefined, "read error")
+			return sent, fmt.Errorf("read block %d: %w", seq, err)
+		}
+		binary.BigEndian.PutUint16(b[2:], seq)
+		if err := s.exchange(b[:4+n], seq, rbuf); err != nil {
+			return sent, fmt.Errorf("block %d: %w", seq, err)
+		}
+		sent += int64(n)
+		if last {
+			return sent, nil
+		}
+	}
+}
+
+// exchange sends pkt and waits for the ACK of block want, resending pkt after each
+// timeout. Any other ACK (a late duplicate of the previous one) is ignored, never
+// answered, and does not restart the timer.
+func (s *sender) exchange(pkt []byte, want uint16, rbuf []byte) error {
+	for tries := 0; ; tries++ {
+		if tries > s.retries {
+			return fmt.Errorf("after %d tries: %w", tries, errClientGone)
+		}
+		start := time.Now()
+		if err := s.conn.SetReadDeadline(start.Add(s.p.timeout)); err != nil {
+			return err
+		}
+		out := pkt
+		for {
+			n, err := s.await(out, rbuf)
+			out = nil
+			if err != nil {
+				if isTimeout(err) {
+					break
+				}
+				return err
+			}
+			switch PacketOpcode(rbuf[:n]) {
+			case OpACK:
+				if blk, err := ParseACK(rbuf[:n]); err == nil && blk == want {
+					if tries == 0 {
+						s.sampleRTT(time.Since(start))
+					}
+					return nil
+				}
+			case OpERROR:
+				return clientError(rbuf[:n])
+			}
+		}
+	}
+}
+
+// sampleRTT keeps a smoothed round trip (RFC 6298's gain of 1/8) for the poll budget.
+func (s *sender) sampleRTT(d time.Duration) {
+	if s.rtt == 0 {
+		s.rtt = d
+		return
+	}
+	s.rtt += (d - s.rtt) / 8
+}
+
+// await sends out (unless nil) and returns the next packet from the client, within the
+// read deadline. The write happens inside the netpoller's read so the readiness the
+// answer raises cannot be missed, and no read is tried before the answer can exist.
+func (s *sender) await(out, rbuf []byte) (int, error) {
+	var (
+		n      int
+		opErr  error
+		wrote  = out == nil
+		budget = s.poll.budget(s.rtt)
+	)
+	err := s.raw.Read(func(fd uintptr) bool {
+		if !wrote {
+			wrote = true
+			if _, err := unix.Write(int(fd), out); err != nil {
+				if err == unix.EAGAIN {
+					return true // send buffer full: written below, where Go can wait
+				}
+				opErr = fmt.Errorf("send: %w", err)
+				return true
+			}
+			out = nil
+			if budget > 0 {
+				var ok bool
+				if n, opErr, ok = pollRead(fd, rbuf, budget); ok {
+					return true
+				}
+			}
+		}
+		r, err := unix.Read(int(fd), rbuf)
+		if err == unix.EAGAIN {
+			return false
+		}
+		n, opErr = r, err
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if opErr != nil {
+		return 0, opErr
+	}
+	if out != nil {
+		if _, err := s.conn.Write(out); err != nil {
+			return 0, fmt.Errorf("send: %w", err)
+		}
+		return s.await(nil, rbuf)
+	}
+	return n, nil
+}
+
+// pollRead tries a non-blocking read until a packet comes or budget runs out (ok=false).
+// RawSyscall: a non-blocking read never blocks, so the scheduler need not be told.
+func pollRead(fd uintptr, b []byte, budget time.Duration) (n int, err error, ok bool) {
+	end := time.Now().Add(budget)
+	for i := 1; ; i++ {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch {
+		case e == 0:
+			return int(r), nil, true
+		case e != unix.EAGAIN && e != unix.EINTR:
+			return 0, e, true
+		}
+		if i%16 == 0 && time.Now().After(end) {
+			return 0, nil, false
+		}
+	}
+}
+
+// windowed sends up to a window of blocks ahead of the client's ACKs.
+func (s *sender) windowed() (int64, error) {
 	acks := make([]ipv4.Message, maxAcksPerRead)
 	for i := range acks {
 		acks[i].Buffers = [][]byte{make([]byte, 516)}
 	}
-	if s.oack != nil {
-		if err := s.handshake(acks[0].Buffers[0]); err != nil {
-			return 0, err
-		}
-	}
 	w := uint64(s.p.window)
-	blocks := make([][]byte, w)
-	for i := range blocks {
-		blocks[i] = make([]byte, 4+s.p.blockSize)
-	}
+	seg := 4 + s.p.blockSize
+	// One buffer, block after block: a run of blocks that does not wrap is one GSO send.
+	ring := make([]byte, int(w)*seg)
 	lens := make([]int, w)
 	out := make([]ipv4.Message, w)
 	var (
@@ -89,7 +274,7 @@ func (s *sender) run() (int64, error) {
 		if from == to {
 			return nil
 		}
-		if err := s.writeBlocks(out, blocks, lens, from, to); err != nil {
+		if err := s.writeBlocks(out, ring, seg, lens, from, to); err != nil {
 			return fmt.Errorf("send blocks %d-%d: %w", from, to-1, err)
 		}
 		now := time.Now()
@@ -109,7 +294,8 @@ func (s *sender) run() (int64, error) {
 	for {
 		first := next
 		for next < base+cwnd && (last == 0 || next <= last) {
-			b := blocks[next%w]
+			i := int(next % w)
+			b := ring[i*seg : (i+1)*seg]
 			n, err := io.ReadFull(s.src, b[4:])
 			switch {
 			case err == io.EOF || err == io.ErrUnexpectedEOF:
@@ -120,7 +306,7 @@ func (s *sender) run() (int64, error) {
 			}
 			binary.BigEndian.PutUint16(b, uint16(OpDATA))
 			binary.BigEndian.PutUint16(b[2:], uint16(next))
-			lens[next%w] = 4 + n
+			lens[i] = 4 + n
 			sent += int64(n)
 			next++
 		}
@@ -156,9 +342,9 @@ func (s *sender) run() (int64, error) {
 					continue // older than base-1 or never sent
 				}
 				if off == 0 {
-					// A duplicate of the last in-order block: with a window, the client
-					// lost something after it; resend once per base, never in lockstep.
-					if w > 1 && fastResent != base {
+					// A duplicate of the last in-order block: the client lost something
+					// after it; resend once per base.
+					if fastResent != base {
 						fastResent = base
 						shrink()
 						if err := send(base, min(next, base+cwnd), false); err != nil {
@@ -179,12 +365,16 @@ func (s *sender) run() (int64, error) {
 					return sent, nil
 				}
 			case OpERROR:
-				var e ErrorPacket
-				_ = e.UnmarshalBinary(pkt)
-				return sent, fmt.Errorf("client error %d: %q", e.Code, e.Message)
+				return sent, clientError(pkt)
 			}
 		}
 	}
+}
+
+func clientError(pkt []byte) error {
+	var e ErrorPacket
+	_ = e.UnmarshalBinary(pkt)
+	return fmt.Errorf("client error %d: %q", e.Code, e.Message)
 }
 
 // rtoEstimator is RFC 6298's retransmission timer, bounded above by the transfer's
@@ -223,12 +413,62 @@ func (r *rtoEstimator) timeout() time.Duration {
 	return min(r.max, max(minRTO, r.srtt+4*r.rttvar)<<r.backoffs)
 }
 
-// writeBlocks sends blocks [from, to) of the ring, batched when the socket allows it.
-func (s *sender) writeBlocks(out []ipv4.Message, blocks [][]byte, lens []int, from, to uint64) error {
-	w := uint64(len(blocks))
+// maxUDPPayload is the largest UDP payload over IPv4; a GSO send may not exceed it.
+const maxUDPPayload = 65507
+
+// enableGSO asks the kernel to cut each send into datagrams of seg bytes (UDP_SEGMENT,
+// Linux 4.18+) and returns how many blocks one send may carry; 0 when unavailable.
+func enableGSO(raw syscall.RawConn, seg int) int {
+	segs := min(64, maxUDPPayload/seg) // 64: the kernel's UDP_MAX_SEGMENTS floor
+	if segs < 2 {
+		return 0
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, seg)
+	}); err != nil || serr != nil {
+		return 0
+	}
+	return segs
+}
+
+// disableGSO turns UDP_SEGMENT off after the kernel refused a GSO send (a device without
+// checksum offload answers EIO, a path MTU below the block EINVAL).
+func (s *sender) disableGSO() {
+	s.gsoSegs = 0
+	_ = s.raw.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 0)
+	})
+}
+
+// writeBlocks sends blocks [from, to) of the ring: runs of adjacent blocks as GSO sends
+// when the socket has UDP_SEGMENT, else batched with sendmmsg. Only the file's last
+// block is short, and it is always the last one sent, as GSO requires.
+func (s *sender) writeBlocks(out []ipv4.Message, ring []byte, seg int, lens []int, from, to uint64) error {
+	w := uint64(len(lens))
+	for s.gsoSegs > 0 && from < to {
+		i := from % w
+		end := min(to, from+(w-i), from+uint64(s.gsoSegs))
+		if end-from == 1 {
+			break // a lone block: no gain
+		}
+		n := int(end-from-1)*seg + lens[(end-1)%w]
+		if _, err := s.conn.Write(ring[int(i)*seg : int(i)*seg+n]); err != nil {
+			if errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) {
+				s.disableGSO()
+				break
+			}
+			return err
+		}
+		from = end
+	}
+	if from == to {
+		return nil
+	}
+	block := func(q uint64) []byte { i := int(q % w); return ring[i*seg : i*seg+lens[i]] }
 	if s.batch == nil || to-from == 1 {
 		for q := from; q < to; q++ {
-			if _, err := s.conn.Write(blocks[q%w][:lens[q%w]]); err != nil {
+			if _, err := s.conn.Write(block(q)); err != nil {
 				return err
 			}
 		}
@@ -236,7 +476,7 @@ func (s *sender) writeBlocks(out []ipv4.Message, blocks [][]byte, lens []int, fr
 	}
 	ms := out[:0]
 	for q := from; q < to; q++ {
-		ms = append(ms, ipv4.Message{Buffers: [][]byte{blocks[q%w][:lens[q%w]]}})
+		ms = append(ms, ipv4.Message{Buffers: [][]byte{block(q)}})
 	}
 	for len(ms) > 0 {
 		n, err := s.batch.WriteBatch(ms, 0)
@@ -259,40 +499,6 @@ func (s *sender) readAcks(ms []ipv4.Message) (int, error) {
 		return 1, nil
 	}
 	return s.batch.ReadBatch(ms, 0)
-}
-
-// handshake sends the OACK until the client acknowledges it with ACK 0.
-func (s *sender) handshake(rbuf []byte) error {
-	for tries := 0; ; tries++ {
-		if tries > s.retries {
-			return fmt.Errorf("oack: %w", errClientGone)
-		}
-		if _, err := s.conn.Write(s.oack); err != nil {
-			return fmt.Errorf("send oack: %w", err)
-		}
-		if err := s.conn.SetReadDeadline(time.Now().Add(s.p.timeout)); err != nil {
-			return err
-		}
-		for {
-			n, err := s.conn.Read(rbuf)
-			if err != nil {
-				if isTimeout(err) {
-					break
-				}
-				return fmt.Errorf("wait for ack of oack: %w", err)
-			}
-			switch PacketOpcode(rbuf[:n]) {
-			case OpACK:
-				if blk, err := ParseACK(rbuf[:n]); err == nil && blk == 0 {
-					return nil
-				}
-			case OpERROR:
-				var e ErrorPacket
-				_ = e.UnmarshalBinary(rbuf[:n])
-				return fmt.Errorf("client refused options: error %d: %q", e.Code, e.Message)
-			}
-		}
-	}
 }
 
 // fail tells the client why the transfer ends; best effort.

@@ -4,12 +4,13 @@
 // We own the well-known port: each request is parsed (option names folded to lower case,
 // RFC 2347), its name confined to the root (no "..", no absolute name, no symlink out),
 // the file opened and the options negotiated (blksize capped by the interface MTU, tsize,
-// timeout, windowsize) before any transfer starts. Plain lockstep transfers are then
-// handed to github.com/pin/tftp/v3, which carries them; what it cannot do (acknowledge
-// timeout or windowsize, a per-transfer timeout, blksize < 512, a send-ahead window that
-// survives a lost block) is carried by our sender. Close is bounded even with dead
-// clients. Rendering per-node files is left to the Generated implementation the daemon
-// passes in.
+// timeout, windowsize) before any transfer starts. Each transfer is then carried by our
+// sender on a socket of its own: lock-step with a short busy poll for a lone transfer,
+// send-ahead windows as UDP GSO sends. github.com/pin/tftp/v3 used to carry plain
+// lock-step transfers; measured, its engine lost to tftpd-hpa and cannot be tuned from
+// outside, so only its netascii encoder is still used (see sender and README.md).
+// Close is bounded even with dead clients. Rendering per-node files is left to the
+// Generated implementation the daemon passes in.
 package tftp
 
 import (
@@ -27,12 +28,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	pintftp "github.com/pin/tftp/v3"
 	"github.com/pin/tftp/v3/netascii"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 )
 
 // Generated serves files that do not exist on disk, such as a node's iPXE or pxelinux
@@ -54,8 +53,13 @@ type Config struct {
 	// each block, which works unchanged). 0 or 1 = lockstep. Served by our own sender, not
 	// pin/tftp's SetAnticipate, which cannot recover from a lost block (see sender).
 	Anticipate uint
-	Timeout    time.Duration // retransmission timeout unless the client negotiates one; default 1s
-	Retries    int           // retransmissions before a transfer is abandoned; default 5
+	// BusyPoll is how long a lock-step transfer polls its socket for the next ACK before
+	// it sleeps, while at most GOMAXPROCS/2 transfers run (each poller holds a CPU) and
+	// the client's round trip is shorter than it. On a fast link an ACK comes back
+	// sooner than a sleeping thread wakes up. Default 100µs; negative: never poll.
+	BusyPoll time.Duration
+	Timeout  time.Duration // retransmission timeout unless the client negotiates one; default 1s
+	Retries  int           // retransmissions before a transfer is abandoned; default 5
 	// MaxBlockSize caps blksize (RFC 2348); default 65464. The interface MTU caps it too,
 	// so blocks are never fragmented (1468 on a 1500-byte MTU).
 	MaxBlockSize int
@@ -76,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = time.Second
+	}
+	if c.BusyPoll == 0 {
+		c.BusyPoll = 100 * time.Microsecond
 	}
 	if c.Retries <= 0 {
 		c.Retries = 5
@@ -107,8 +114,8 @@ type Server struct {
 	log     *slog.Logger
 	root    *os.Root
 	metrics *metrics
-	lib     *pintftp.Server
-	feed    *feedConn
+	poll    *busyPoll
+	running atomic.Int64 // transfers in progress
 
 	serving   atomic.Bool
 	closing   atomic.Bool
@@ -143,7 +150,6 @@ func NewServer(cfg Config, gen Generated, logger *slog.Logger) (*Server, error) 
 		cfg:     cfg,
 		gen:     gen,
 		log:     logger.With("stage", "tftp"),
-		feed:    newFeedConn(),
 		closed:  make(chan struct{}),
 		ready:   make(chan struct{}),
 		busy:    make(map[string]*transfer),
@@ -164,15 +170,7 @@ func NewServer(cfg Config, gen Generated, logger *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	s.metrics = m
-	s.lib = pintftp.NewServer(s.libraryRead, nil)
-	s.lib.SetTimeout(cfg.Timeout)
-	s.lib.SetRetries(cfg.Retries)
-	// We cap blksize ourselves (config and MTU) before the request reaches the library.
-	s.lib.SetBlockSizeNegotiation(false)
-	s.lib.SetBlockSize(maxBlockSize)
-	// The retransmission timeout already is the wait: retransmit at once, not after the
-	// library's default random sleep of up to a second.
-	s.lib.SetBackoff(func(int) time.Duration { return 0 })
+	s.poll = &busyPoll{max: cfg.BusyPoll, slots: int64(max(1, runtime.GOMAXPROCS(0)/2)), running: &s.running}
 	return s, nil
 }
 
@@ -219,10 +217,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	close(s.ready)
 	s.log.Info("tftp serving", "addr", l.conn.LocalAddr().String(), "root", s.cfg.Root)
 
-	if err := s.goInSameNetns(func() { _ = s.lib.Serve(s.feed) }); err != nil {
-		s.Close()
-		return fmt.Errorf("tftp: start transfer engine: %w", err)
-	}
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -263,7 +257,6 @@ func (s *Server) Close() error {
 		if l != nil {
 			l.conn.Close()
 		}
-		s.feed.Close()
 		bye, _ := (&ErrorPacket{Code: ErrUndefined, Message: errShuttingDown.Error()}).MarshalBinary()
 		for _, c := range conns {
 			_, _ = c.Write(bye)
@@ -271,10 +264,8 @@ func (s *Server) Close() error {
 		}
 		done := make(chan struct{})
 		go func() {
-			// The library's Shutdown waits for its transfers: a dead client holds one
-			// for Timeout×Retries, hence the bound below.
-			s.lib.Shutdown()
-			s.abandonQueued()
+			// A transfer blocked on a dead client's socket ends when its socket closes
+			// (above); the bound below is for one still reading its file.
 			s.wg.Wait()
 			close(done)
 		}()
@@ -292,23 +283,6 @@ func (s *Server) Close() error {
 		close(s.closed)
 	})
 	return nil
-}
-
-// abandonQueued ends the requests handed to the library that it never started.
-func (s *Server) abandonQueued() {
-	for {
-		select {
-		case p := <-s.feed.ch:
-			s.mu.Lock()
-			t := s.busy[p.peer.String()]
-			s.mu.Unlock()
-			if t != nil {
-				s.finish(t, 0, errShuttingDown)
-			}
-		default:
-			return
-		}
-	}
 }
 
 // handle answers one datagram sent to the well-known port.
@@ -362,20 +336,8 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	s.busy[key] = t
 	s.mu.Unlock()
 	s.metrics.active.Inc()
+	s.running.Add(1)
 
-	if p.window == 1 && libraryCanServe(p, oack) && routedFrom(src, peer) {
-		// The library re-parses the request: hand it the cleaned name and the options
-		// already negotiated, lower-case, with the size filled in. It reads requests
-		// into a 516-byte buffer; a longer one is served by our sender.
-		fwd := Request{Op: OpRRQ, Filename: t.name, Mode: req.Mode, Options: oack}
-		if b, err := fwd.MarshalBinary(); err == nil && len(b) <= 516 {
-			s.metrics.engines.WithLabelValues(engineLibrary).Inc()
-			if !s.feed.push(b, peer) {
-				s.finish(t, 0, errShuttingDown)
-			}
-			return
-		}
-	}
 	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: src}, peer)
 	if err != nil {
 		s.finish(t, 0, fmt.Errorf("open transfer socket: %w", err))
@@ -387,11 +349,11 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	}
 	data := t.src
 	if req.Mode == "netascii" {
-		data = netascii.ToReader(data) // the library converts on its own path
+		data = netascii.ToReader(data)
 	}
 	_, negotiatedTimeout := oack.option("timeout")
 	snd := &sender{conn: conn, src: data, oack: ob, p: p, retries: s.cfg.Retries,
-		adaptive: adaptive, estimateRTO: p.window > 1 && !negotiatedTimeout}
+		adaptive: adaptive, estimateRTO: p.window > 1 && !negotiatedTimeout, poll: s.poll}
 	if p.window > 1 {
 		if peer.IP.To4() != nil {
 			snd.batch = ipv4.NewPacketConn(conn)
@@ -402,7 +364,11 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	s.mu.Lock()
 	s.senders[conn] = struct{}{}
 	s.mu.Unlock()
-	s.metrics.engines.WithLabelValues(engineOwn).Inc()
+	if p.window > 1 {
+		s.metrics.engines.WithLabelValues(engineWindow).Inc()
+	} else {
+		s.metrics.engines.WithLabelValues(engineLockstep).Inc()
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -442,28 +408,10 @@ func (s *Server) resolve(peer *net.UDPAddr, requested string) (*transfer, error)
 	return t, nil
 }
 
-// libraryRead is pin/tftp's read handler for the requests handle forwarded.
-func (s *Server) libraryRead(filename string, rf io.ReaderFrom) error {
-	ot, ok := rf.(pintftp.OutgoingTransfer)
-	if !ok {
-		return errors.New("transfer engine gave no remote address")
-	}
-	addr := ot.RemoteAddr()
-	s.mu.Lock()
-	t := s.busy[addr.String()]
-	s.mu.Unlock()
-	if t == nil || t.name != filename {
-		return fmt.Errorf("no accepted request for %s from %s", filename, addr.String())
-	}
-	ot.SetSize(t.size)
-	n, err := rf.ReadFrom(t.src)
-	s.finish(t, n, err)
-	return err
-}
-
 // finish records the end of a transfer.
 func (s *Server) finish(t *transfer, n int64, err error) {
 	t.close()
+	s.running.Add(-1)
 	s.mu.Lock()
 	if s.busy[t.peer.String()] == t {
 		delete(s.busy, t.peer.String())
@@ -537,51 +485,4 @@ func (a *abortReader) Read(p []byte) (int, error) {
 		return 0, errShuttingDown
 	}
 	return a.r.Read(p)
-}
-
-// goInSameNetns runs fn in a new goroutine whose sockets open in the caller's network
-// namespace. The library opens each transfer's socket in its own goroutine: when Serve
-// runs on a thread moved into another namespace (tests, a daemon serving a netns), that
-// goroutine must follow, or transfers would leave from the wrong network. It always
-// enters the namespace explicitly: comparing with /proc/self is no proof, as the main
-// thread itself may have been moved.
-func (s *Server) goInSameNetns(fn func()) error {
-	ns, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return fmt.Errorf("open netns: %w", err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread ends with the goroutine instead of returning to the
-		// pool in a foreign namespace.
-		runtime.LockOSThread()
-		err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
-		if err != nil {
-			// Without CAP_SYS_ADMIN, carry on only if this thread already is there.
-			if same, serr := sameNetns(ns); serr == nil && same {
-				err = nil
-			}
-		}
-		ns.Close()
-		errc <- err
-		if err == nil {
-			fn()
-		}
-	}()
-	if err := <-errc; err != nil {
-		return fmt.Errorf("enter netns: %w", err)
-	}
-	return nil
-}
-
-// sameNetns reports whether the calling thread is in the namespace ns refers to.
-func sameNetns(ns *os.File) (bool, error) {
-	var want, here unix.Stat_t
-	if err := unix.Fstat(int(ns.Fd()), &want); err != nil {
-		return false, fmt.Errorf("stat netns: %w", err)
-	}
-	if err := unix.Stat("/proc/thread-self/ns/net", &here); err != nil {
-		return false, fmt.Errorf("stat netns: %w", err)
-	}
-	return want.Dev == here.Dev && want.Ino == here.Ino, nil
 }
