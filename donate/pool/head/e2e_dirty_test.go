@@ -248,7 +248,12 @@ func (g *guest) dirtyCrashScenario() error {
 	g.say("CHECK degraded: " + strings.ReplaceAll(strings.TrimSpace(mdstatText()), "\n", " / "))
 
 	// Keep writing (synced writes, so md stays "active", i.e. dirty) and cut the power in
-	// the middle of it.
+	// the middle of it. md marks the array clean after safe_mode_delay without writes; a
+	// longer delay keeps a TCG guest that the busy host pauses between two writes from being
+	// clean when the kill lands (boot 2's idle cut shows the default at work).
+	if err := os.WriteFile(filepath.Join("/sys/block", mdName(dev), "md", "safe_mode_delay"), []byte("10\n"), 0o644); err != nil {
+		return fmt.Errorf("safe_mode_delay: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Join(mnt, "during"), 0o755); err != nil {
 		return err
 	}

@@ -268,9 +268,12 @@ func (h *Head) Up(ctx context.Context, a pool.Array, present func(pool.Disk) boo
 	return h.Status(ctx, a)
 }
 
+// failed is the status of an array the head could not bring up; the message is one line
+// (tools print several, e.g. mdadm's refusal of a dirty degraded array).
 func (h *Head) failed(a pool.Array, err error) pool.ArrayStatus {
+	msg := strings.Join(strings.FieldsFunc(err.Error(), func(r rune) bool { return r == '\n' }), "; ")
 	return pool.ArrayStatus{Name: a.Name, Window: a.Window, UUID: a.UUID, Device: h.Device(a.Name), State: pool.ArrayFailed,
-		RaidDevices: len(a.Members), Message: err.Error()}
+		RaidDevices: len(a.Members), Message: msg}
 }
 
 func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[string]string) (pool.ArrayStatus, bool, error) {

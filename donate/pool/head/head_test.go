@@ -421,8 +421,8 @@ func TestUpRestartsAnInactiveArray(t *testing.T) {
 	}
 }
 
-// refusedDirty is what mdadm 4.2 prints when the kernel will not start a dirty degraded
-// RAID6 ("md/raid:md127: cannot start dirty degraded array.").
+// refusedDirty is what mdadm 4.2 printed in the guest test when the kernel would not start a
+// dirty degraded RAID6 ("md/raid:md127: cannot start dirty degraded array.").
 const refusedDirty = "mdadm: failed to RUN_ARRAY /dev/md/data0: Input/output error\n" +
 	"mdadm: Not enough devices to start the array while not clean - consider --force.\n"
 
@@ -466,10 +466,14 @@ func TestUpLeavesADirtyDegradedArrayAlone(t *testing.T) {
 			if !errors.Is(err, ErrDirtyDegraded) || st.State != pool.ArrayFailed {
 				t.Fatalf("err %v status %+v", err, st)
 			}
-			for _, part := range []string{"dirty and degraded", "mdadm --assemble --force --run /dev/md/data0", "e2fsck -f /dev/md/data0", "consider --force"} {
+			for _, part := range []string{"dirty and degraded", "mdadm --assemble --force --run /dev/md/data0", "e2fsck -f /dev/md/data0",
+				"Input/output error; mdadm: Not enough devices to start the array while not clean - consider --force."} {
 				if !strings.Contains(st.Message, part) {
 					t.Errorf("message lacks %q: %s", part, st.Message)
 				}
+			}
+			if strings.Contains(st.Message, "\n") {
+				t.Errorf("message on several lines: %q", st.Message)
 			}
 			if diff := cmp.Diff(s.want, r.run.calls); diff != "" {
 				t.Errorf("argv sequence (-want +got):\n%s", diff)
