@@ -95,13 +95,23 @@ func TestBenchAoEVsVblade(t *testing.T) {
 		t.Skip("benchmark: set DISTONET_BENCH=1 (make bench)")
 	}
 	lab.Require(t, "vblade")
-	peers := []struct {
+	type peer struct {
 		name string
 		args []string // nil: our target
-	}{
-		{"vblade", []string{}},
-		{"vblade -s", []string{"-s"}},
-		{"distonet (durable)", nil},
+		env  []string // extra environment for our target
+	}
+	peers := []peer{
+		{"vblade", []string{}, nil},
+		{"vblade -s", []string{"-s"}, nil},
+		{"distonet (durable)", nil, nil},
+	}
+	// DISTONET_BENCH_VARIANTS="name:K=V,K=V;name2:K=V" adds runs of our target with extra
+	// environment, to compare tunings in the same run.
+	if v := os.Getenv("DISTONET_BENCH_VARIANTS"); v != "" {
+		for _, spec := range strings.Split(v, ";") {
+			name, env, _ := strings.Cut(spec, ":")
+			peers = append(peers, peer{"distonet " + name, nil, strings.Split(env, ",")})
+		}
 	}
 	file := diskFile(t)
 	all := map[string][]result{}
@@ -118,7 +128,7 @@ func TestBenchAoEVsVblade(t *testing.T) {
 				if only := os.Getenv("DISTONET_BENCH_ONLY"); only != "" && !strings.Contains(key, only) {
 					continue
 				}
-				r := run(t, mtu, file, p.args)
+				r := run(t, mtu, file, p.args, p.env)
 				all[key] = append(all[key], r)
 				t.Logf("round %d %s: read %.1f MB/s (%.2f cpu-ms/MB, initiator %.2f), write %.1f MB/s (%.2f cpu-ms/MB, initiator %.2f)",
 					round+1, key, r.readMBs, r.readCPU, r.readICPU, r.writeMBs, r.writeCPU, r.writeICPU)
@@ -146,7 +156,7 @@ func TestBenchAoEVsVblade(t *testing.T) {
 }
 
 // run measures one target: vblade with args, or ours when args is nil.
-func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
+func run(t *testing.T, mtu int, file string, vbladeArgs, extraEnv []string) result {
 	ns1, ns2 := lab.NewNetns(t), lab.NewNetns(t)
 	iIf, tIf := lab.Veth(t, ns1, "", ns2, "")
 	ns1.SetMTU(iIf, mtu)
@@ -162,7 +172,7 @@ func run(t *testing.T, mtu int, file string, vbladeArgs []string) result {
 		if err != nil {
 			t.Fatal(err)
 		}
-		env := []string{fmt.Sprintf("%s=%s %s %d %d", targetEnv, tIf, file, shelf, slot)}
+		env := append([]string{fmt.Sprintf("%s=%s %s %d %d", targetEnv, tIf, file, shelf, slot)}, extraEnv...)
 		if p := os.Getenv("DISTONET_BENCH_TARGET_GOMAXPROCS"); p != "" {
 			env = append(env, "GOMAXPROCS="+p)
 		}

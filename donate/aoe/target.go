@@ -49,7 +49,7 @@ type TargetStats struct {
 	Writes    uint64 // ATA write commands served
 	Syncs     uint64 // fdatasync calls (group commits)
 	ATAErrors uint64 // ATA commands answered with ERR
-	Batches   uint64 // receive system calls (Frames/Batches is the batching achieved)
+	Batches   uint64 // receive batches: wake-ups from the ring, or recvmmsg calls without it (Frames/Batches is the batching achieved)
 	SendErrs  uint64 // responses the kernel refused (link down, buffers full): the initiator retransmits
 }
 
@@ -59,6 +59,7 @@ type Target struct {
 	log        *slog.Logger
 	conn       *packet.Conn // receives; Query Config announcements
 	tx         *txSocket    // sends responses (nil in unit tests without a socket)
+	ring       *rxRing      // receive ring on conn; nil: recvmmsg
 	mac        net.HardwareAddr
 	dev        backing
 	sectors    uint64
@@ -171,6 +172,13 @@ func NewTarget(cfg TargetConfig, logger *slog.Logger) (*Target, error) {
 		return nil, err
 	}
 	t.tx = tx
+	// The receive ring spares a system call per batch; recvmmsg does the same job where
+	// the kernel refuses a ring (an unprivileged or very old kernel).
+	if rc, err := conn.SyscallConn(); err == nil && !noRxRing {
+		if t.ring, err = newRxRing(rc, t.frameSize); err != nil {
+			t.log.Debug("aoe receive ring unavailable, using recvmmsg", "err", err)
+		}
+	}
 	return t, nil
 }
 
@@ -201,6 +209,9 @@ func newTarget(cfg TargetConfig, logger *slog.Logger, conn *packet.Conn, ifi *ne
 	t.bufs.New = func() any { return &frame{b: make([]byte, t.frameSize)} }
 	return t, nil
 }
+
+// noRxRing makes NewTarget use recvmmsg, as on a kernel that refuses a ring (tests).
+var noRxRing bool
 
 // Sectors is the exported capacity in 512-byte sectors.
 func (t *Target) Sectors() uint64 { return t.sectors }
@@ -255,9 +266,7 @@ func (t *Target) Serve(ctx context.Context) error {
 		}
 		return fmt.Errorf("aoe target: %w", err)
 	}
-	// Receives wait in the netpoller: measured here, a blocking recvmmsg cost more CPU per
-	// frame (the runtime's sysmon keeps retaking the P of a goroutine parked in a syscall).
-	rx, tx := newBatchIO(rc), newSender(t.tx)
+	tx := newSender(t.tx)
 	if m, ok := t.dev.(interface{ mapping() []byte }); ok {
 		t.mapped = m.mapping()
 	}
@@ -265,6 +274,12 @@ func (t *Target) Serve(ctx context.Context) error {
 		t.wg.Add(1)
 		go t.commitLoop(newSender(t.tx))
 	}
+	// Receives wait in the netpoller: measured here, a blocking recvmmsg cost more CPU per
+	// frame (the runtime's sysmon keeps retaking the P of a goroutine parked in a syscall).
+	if t.ring != nil {
+		return t.serveRing(tx)
+	}
+	rx := newBatchIO(rc)
 	frames := make([]*frame, batchSize)
 	bufs := make([][]byte, batchSize)
 	lens := make([]int, batchSize)
@@ -295,6 +310,40 @@ func (t *Target) Serve(ctx context.Context) error {
 			f := frames[i]
 			frames[i] = nil
 			if t.handle(f, lens[i]) {
+				out = append(out, f)
+			}
+		}
+		t.batching = false
+		t.flushReads()
+		t.sendFrames(tx, out)
+	}
+}
+
+// serveRing is Serve's loop on the receive ring: it takes what the ring holds (a batch at
+// most), answers, and waits in the netpoller only when the ring is empty.
+func (t *Target) serveRing(tx *sender) error {
+	out := make([]*frame, 0, batchSize)
+	for {
+		if err := t.ring.wait(); err != nil {
+			select {
+			case <-t.done:
+				return nil
+			default:
+			}
+			return fmt.Errorf("aoe target: read: %w", err)
+		}
+		t.batches.Add(1)
+		out = out[:0]
+		t.batching = true
+		for range batchSize {
+			data, ok := t.ring.peek()
+			if !ok {
+				break
+			}
+			f := t.bufs.Get().(*frame)
+			n := copy(f.b, data)
+			t.ring.release()
+			if t.handle(f, n) {
 				out = append(out, f)
 			}
 		}
@@ -364,6 +413,9 @@ func (t *Target) Close() error {
 	t.closeOnce.Do(func() {
 		if t.tx != nil { // nothing sends any more: Serve and the committer are done
 			_ = t.tx.Close()
+		}
+		if t.ring != nil { // nor reads: the socket is closed
+			_ = t.ring.Close()
 		}
 		// Flush what was written in unsafe mode; in durable mode nothing is left to flush.
 		t.closeErr = errors.Join(t.dev.Sync(), t.dev.Close())

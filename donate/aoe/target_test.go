@@ -76,27 +76,53 @@ func TestInitiatorAgainstVblade(t *testing.T) {
 	}
 }
 
+// plainBacking hides the device mapping, so reads take the preadv path.
+type plainBacking struct{ backing }
+
 func TestTargetAgainstOwnInitiator(t *testing.T) {
-	for _, mtu := range []int{1500, 9000} {
-		t.Run(mtuName(mtu), func(t *testing.T) {
-			l := newLink(t, mtu)
-			const size = 16 << 20
-			file := diskFile(t, size)
-			tg := startTarget(t, l, TargetConfig{Shelf: 7, Slot: 3, Device: file})
-			cfg := discover(t, l, 7, 3)
-			if !bytes.Equal(cfg.MAC, l.TMAC) || cfg.Version != Version || cfg.BufferCount != 64 ||
-				int(cfg.SectorsPerFrame) != SectorsPerFrame(mtu) || cfg.FirmwareVersion != FirmwareVersion {
-				t.Fatalf("discovery answer %+v", cfg)
-			}
-			c := dial(t, l, 7, 3, ClientConfig{})
-			if c.Sectors() != size/SectorSize {
-				t.Fatalf("IDENTIFY says %d sectors, want %d", c.Sectors(), size/SectorSize)
-			}
-			exercise(t, c, file)
-			if st := tg.Stats(); st.Syncs == 0 || st.Writes == 0 {
-				t.Errorf("durable target made %d syncs for %d writes", st.Syncs, st.Writes)
-			}
-		})
+	for _, tc := range []struct {
+		name          string
+		ring, mapping bool
+		mtus          []int
+	}{
+		{"ring", true, true, []int{1500, 9000}},      // the default data path
+		{"recvmmsg", false, true, []int{1500, 9000}}, // where the kernel refuses a ring
+		{"preadv", true, false, []int{1500}},         // a backing without a mapping
+	} {
+		for _, mtu := range tc.mtus {
+			t.Run(tc.name+"/"+mtuName(mtu), func(t *testing.T) {
+				testTargetAgainstOwnInitiator(t, mtu, tc.ring, tc.mapping)
+			})
+		}
+	}
+}
+
+func testTargetAgainstOwnInitiator(t *testing.T, mtu int, ring, mapping bool) {
+	l := newLink(t, mtu)
+	const size = 16 << 20
+	file := diskFile(t, size)
+	noRxRing = !ring
+	tg := newTargetIn(t, l, TargetConfig{Shelf: 7, Slot: 3, Device: file})
+	noRxRing = false
+	if (tg.ring != nil) != ring {
+		t.Fatalf("receive ring %v, want %v", tg.ring != nil, ring)
+	}
+	if !mapping {
+		tg.dev = plainBacking{tg.dev}
+	}
+	serveTarget(t, tg)
+	cfg := discover(t, l, 7, 3)
+	if !bytes.Equal(cfg.MAC, l.TMAC) || cfg.Version != Version || cfg.BufferCount != 64 ||
+		int(cfg.SectorsPerFrame) != SectorsPerFrame(mtu) || cfg.FirmwareVersion != FirmwareVersion {
+		t.Fatalf("discovery answer %+v", cfg)
+	}
+	c := dial(t, l, 7, 3, ClientConfig{})
+	if c.Sectors() != size/SectorSize {
+		t.Fatalf("IDENTIFY says %d sectors, want %d", c.Sectors(), size/SectorSize)
+	}
+	exercise(t, c, file)
+	if st := tg.Stats(); st.Syncs == 0 || st.Writes == 0 {
+		t.Errorf("durable target made %d syncs for %d writes", st.Syncs, st.Writes)
 	}
 }
 
