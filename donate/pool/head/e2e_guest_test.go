@@ -41,6 +41,8 @@ func guestMain() int {
 		err = g.dirtyRestartScenario()
 	case "dirty-clean-restart":
 		err = g.dirtyCleanRestartScenario()
+	case "dirty-two-missing":
+		err = g.dirtyTwoMissingScenario()
 	default:
 		err = g.scenario()
 	}
