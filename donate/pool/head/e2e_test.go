@@ -10,9 +10,9 @@ package head
 //     (e2e_iscsi_test.go);
 //   - TestE2EPoolHeadRetireReplace: five donors, hot spare takeover and a retired member
 //     hot-replaced (e2e_retire_test.go);
-//   - TestE2EPoolHeadDirtyDegraded: three boots over five donors' disks: a power cut
-//     mid-write with a donor gone, the refused start and the documented recovery, then a cut
-//     while idle that needs no recovery (e2e_dirty_test.go).
+//   - TestE2EPoolHeadDirtyDegraded: four boots over five donors' disks: power cuts mid-write
+//     with one and with two donors gone, the refused starts and the documented recovery, and
+//     a cut while idle that needs none (e2e_dirty_test.go).
 
 import (
 	"context"

@@ -18,9 +18,9 @@
 // present members changes, and leaves the superblocks untouched. The recovery, tested in a
 // guest (TestE2EPoolHeadDirtyDegraded): the current members are those with the highest
 // Events in `mdadm --examine`; `mdadm --assemble --force --run /dev/md/<name> <members...>`
-// (mdadm marks it clean and, with one member missing, starts a parity repair); then
-// `e2fsck -f -y /dev/md/<name>` before it is mounted. The head's next pass finds it running,
-// checks it in full itself (e2fsck -f -p) and mounts it.
+// (mdadm marks it clean; with one member missing it starts a parity repair, with two there
+// is no parity left to repair); then `e2fsck -f -y /dev/md/<name>` before it is mounted. The
+// head's next pass finds it running, checks it in full itself (e2fsck -f -p) and mounts it.
 package head
 
 import (
