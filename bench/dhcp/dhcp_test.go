@@ -248,10 +248,11 @@ func startDistonet(t *testing.T, ns *lab.Netns, ifname string, arpCheck bool) fu
 		t.Cleanup(func() { pprof.StopCPUProfile(); f.Close() })
 	}
 	return func() {
+		// Read before Close: the server unregisters its collectors.
 		if arpCheck {
-			// Read before Close: the server unregisters its collectors.
-			t.Logf("distonet ARP checks: %s", arpChecks(t, reg))
+			t.Logf("distonet ARP checks: %s", counters(t, reg, "distonet_dhcp_arp_checks_total"))
 		}
+		t.Logf("distonet requests not answered normally: %s", counters(t, reg, "distonet_dhcp_errors_total"))
 		cancel()
 		srv.Close()
 		recs, syncs := srv.LeaseLogStats()
@@ -259,15 +260,15 @@ func startDistonet(t *testing.T, ns *lab.Netns, ifname string, arpCheck bool) fu
 	}
 }
 
-// arpChecks reads the server's ARP check counters, "kind/result=n ...".
-func arpChecks(t *testing.T, reg *prometheus.Registry) string {
+// counters reads a counter vector of the server, "label/label=n ...".
+func counters(t *testing.T, reg *prometheus.Registry, name string) string {
 	mf, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var parts []string
 	for _, f := range mf {
-		if f.GetName() != "distonet_dhcp_arp_checks_total" {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {

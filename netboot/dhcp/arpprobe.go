@@ -30,17 +30,18 @@ type arpProber struct {
 
 	mu      sync.Mutex
 	pending map[uint32][]*arpProbe
-	fresh   []*arpProbe // sent once, in send order
-	resent  []*arpProbe // sent twice, in first-send order
+	fresh   []*arpProbe // in their first half, in send order
+	resent  []*arpProbe // in their second half (sent again if asked), in send order
 }
 
 // arpProbe is one address being checked.
 type arpProbe struct {
-	ip    uint32
-	allow net.HardwareAddr // the client it is for: its own answer is no conflict
-	sent  time.Time
-	done  chan struct{}
-	inUse net.HardwareAddr // set before done closes when someone answered
+	ip     uint32
+	allow  net.HardwareAddr // the client it is for: its own answer is no conflict
+	resend bool             // send a second probe half-way
+	sent   time.Time
+	done   chan struct{}
+	inUse  net.HardwareAddr // set before done closes when someone answered
 	// finish is called once, outside the lock, when the probe ends.
 	finish   func(*arpProbe)
 	finished bool
@@ -94,9 +95,10 @@ func arpRangeFilter(start, end uint32) []bpf.Instruction {
 }
 
 // start sends a probe for each address and returns them in flight; finish
-// (may be nil) is called as each ends. Addresses whose probe could not be
-// sent are returned with the error and not started.
-func (a *arpProber) start(ips []uint32, allow net.HardwareAddr, finish func(*arpProbe)) ([]*arpProbe, []uint32, error) {
+// (may be nil) is called as each ends. With resend, a second probe goes out
+// half-way, so one lost frame cannot hide a host. Addresses whose probe could
+// not be sent are returned with the error and not started.
+func (a *arpProber) start(ips []uint32, allow net.HardwareAddr, resend bool, finish func(*arpProbe)) ([]*arpProbe, []uint32, error) {
 	probes := make([]*arpProbe, 0, len(ips))
 	var failed []uint32
 	var firstErr error
@@ -108,7 +110,7 @@ func (a *arpProber) start(ips []uint32, allow net.HardwareAddr, finish func(*arp
 			}
 			continue
 		}
-		p := &arpProbe{ip: ip, allow: allow, sent: time.Now(), done: make(chan struct{}), finish: finish}
+		p := &arpProbe{ip: ip, allow: allow, resend: resend, sent: time.Now(), done: make(chan struct{}), finish: finish}
 		a.mu.Lock()
 		a.pending[ip] = append(a.pending[ip], p)
 		a.fresh = append(a.fresh, p)
@@ -133,7 +135,7 @@ func (a *arpProber) send(ip uint32) error {
 // check probes one address for the client allow and waits for the answer:
 // the MAC that answered, or nil when the address is free.
 func (a *arpProber) check(ctx context.Context, ip uint32, allow net.HardwareAddr) (net.HardwareAddr, error) {
-	ps, _, err := a.start([]uint32{ip}, allow, nil)
+	ps, _, err := a.start([]uint32{ip}, allow, true, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -164,8 +166,8 @@ func (a *arpProber) run(ctx context.Context) {
 	}
 }
 
-// sweep resends probes half-way through their time (one lost frame must not
-// hide a host) and ends the unanswered ones as free.
+// sweep resends probes half-way through their time when asked to, and ends
+// the unanswered ones as free.
 func (a *arpProber) sweep(now time.Time) {
 	var again []uint32
 	var ended []*arpProbe
@@ -173,7 +175,9 @@ func (a *arpProber) sweep(now time.Time) {
 	i := 0
 	for ; i < len(a.fresh) && now.Sub(a.fresh[i].sent) >= a.timeout/2; i++ {
 		if p := a.fresh[i]; !p.finished {
-			again = append(again, p.ip)
+			if p.resend {
+				again = append(again, p.ip)
+			}
 			a.resent = append(a.resent, p)
 		}
 	}

@@ -132,7 +132,9 @@ func (s *Server) probeAhead(n int) []*arpProbe {
 	if len(ips) == 0 {
 		return nil
 	}
-	probes, failed, err := s.arp.start(ips, nil, s.aheadFinished)
+	// One frame per address: the peers (ISC dhcpd, dnsmasq) send one ping;
+	// two would double the ARP broadcasts of a storm for a rare lost frame.
+	probes, failed, err := s.arp.start(ips, nil, false, s.aheadFinished)
 	if err != nil {
 		s.log.Warn("ARP probes not sent", "count", len(failed), "err", err)
 		s.table.mu.Lock()

@@ -87,12 +87,12 @@ type Config struct {
 	// not wait for ARP unless that set ran dry. A client's own lease and an
 	// enrolled node's fixed address are never probed. DefaultConfig: true.
 	ARPProbe bool
-	// ARPProbeTimeout is how long a probe waits for an answer (the probe is
-	// sent again half-way). An offer waits this long at most when no address
-	// was verified in advance. Default: 300ms; 10ms..5s.
+	// ARPProbeTimeout is how long a probe waits for an answer. An offer waits
+	// this long at most when no address was verified in advance (that probe
+	// is sent twice, at the start and half-way). Default: 300ms; 10ms..5s.
 	ARPProbeTimeout time.Duration
-	// ARPProbeAhead is the least number of addresses kept verified free.
-	// Default: 32. Negative: nothing is checked in advance, every new
+	// ARPProbeAhead is the least number of addresses kept verified free: a
+	// boot storm of that many clients takes no ARP wait at all. Default: 64. Negative: nothing is checked in advance, every new
 	// address is probed while its client waits (as ISC dhcpd and dnsmasq
 	// ping), which costs each new client ARPProbeTimeout.
 	ARPProbeAhead int
@@ -138,7 +138,7 @@ func DefaultConfig() Config {
 		DeclineHold:       10 * time.Minute,
 		ARPProbe:          true,
 		ARPProbeTimeout:   300 * time.Millisecond,
-		ARPProbeAhead:     32,
+		ARPProbeAhead:     64,
 		ARPProbeValid:     30 * time.Second,
 		Workers:           16,
 		Port:              67,
@@ -240,7 +240,7 @@ func (c *Config) validate() error {
 		bad("arp_probe_timeout", "%v is outside 10ms..5s", c.ARPProbeTimeout)
 	}
 	if c.ARPProbeAhead == 0 {
-		c.ARPProbeAhead = 32
+		c.ARPProbeAhead = 64
 	}
 	if c.ARPProbeValid <= 0 {
 		c.ARPProbeValid = 30 * time.Second
