@@ -3,11 +3,11 @@ package dhcp
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -27,6 +27,8 @@ type arpProber struct {
 	// claimed is told of a claim on an address with no probe in flight, so
 	// addresses already verified free can be dropped.
 	claimed func(ip uint32, mac net.HardwareAddr)
+
+	closed atomic.Bool
 
 	mu      sync.Mutex
 	pending map[uint32][]*arpProbe
@@ -103,17 +105,28 @@ func (a *arpProber) start(ips []uint32, allow net.HardwareAddr, resend bool, fin
 	var failed []uint32
 	var firstErr error
 	for _, ip := range ips {
+		// In flight before it is sent: on a fast link the answer can be
+		// read before send returns.
+		p := &arpProbe{ip: ip, allow: allow, resend: resend, sent: time.Now(), done: make(chan struct{}), finish: finish}
+		a.mu.Lock()
+		a.pending[ip] = append(a.pending[ip], p)
+		a.mu.Unlock()
 		if err := a.send(ip); err != nil {
+			a.mu.Lock()
+			if !p.finished {
+				a.endLocked(p, nil) // the caller hears of it through failed
+			}
+			a.mu.Unlock()
 			failed = append(failed, ip)
 			if firstErr == nil {
 				firstErr = err
 			}
 			continue
 		}
-		p := &arpProbe{ip: ip, allow: allow, resend: resend, sent: time.Now(), done: make(chan struct{}), finish: finish}
 		a.mu.Lock()
-		a.pending[ip] = append(a.pending[ip], p)
-		a.fresh = append(a.fresh, p)
+		if !p.finished {
+			a.fresh = append(a.fresh, p)
+		}
 		a.mu.Unlock()
 		probes = append(probes, p)
 	}
@@ -156,6 +169,7 @@ func (a *arpProber) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			a.closed.Store(true)
 			a.conn.Close()
 			<-readDone
 			a.endAll()
@@ -260,14 +274,13 @@ func (a *arpProber) read() {
 	for {
 		n, _, err := a.conn.ReadFrom(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, unix.EBADF) {
+			if a.closed.Load() {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return
+			// E.g. the link went down: answers cannot arrive meanwhile, and
+			// reading resumes when it is back.
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		var m arpPacket
 		if m.UnmarshalBinary(buf[:n]) != nil || bytes.Equal(m.SenderHW, a.hw) {
