@@ -322,9 +322,9 @@ func (h *Head) assembleOrCreate(ctx context.Context, a pool.Array, devs map[stri
 		if _, err := h.mdadm(ctx, append(args, mine...)...); err != nil {
 			if dirtyDegraded(err) {
 				dev := h.Device(a.Name)
-				err = fmt.Errorf("array %s: %w; the head leaves it and its members alone: compare Events in "+
+				err = fmt.Errorf("array %s (tried with %d of %d members): %w; the head leaves it and its members alone: compare Events in "+
 					"`mdadm --examine` of the members, then `mdadm --assemble --force --run %s <the current members, e.g. %s>`, "+
-					"then `e2fsck -f %s` before it is mounted: %w", a.Name, ErrDirtyDegraded, dev, tried, dev, err)
+					"then `e2fsck -f %s` before it is mounted: %w", a.Name, len(mine), len(a.Members), ErrDirtyDegraded, dev, tried, dev, err)
 				h.mu.Lock()
 				h.refused[a.Name] = refusal{members: tried, err: err}
 				h.mu.Unlock()

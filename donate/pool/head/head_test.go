@@ -447,13 +447,14 @@ func TestUpLeavesADirtyDegradedArrayAlone(t *testing.T) {
 	steps := []struct {
 		name    string
 		present map[string]string
+		members string
 		want    []string
 	}{
-		{"refused", devMap(3, 4, 5), append(append([]string{mdadmDet}, examine3...), assemble3)},
+		{"refused", devMap(3, 4, 5), "3 of 4", append(append([]string{mdadmDet}, examine3...), assemble3)},
 		// Same members, same answer: no new attempt while the admin may be at work on them.
-		{"not retried", devMap(3, 4, 5), append([]string{mdadmDet}, examine3...)},
+		{"not retried", devMap(3, 4, 5), "3 of 4", append([]string{mdadmDet}, examine3...)},
 		// e2 is back: another member set is worth one more try.
-		{"retried with e2", devMap(2, 3, 4, 5), []string{mdadmDet, "mdadm --examine --export /dev/vde", "mdadm --examine --export /dev/vdb",
+		{"retried with e2", devMap(2, 3, 4, 5), "4 of 4", []string{mdadmDet, "mdadm --examine --export /dev/vde", "mdadm --examine --export /dev/vdb",
 			"mdadm --examine --export /dev/vdc", "mdadm --examine --export /dev/vdd",
 			"mdadm --assemble /dev/md/data0 --run --uuid=" + fixtureUUID + " /dev/vde /dev/vdb /dev/vdc /dev/vdd"}},
 	}
@@ -466,7 +467,7 @@ func TestUpLeavesADirtyDegradedArrayAlone(t *testing.T) {
 			if !errors.Is(err, ErrDirtyDegraded) || st.State != pool.ArrayFailed {
 				t.Fatalf("err %v status %+v", err, st)
 			}
-			for _, part := range []string{"dirty and degraded", "mdadm --assemble --force --run /dev/md/data0", "e2fsck -f /dev/md/data0",
+			for _, part := range []string{"(tried with " + s.members + " members): dirty and degraded", "mdadm --assemble --force --run /dev/md/data0", "e2fsck -f /dev/md/data0",
 				"Input/output error; mdadm: Not enough devices to start the array while not clean - consider --force."} {
 				if !strings.Contains(st.Message, part) {
 					t.Errorf("message lacks %q: %s", part, st.Message)
