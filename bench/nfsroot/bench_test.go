@@ -119,7 +119,7 @@ func copyBudget(b *testing.B, src, dst string, budget int64) (files int, bytes i
 }
 
 // buildRootfs lays out the data every scenario reads.
-func buildRootfs(b *testing.B, root string) {
+func buildRootfs(b *testing.B, root string) (bootBytes int64) {
 	f, err := os.Create(filepath.Join(root, "big.bin"))
 	if err != nil {
 		b.Fatal(err)
@@ -153,6 +153,7 @@ func buildRootfs(b *testing.B, root string) {
 		files, bytes = files+f, bytes+n
 	}
 	fmt.Printf("boot working set: %d files, %.1f MiB under bin, sbin, lib\n", files, float64(bytes)/(1<<20))
+	return bytes
 }
 
 const ganeshaConf = `NFS_CORE_PARAM {
@@ -209,8 +210,9 @@ exec ganesha.nfsd -F -f %s -L %s -p /run/ganesha/ganesha.pid`,
 }
 
 type env struct {
-	cli     *lab.Netns
-	servers []server
+	cli       *lab.Netns
+	servers   []server
+	bootBytes int64 // size of the boot working set
 }
 
 type server struct {
@@ -249,7 +251,7 @@ func setup(b *testing.B) *env {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	buildRootfs(b, root)
+	bootBytes := buildRootfs(b, root)
 
 	ours, gan, cli := lab.NewNetns(b), lab.NewNetns(b), lab.NewNetns(b)
 	lab.Veth(b, ours, oursIP+"/24", cli, "10.42.0.2/24")
@@ -271,7 +273,7 @@ func setup(b *testing.B) *env {
 	})
 
 	ganPid := startGanesha(b, gan, dir, root)
-	e := &env{cli: cli}
+	e := &env{cli: cli, bootBytes: bootBytes}
 	for _, s := range []server{{name: "distonet", ip: oursIP, pid: cmd.Process.Pid}, {name: "ganesha", ip: ganeshaIP, pid: ganPid}} {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
@@ -301,18 +303,31 @@ type results struct {
 	order []string
 	d     map[string]map[string][]time.Duration
 	cpu   map[string]map[string]time.Duration // server CPU time summed over the samples
+	ccpu  map[string]map[string]time.Duration // client CPU time (this process and the libnfs tools)
 }
 
-func (r *results) add(scenario, server string, d, cpu time.Duration) {
+func (r *results) add(scenario, server string, d, cpu, ccpu time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.d[scenario] == nil {
 		r.d[scenario] = map[string][]time.Duration{}
 		r.cpu[scenario] = map[string]time.Duration{}
+		r.ccpu[scenario] = map[string]time.Duration{}
 		r.order = append(r.order, scenario)
 	}
 	r.d[scenario][server] = append(r.d[scenario][server], d)
 	r.cpu[scenario][server] += cpu
+	r.ccpu[scenario][server] += ccpu
+}
+
+// clientCPU is the CPU time used so far by the benchmark process and the client tools it
+// ran to completion: if the clients saturate the cores, the servers cannot be compared.
+func clientCPU() time.Duration {
+	var self, kids syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	return tv(self.Utime) + tv(self.Stime) + tv(kids.Utime) + tv(kids.Stime)
 }
 
 func stats(ds []time.Duration) (best, median time.Duration) {
@@ -322,7 +337,7 @@ func stats(ds []time.Duration) (best, median time.Duration) {
 }
 
 func (r *results) print() {
-	fmt.Println("scenario             samples  distonet best/median    ganesha best/median   speed ratio best (median)   server CPU ms/op distonet ganesha")
+	fmt.Println("scenario             samples  distonet best/median    ganesha best/median   speed ratio best (median)   server CPU ms/op distonet ganesha   client CPU ms/op with distonet ganesha")
 	for _, sc := range r.order {
 		ours, gan := r.d[sc]["distonet"], r.d[sc]["ganesha"]
 		if len(ours) == 0 || len(gan) == 0 {
@@ -334,9 +349,9 @@ func (r *results) print() {
 			fmt.Printf("  %s distonet %v\n  %s ganesha  %v\n", sc, ours, sc, gan)
 		}
 		n := time.Duration(len(ours))
-		fmt.Printf("%-20s %7d %9.1f/%-9.1fms %9.1f/%-9.1fms   %.2fx (%.2fx)          %8.1f %8.1f\n", sc, len(ours),
+		fmt.Printf("%-20s %7d %9.1f/%-9.1fms %9.1f/%-9.1fms   %.2fx (%.2fx)          %8.1f %8.1f   %8.1f %8.1f\n", sc, len(ours),
 			ms(ob), ms(om), ms(gb), ms(gm), gb.Seconds()/ob.Seconds(), gm.Seconds()/om.Seconds(),
-			ms(r.cpu[sc]["distonet"]/n), ms(r.cpu[sc]["ganesha"]/n))
+			ms(r.cpu[sc]["distonet"]/n), ms(r.cpu[sc]["ganesha"]/n), ms(r.ccpu[sc]["distonet"]/n), ms(r.ccpu[sc]["ganesha"]/n))
 	}
 }
 
@@ -348,7 +363,7 @@ func ms(d time.Duration) float64 { return d.Seconds() * 1000 }
 // distonet faster). ns/op is one round of both servers.
 func BenchmarkNFSRoot(b *testing.B) {
 	e := setup(b)
-	res := &results{d: map[string]map[string][]time.Duration{}, cpu: map[string]map[string]time.Duration{}}
+	res := &results{d: map[string]map[string][]time.Duration{}, cpu: map[string]map[string]time.Duration{}, ccpu: map[string]map[string]time.Duration{}}
 	defer res.print()
 	run := func(scenario string, bytes int64, op func(b *testing.B, s server)) {
 		b.Run(scenario, func(b *testing.B) {
@@ -358,10 +373,10 @@ func BenchmarkNFSRoot(b *testing.B) {
 			for i := range b.N {
 				for k := range e.servers {
 					s := e.servers[(i+k)%len(e.servers)]
-					cpu0 := cpuTime(s.pid)
+					cpu0, ccpu0 := cpuTime(s.pid), clientCPU()
 					start := time.Now()
 					op(b, s)
-					res.add(scenario, s.name, time.Since(start), cpuTime(s.pid)-cpu0)
+					res.add(scenario, s.name, time.Since(start), cpuTime(s.pid)-cpu0, clientCPU()-ccpu0)
 				}
 			}
 			ob, _ := stats(res.d[scenario]["distonet"])
@@ -406,20 +421,22 @@ func BenchmarkNFSRoot(b *testing.B) {
 						errs <- err
 						return
 					}
-					defer c.rpc.Close()
-					var n int64
+					defer c.Close()
+					var files []entry
 					for _, dir := range []string{"bin", "sbin", "lib"} {
 						fh, err := c.lookup(root, dir)
+						if err == nil {
+							files, err = c.listTree(fh, files)
+						}
 						if err != nil {
-							errs <- err
+							errs <- fmt.Errorf("%s: %w", dir, err)
 							return
 						}
-						_, bytes, err := c.readTree(fh)
-						if err != nil {
-							errs <- err
-							return
-						}
-						n += bytes
+					}
+					n, err := c.readFiles(files)
+					if err != nil {
+						errs <- err
+						return
 					}
 					mu.Lock()
 					total += n
@@ -431,8 +448,8 @@ func BenchmarkNFSRoot(b *testing.B) {
 			for err := range errs {
 				b.Fatal(err)
 			}
-			if total == 0 {
-				b.Fatal("boot set read no data")
+			if total != int64(clients)*e.bootBytes {
+				b.Fatalf("%d clients read %d bytes, want %d each", clients, total, e.bootBytes)
 			}
 		})
 	}
