@@ -257,17 +257,35 @@ func diskFile(t *testing.T) string {
 	return file
 }
 
-// cpuMillis is the user+system CPU time of a process, from /proc/<pid>/stat.
+// cpuMillis is the CPU time a process has used so far, in milliseconds: for another process
+// the sum of its threads' on-CPU time from /proc/<pid>/task/*/schedstat (nanoseconds; the
+// clock-tick counts in /proc/<pid>/stat are too coarse for a run of a few hundred
+// milliseconds), for this one getrusage (which also counts threads that have exited).
 func cpuMillis(t *testing.T, pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
+	if pid == os.Getpid() {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	var utime, stime float64
-	fmt.Sscan(f[11], &utime)
-	fmt.Sscan(f[12], &stime)
-	return (utime + stime) * 1000 / 100 // USER_HZ is 100 on Linux
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	var ns float64
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread just exited
+		}
+		var v float64
+		if _, err := fmt.Sscan(string(b), &v); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		ns += v
+	}
+	return ns / 1e6
 }
 
 // startPeer runs a peer in ns, killed by the returned stop (lab.Netns.Start's Pdeathsig fires

@@ -186,15 +186,14 @@ func TestConfigString(t *testing.T) {
 
 // rawDo sends a request whose frame mutate may alter after marshalling.
 func rawDo(ctx context.Context, c *Client, cmd Command, fill func([]byte) (int, error), mutate func([]byte)) (*request, error) {
-	done := make(chan *request, 1)
-	r, err := c.newRequest(cmd, done, fill)
+	r, err := c.newRequest(cmd, fill)
 	if err != nil {
 		return nil, err
 	}
 	if mutate != nil {
 		mutate(r.frame)
 	}
-	return r, c.run(ctx, []*request{r}, done)
+	return r, c.run(ctx, []*request{r})
 }
 
 func TestErrorResponses(t *testing.T) {

@@ -160,8 +160,32 @@ type request struct {
 	arg     []byte // response argument (copied) for control commands
 	ata     ATAArg // response registers
 	err     error
-	done    chan *request
+	w       *window // the call it belongs to
 	keepArg bool
+}
+
+// window is one call's requests: at most Outstanding in flight. The receiving goroutine
+// completes requests and sends the next ones itself, in one sendmmsg per received batch, so
+// a streaming call costs no goroutine hand-off per frame; the caller only waits for the end
+// and retransmits what times out.
+type window struct {
+	mu        sync.Mutex
+	reqs      []*request
+	next      int                 // reqs[next:] not sent yet
+	live      map[uint32]*request // sent, unanswered
+	remaining int                 // not answered yet
+	err       error               // the first error; nothing new is sent after it
+	closed    bool                // the caller has returned: touch nothing
+	finished  chan struct{}       // closed once remaining is 0 or err is set
+	toSend    []*request          // refills collected by the receiver for its next sendmmsg
+}
+
+// finishLocked signals the caller once the call is over.
+func (w *window) finishLocked() {
+	if w.finished != nil && (w.remaining == 0 || w.err != nil) {
+		close(w.finished)
+		w.finished = nil
+	}
 }
 
 // Dial opens a client for the target at shelf.slot reachable at mac through ifname, with the
@@ -277,12 +301,14 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 		bufs[i] = make([]byte, frameSize)
 	}
 	lens := make([]int, batchSize)
+	var touched []*window
 	for {
 		k, err := rx.recv(bufs, lens)
 		if err != nil {
 			c.failAll(fmt.Errorf("aoe receive: %w", err))
 			return
 		}
+		touched = touched[:0]
 		for i := range k {
 			buf := bufs[i][:lens[i]]
 			var h Header
@@ -302,10 +328,63 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 			if r == nil {
 				continue // late duplicate or not ours
 			}
-			r.complete(&h, buf[HeaderLen:])
-			r.done <- r
+			w := r.w
+			w.mu.Lock()
+			if !w.closed {
+				r.complete(&h, buf[HeaderLen:])
+				c.answeredLocked(w, r)
+				if len(w.toSend) > 0 && !slices.Contains(touched, w) {
+					touched = append(touched, w)
+				}
+			}
+			w.mu.Unlock()
+		}
+		for _, w := range touched {
+			w.mu.Lock()
+			if !w.closed && len(w.toSend) > 0 {
+				if err := c.transmit(w.toSend...); err != nil && w.err == nil {
+					w.err = fmt.Errorf("aoe send: %w", err)
+					w.finishLocked()
+				}
+			}
+			clear(w.toSend)
+			w.toSend = w.toSend[:0]
+			w.mu.Unlock()
 		}
 	}
+}
+
+// answeredLocked books r's answer in its window and queues the requests that take its place.
+func (c *Client) answeredLocked(w *window, r *request) {
+	delete(w.live, r.tag)
+	w.remaining--
+	if r.err != nil && w.err == nil {
+		w.err = r.err
+	}
+	if w.err == nil {
+		w.toSend = c.refillLocked(w, w.toSend)
+	}
+	w.finishLocked()
+}
+
+// refillLocked moves requests from w's queue into flight, up to Outstanding, registering
+// their tags, and appends them to out.
+func (c *Client) refillLocked(w *window, out []*request) []*request {
+	start := len(out)
+	for w.next < len(w.reqs) && len(w.live) < c.cfg.Outstanding {
+		r := w.reqs[w.next]
+		w.next++
+		w.live[r.tag] = r
+		out = append(out, r)
+	}
+	if len(out) > start {
+		c.mu.Lock()
+		for _, r := range out[start:] {
+			c.pending[r.tag] = r
+		}
+		c.mu.Unlock()
+	}
+	return out
 }
 
 // answeredBy checks that an ATA response echoes the request's LBA (targets leave the LBA
@@ -354,13 +433,19 @@ func (c *Client) failAll(err error) {
 	c.pending = map[uint32]*request{}
 	c.mu.Unlock()
 	for _, r := range ps {
-		r.err = err
-		r.done <- r
+		w := r.w
+		w.mu.Lock()
+		if !w.closed {
+			r.err = err
+			c.answeredLocked(w, r)
+			w.toSend = w.toSend[:0] // nothing more goes out
+		}
+		w.mu.Unlock()
 	}
 }
 
 // newRequest builds a request frame: header plus the argument written by fill.
-func (c *Client) newRequest(cmd Command, done chan *request, fill func(b []byte) (int, error)) (*request, error) {
+func (c *Client) newRequest(cmd Command, fill func(b []byte) (int, error)) (*request, error) {
 	bp := c.bufs.Get().(*[]byte)
 	b := *bp
 	tag := c.tagPrefix | c.tag.Add(1)&0xffff
@@ -378,7 +463,7 @@ func (c *Client) newRequest(cmd Command, done chan *request, fill func(b []byte)
 		clear(b[n:MinFrameLen])
 		n = MinFrameLen
 	}
-	r := &request{tag: tag, cmd: cmd, frame: b[:n], done: done}
+	r := &request{tag: tag, cmd: cmd, frame: b[:n]}
 	if cmd == CommandATA && n >= HeaderLen+ATAArgLen {
 		r.ataCmd, r.lba = b[HeaderLen+3], getLBA(b[HeaderLen+4:])
 	}
@@ -407,14 +492,19 @@ func (c *Client) transmit(rs ...*request) error {
 }
 
 // run sends the requests with at most Outstanding in flight, retransmitting on timeout, and
-// returns the first error. Each request must have been made with done as its channel.
-func (c *Client) run(ctx context.Context, reqs []*request, done chan *request) error {
-	var firstErr error
-	next, inflight := 0, 0
-	live := map[uint32]*request{}
-	ticker := time.NewTicker(c.cfg.Timeout / 4)
-	defer ticker.Stop()
+// returns the first error.
+func (c *Client) run(ctx context.Context, reqs []*request) error {
+	finished := make(chan struct{})
+	w := &window{reqs: reqs, live: map[uint32]*request{}, remaining: len(reqs), finished: finished}
+	for _, r := range reqs {
+		r.w = w
+	}
 	defer func() {
+		w.mu.Lock()
+		w.closed = true
+		live := w.live
+		w.live = nil
+		w.mu.Unlock()
 		c.mu.Lock()
 		for t := range live {
 			delete(c.pending, t)
@@ -426,80 +516,57 @@ func (c *Client) run(ctx context.Context, reqs []*request, done chan *request) e
 			}
 		}
 	}()
-	var batch []*request
-	complete := func(r *request) {
-		inflight--
-		delete(live, r.tag)
-		if r.err != nil && firstErr == nil {
-			firstErr = r.err
-		}
+	w.mu.Lock()
+	first := c.refillLocked(w, nil)
+	err := c.transmit(first...)
+	if err != nil {
+		w.err = fmt.Errorf("aoe send: %w", err)
 	}
-	for next < len(reqs) || inflight > 0 {
-		// Refill the window and send the new requests in one system call.
-		batch = batch[:0]
-		for firstErr == nil && next < len(reqs) && inflight < c.cfg.Outstanding {
-			r := reqs[next]
-			next++
-			live[r.tag] = r
-			inflight++
-			batch = append(batch, r)
-		}
-		if len(batch) > 0 {
-			c.mu.Lock()
-			for _, r := range batch {
-				c.pending[r.tag] = r
-			}
-			c.mu.Unlock()
-			if err := c.transmit(batch...); err != nil {
-				firstErr = fmt.Errorf("aoe send: %w", err)
-			}
-		}
-		if firstErr != nil {
-			return firstErr // the deferred cleanup forgets the live tags
-		}
+	w.finishLocked()
+	w.mu.Unlock()
+	ticker := time.NewTicker(c.cfg.Timeout / 4)
+	defer ticker.Stop()
+	for {
 		select {
-		case r := <-done:
-			complete(r)
-			for more := true; more; { // take every completion already there
-				select {
-				case r := <-done:
-					complete(r)
-				default:
-					more = false
-				}
-			}
+		case <-finished:
+			w.mu.Lock()
+			err := w.err
+			w.mu.Unlock()
+			return err
 		case now := <-ticker.C:
-			for _, r := range live {
+			w.mu.Lock()
+			for _, r := range w.live {
 				wait := c.cfg.Timeout << min(r.tries, 6)
 				if now.Sub(r.sent) < wait {
 					continue
 				}
 				if r.tries >= c.cfg.Retries {
+					w.mu.Unlock()
 					return fmt.Errorf("aoe e%d.%d tag %#x after %d tries: %w", c.shelf, c.slot, r.tag, r.tries+1, ErrTimeout)
 				}
 				r.tries++
 				if err := c.transmit(r); err != nil {
+					w.mu.Unlock()
 					return fmt.Errorf("aoe resend: %w", err)
 				}
 			}
+			w.mu.Unlock()
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-c.closed:
 			return errors.New("aoe: client closed")
 		}
 	}
-	return firstErr
 }
 
 // do runs one request and returns it completed.
 func (c *Client) do(ctx context.Context, cmd Command, keepArg bool, fill func(b []byte) (int, error)) (*request, error) {
-	done := make(chan *request, 1)
-	r, err := c.newRequest(cmd, done, fill)
+	r, err := c.newRequest(cmd, fill)
 	if err != nil {
 		return nil, err
 	}
 	r.keepArg = keepArg
-	if err := c.run(ctx, []*request{r}, done); err != nil {
+	if err := c.run(ctx, []*request{r}); err != nil {
 		return r, err
 	}
 	return r, nil
@@ -573,15 +640,14 @@ func (r *request) ataOrZero() ATAArg {
 // Identify returns the target's ATA IDENTIFY DEVICE block.
 func (c *Client) Identify(ctx context.Context) ([512]byte, error) {
 	var id [512]byte
-	done := make(chan *request, 1)
-	r, err := c.newRequest(CommandATA, done, func(b []byte) (int, error) {
+	r, err := c.newRequest(CommandATA, func(b []byte) (int, error) {
 		return (&ATAArg{SectorCount: 1, CmdStatus: ATAIdentify}).MarshalTo(b)
 	})
 	if err != nil {
 		return id, err
 	}
 	r.into = id[:]
-	return id, c.run(ctx, []*request{r}, done)
+	return id, c.run(ctx, []*request{r})
 }
 
 // Flush asks the target to make completed writes durable (FLUSH CACHE, 0xe7: vblade aborts
@@ -617,7 +683,6 @@ func (c *Client) rw(ctx context.Context, p []byte, off int64, write bool) error 
 		return fmt.Errorf("aoe: range %d+%d beyond the %d-byte device", off, len(p), c.sectors*SectorSize)
 	}
 	chunk := c.maxSectors * SectorSize
-	done := make(chan *request, c.cfg.Outstanding+1)
 	reqs := make([]*request, 0, (len(p)+chunk-1)/chunk)
 	for o := 0; o < len(p); o += chunk {
 		part := p[o:min(o+chunk, len(p))]
@@ -625,7 +690,7 @@ func (c *Client) rw(ctx context.Context, p []byte, off int64, write bool) error 
 		if write {
 			a.Write, a.CmdStatus, a.Data = true, ATAWriteSectorsExt, part
 		}
-		r, err := c.newRequest(CommandATA, done, a.MarshalTo)
+		r, err := c.newRequest(CommandATA, a.MarshalTo)
 		if err != nil {
 			for _, r := range reqs {
 				c.release(r)
@@ -637,5 +702,5 @@ func (c *Client) rw(ctx context.Context, p []byte, off int64, write bool) error 
 		}
 		reqs = append(reqs, r)
 	}
-	return c.run(ctx, reqs, done)
+	return c.run(ctx, reqs)
 }
