@@ -1,14 +1,22 @@
 // Package tftpbench measures netboot/tftp against tftpd-hpa and dnsmasq on this machine,
 // in the same run, over a veth pair (MTU 1500) between two network namespaces, with the
 // same Go client for every server: 8 MiB and 64 MiB files, 1 client and 32 in parallel,
-// blksize 1468. Run it with
+// blksize 1468, the client acknowledging every block (as PXE ROMs and iPXE do). Run it with
 //
-//	go test -run '^$' -bench . -benchtime 1x -timeout 30m ./bench/tftp
+//	DISTONET_BENCH=1 go test -run '^$' -bench . -benchtime 1x -timeout 60m ./bench/tftp
 //
-// DISTONET_BENCH_QUICK=1 drops the 64 MiB × 32 case. "ours" is lockstep (pin/tftp carries
-// it), "ours-send-ahead" is Config.Anticipate=16 (our sender, the client still ACKs every
-// block), "ours-timeout" adds the timeout option (our sender, lockstep) and
-// "ours-windowsize" negotiates RFC 7440 windowsize 16, which neither peer accepts.
+// (`make bench` does). Servers: "ours" is lock-step, "ours-send-ahead" is
+// Config.Anticipate=16, "ours-windowsize" negotiates RFC 7440 windowsize 16, which neither
+// peer accepts (shown for information, not in a ratio). Each case prints one line per mode
+// with the median MB/s of every server, ours / best peer and ours / each peer, and the
+// servers' CPU time per MiB sent.
+//
+// Knobs: DISTONET_BENCH_QUICK=1 drops the 64 MiB × 32 case; DISTONET_BENCH_CASES=8x1,64x32
+// picks cases; DISTONET_BENCH_ROUNDS=N sets the rounds (default 5 for one client, 3 for 8
+// MiB × 32, 1 for 64 MiB × 32); DISTONET_BENCH_TARGETS=ours,tftpd-hpa picks servers;
+// DISTONET_BENCH_VARIANTS="name:K=V;K=V,..." adds lock-step servers of ours run with that
+// environment (BIN=path runs another build of this benchmark, e.g. an older commit's;
+// DISTONET_TFTP_BENCH_BUSYPOLL=-1ns sets Config.BusyPoll).
 package tftpbench
 
 import (
@@ -77,7 +85,8 @@ const (
 type target struct {
 	name string
 	port int
-	opts []tftp.Option // beyond blksize and tsize
+	opts []tftp.Option        // beyond blksize and tsize
+	cpu  func() time.Duration // the server's CPU time so far
 }
 
 type file struct {
@@ -86,7 +95,7 @@ type file struct {
 	crc  uint32
 }
 
-// BenchmarkTFTP prints MB/s per server and the ratio of ours to the best peer.
+// BenchmarkTFTP prints MB/s per server and the ratios of ours to the peers.
 func BenchmarkTFTP(b *testing.B) {
 	lab.Require(b, "in.tftpd", "dnsmasq")
 	srvNS, cli := lab.NewNetns(b), lab.NewNetns(b)
@@ -112,18 +121,18 @@ func BenchmarkTFTP(b *testing.B) {
 	}
 
 	// Ours, twice: lockstep and with send-ahead.
-	for port, anticipate := range map[int]int{6901: 0, 6902: window} {
-		startPeer(b, srvNS, []string{fmt.Sprintf("%s=%d,%d,%s", serveEnv, port, anticipate, root)}, os.Args[0], "-test.run=^$")
-	}
+	cpuOurs := startPeer(b, srvNS, []string{fmt.Sprintf("%s=%d,%d,%s", serveEnv, 6901, 0, root)}, os.Args[0], "-test.run=^$")
+	cpuAhead := startPeer(b, srvNS, []string{fmt.Sprintf("%s=%d,%d,%s", serveEnv, 6902, window, root)}, os.Args[0], "-test.run=^$")
 	// tftpd-hpa: foreground, standalone, chrooted to root, same blksize cap and 1 s timeout.
-	startPeer(b, srvNS, nil, "in.tftpd", "-L", "-l", "-a", ":6903", "-s", "-u", "root", "-B", strconv.Itoa(blockSize), "-T", "1000000", root)
+	// It forks a child per transfer: its CPU time is counted once the child is reaped.
+	cpuHPA := startPeer(b, srvNS, nil, "in.tftpd", "-L", "-l", "-a", ":6903", "-s", "-u", "root", "-B", strconv.Itoa(blockSize), "-T", "1000000", root)
 	// dnsmasq: TFTP only (DNS off, no DHCP range), on the fixed port 69.
-	startPeer(b, srvNS, nil, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
+	cpuDnsmasq := startPeer(b, srvNS, nil, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
 		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--enable-tftp", "--tftp-root="+root, "--tftp-max=100", "--quiet-tftp",
 		"--log-facility="+filepath.Join(dir, "dnsmasq.log"))
-	targets := []target{{"ours", 6901, nil}, {"ours-send-ahead", 6902, nil}, {"tftpd-hpa", 6903, nil}, {"dnsmasq", 69, nil},
-		{"ours-timeout", 6901, []tftp.Option{{Name: "timeout", Value: "1"}}},
-		{"ours-windowsize", 6901, []tftp.Option{{Name: "windowsize", Value: strconv.Itoa(window)}}}}
+	targets := []target{{"ours", 6901, nil, cpuOurs}, {"ours-send-ahead", 6902, nil, cpuAhead},
+		{"tftpd-hpa", 6903, nil, cpuHPA}, {"dnsmasq", 69, nil, cpuDnsmasq},
+		{"ours-windowsize", 6901, []tftp.Option{{Name: "windowsize", Value: strconv.Itoa(window)}}, cpuOurs}}
 	// Variants of ours for experiments: DISTONET_BENCH_VARIANTS="name:K=V;K=V,name2:..." runs
 	// one more lockstep server per entry with that environment.
 	if v := os.Getenv("DISTONET_BENCH_VARIANTS"); v != "" {
@@ -137,8 +146,7 @@ func BenchmarkTFTP(b *testing.B) {
 					bin = v // another build of this benchmark, e.g. an older commit's
 				}
 			}
-			startPeer(b, srvNS, env, bin, "-test.run=^$")
-			targets = append(targets, target{name, port, nil})
+			targets = append(targets, target{name, port, nil, startPeer(b, srvNS, env, bin, "-test.run=^$")})
 		}
 	}
 	if only := os.Getenv("DISTONET_BENCH_TARGETS"); only != "" {
@@ -154,12 +162,8 @@ func BenchmarkTFTP(b *testing.B) {
 		waitReady(b, cli, tg, files[0].name)
 	}
 
-	type key struct {
-		file    string
-		clients int
-		server  string
-	}
-	results := map[key]float64{} // median MB/s
+	var report strings.Builder
+	fmt.Fprintf(&report, "\nTFTP, blksize %d, MTU 1500 veth, 2 namespaces; median MB/s of the rounds; CPU = server CPU ms per MiB sent, client = the clients' (this process)\n", blockSize)
 	for _, f := range files {
 		for _, clients := range []int{1, 32} {
 			if f.size == 64<<20 && clients == 32 && os.Getenv("DISTONET_BENCH_QUICK") != "" {
@@ -169,20 +173,26 @@ func BenchmarkTFTP(b *testing.B) {
 				continue
 			}
 			// Rounds alternate between the servers (the machine is shared); the median
-			// is reported. The 2 GiB case runs once.
-			rounds := 3
-			if f.size*clients > 1<<30 {
-				rounds = 1
+			// is reported.
+			rounds := 5
+			switch {
+			case f.size*clients > 1<<30:
+				rounds = 1 // 2 GiB per server
+			case clients > 1:
+				rounds = 3
 			}
 			if r, err := strconv.Atoi(os.Getenv("DISTONET_BENCH_ROUNDS")); err == nil && r > 0 {
 				rounds = r
 			}
 			runs := map[string][]float64{}
+			cpu := map[string]time.Duration{}
+			client := map[string]time.Duration{} // this process: the clients
 			for round := range rounds {
 				for _, tg := range targets {
 					b.Run(fmt.Sprintf("%s/%dx/%s/round%d", f.name, clients, tg.name, round), func(b *testing.B) {
 						b.SetBytes(int64(f.size * clients))
 						var total time.Duration
+						cpu0, client0 := tg.cpu(), selfCPU()
 						for range b.N {
 							start := time.Now()
 							if err := fetchParallel(cli, tg, f, clients); err != nil {
@@ -190,46 +200,97 @@ func BenchmarkTFTP(b *testing.B) {
 							}
 							total += time.Since(start)
 						}
+						cpu[tg.name] += tg.cpu() - cpu0
+						client[tg.name] += selfCPU() - client0
 						runs[tg.name] = append(runs[tg.name], float64(f.size*clients*b.N)/total.Seconds()/1e6)
 					})
 				}
 			}
+			median := map[string]float64{}
 			for name, v := range runs {
 				sort.Float64s(v)
-				results[key{f.name, clients, name}] = v[len(v)/2]
-				fmt.Printf("%s x%d %s: %v\n", f.name, clients, name, v)
+				median[name] = v[len(v)/2]
+				b.Logf("%s x%d %s: MB/s per round %.1f", f.name, clients, name, v)
+			}
+			mib := float64(f.size*clients*rounds) / (1 << 20)
+			line := func(mode string, ours string) {
+				if _, ok := median[ours]; !ok {
+					return
+				}
+				fmt.Fprintf(&report, "%2d MiB x%-2d %-10s %s %.1f MB/s (CPU %.2f, client %.2f)", f.size>>20, clients, mode, ours, median[ours], cpu[ours].Seconds()*1e3/mib, client[ours].Seconds()*1e3/mib)
+				best, ratios := 0.0, ""
+				for _, peer := range []string{"tftpd-hpa", "dnsmasq"} {
+					if m, ok := median[peer]; ok {
+						fmt.Fprintf(&report, " | %s %.1f (CPU %.2f, client %.2f)", peer, m, cpu[peer].Seconds()*1e3/mib, client[peer].Seconds()*1e3/mib)
+						ratios += fmt.Sprintf(" ours/%s %.2f", peer, median[ours]/m)
+						best = max(best, m)
+					}
+				}
+				if best > 0 {
+					fmt.Fprintf(&report, " => ours/best %.2f%s", median[ours]/best, ratios)
+				}
+				report.WriteString("\n")
+			}
+			line("lock-step", "ours")
+			line("send-ahead", "ours-send-ahead")
+			line("windowsize", "ours-windowsize")
+			for _, tg := range targets {
+				if strings.HasPrefix(tg.name, "ours") && !slices.Contains([]string{"ours", "ours-send-ahead", "ours-windowsize"}, tg.name) {
+					line("variant", tg.name)
+				}
 			}
 		}
-	}
-
-	var report strings.Builder
-	fmt.Fprintf(&report, "\nTFTP, blksize %d, MTU 1500 veth, median MB/s (ratio = ours / best peer)\n", blockSize)
-	fmt.Fprintf(&report, "%-10s %4s %10s %16s %10s %10s %12s %15s %13s %15s\n", "file", "cli", "ours", "ours-send-ahead", "tftpd-hpa", "dnsmasq", "ours/best", "send-ahead/hpa", "ours-timeout", "ours-windowsize")
-	var keys []key
-	for k := range results {
-		if k.server == "ours" {
-			keys = append(keys, k)
-		}
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].file != keys[j].file {
-			return len(keys[i].file) < len(keys[j].file) || keys[i].file < keys[j].file
-		}
-		return keys[i].clients < keys[j].clients
-	})
-	for _, k := range keys {
-		get := func(s string) float64 { return results[key{k.file, k.clients, s}] }
-		best := max(get("tftpd-hpa"), get("dnsmasq"))
-		fmt.Fprintf(&report, "%-10s %4d %10.1f %16.1f %10.1f %10.1f %12.2f %15.2f %13.1f %15.1f\n", k.file, k.clients,
-			get("ours"), get("ours-send-ahead"), get("tftpd-hpa"), get("dnsmasq"), get("ours")/best, get("ours-send-ahead")/get("tftpd-hpa"),
-			get("ours-timeout"), get("ours-windowsize"))
 	}
 	fmt.Print(report.String())
 }
 
+// selfCPU is the CPU time of this process: the clients.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuacctRoot is the cgroup v1 CPU accounting hierarchy: a server's group counts the CPU
+// time of all its processes, also the children tftpd-hpa forks per transfer, alive or gone.
+const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
+
+// cpuMeter puts pid in a cgroup of its own and returns a reader of the group's CPU time
+// (always 0 where cgroup v1 cpuacct is not mounted writable) and a cleanup.
+func cpuMeter(b *testing.B, pid int) (func() time.Duration, func()) {
+	dir := filepath.Join(cpuacctRoot, fmt.Sprintf("distonet-tftpbench-%d-%d", os.Getpid(), pid))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		b.Logf("no CPU accounting: %v", err)
+		return func() time.Duration { return 0 }, func() {}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		b.Logf("no CPU accounting: %v", err)
+	}
+	read := func() time.Duration {
+		v, err := os.ReadFile(filepath.Join(dir, "cpuacct.usage"))
+		if err != nil {
+			return 0
+		}
+		ns, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+		return time.Duration(ns)
+	}
+	cleanup := func() {
+		for range 100 { // the group can go once its last process is reaped
+			if os.Remove(dir) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		b.Logf("cgroup %s left behind", dir)
+	}
+	return read, cleanup
+}
+
 // startPeer runs a peer server in the namespace until the benchmark ends. Not ns.Start:
 // its Pdeathsig fires when the forking OS thread exits, and threads that ran ns.Do exit.
-func startPeer(b *testing.B, ns *lab.Netns, env []string, name string, args ...string) {
+func startPeer(b *testing.B, ns *lab.Netns, env []string, name string, args ...string) func() time.Duration {
 	b.Helper()
 	var out bytes.Buffer
 	cmd := ns.Command(context.Background(), name, args...)
@@ -239,13 +300,16 @@ func startPeer(b *testing.B, ns *lab.Netns, env []string, name string, args ...s
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start %s: %v", name, err)
 	}
+	cpu, uncount := cpuMeter(b, cmd.Process.Pid)
 	b.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
+		uncount()
 		if b.Failed() {
 			b.Logf("%s output:\n%s", name, out.String())
 		}
 	})
+	return cpu
 }
 
 func waitReady(b *testing.B, cli *lab.Netns, tg target, name string) {

@@ -18,7 +18,8 @@ import (
 // TestIPXEFetchesOverTFTP boots QEMU's iPXE ROM (the PXE firmware QEMU ships) on a bridge
 // where dnsmasq only hands out an address and "boot.ipxe": the ROM fetches that generated
 // script from our server, then the script fetches a 3 MiB file from the lockstep server
-// (pin/tftp) and from a send-ahead server (our sender). Slow under TCG: e2e tag only.
+// (busy poll on: one client) and from a send-ahead server (GSO windows). Slow under TCG:
+// e2e tag only.
 func TestIPXEFetchesOverTFTP(t *testing.T) {
 	lab.Require(t, "qemu-system-x86_64", "dnsmasq")
 	const (
