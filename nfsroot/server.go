@@ -382,8 +382,8 @@ func (s *Server) serveConn(c net.Conn) {
 	// 32-client boot storm went to copystack).
 	var (
 		work    = make(chan []byte) // unbuffered: at most MaxInFlight calls are held
-		busy    atomic.Int32 // calls handed to workers and not answered yet
-		idle    atomic.Int32 // workers waiting for a call and not yet claimed, less calls queued
+		busy    atomic.Int32        // calls handed to workers and not answered yet
+		idle    atomic.Int32        // workers waiting for a call and not yet claimed, less calls queued
 		workers int
 	)
 	defer func() {
