@@ -61,34 +61,74 @@ func leaseNetwork(file string) (string, error) {
 	return n.String(), nil
 }
 
-// startKernelNFS starts nfsd and mountd on a pool-head node (NFSv4 only, TCP). It is
-// idempotent: a server already running (an agent restart) is left as it is.
-func startKernelNFS(ctx context.Context, log *slog.Logger) error {
+// nodeExportRoot is where a pool-head node mounts its arrays (head.Config.MountRoot's
+// default), and the root of its NFSv4 namespace: clients mount <head>:/<array>.
+const nodeExportRoot = "/srv/distonet/pool"
+
+// mountdLog is rpc.mountd's log on a pool-head node.
+const mountdLog = "/run/distonet/nfs-mountd.log"
+
+// startKernelNFS starts nfsd and mountd on a pool-head node (NFSv4 only, TCP). The node's
+// root is an overlayfs mounted without index=on, which nfsd cannot export, so the NFSv4
+// pseudo-root cannot be built on it: a small tmpfs at nodeExportRoot is the exported root
+// (fsid=0) and each array, mounted below it, is exported on its own. It is idempotent: a
+// server already running (an agent restart) is left as it is.
+func startKernelNFS(ctx context.Context, log *slog.Logger, clients string) error {
 	if raw, err := os.ReadFile("/proc/fs/nfsd/threads"); err == nil && strings.TrimSpace(string(raw)) != "0" {
 		return nil
 	}
+	if err := os.MkdirAll("/etc/exports.d", 0o755); err != nil {
+		return fmt.Errorf("start the NFS server: %w", err)
+	}
+	root := fmt.Sprintf("%s %s(ro,fsid=0,crossmnt,no_subtree_check)\n", nodeExportRoot, clients)
+	if err := os.WriteFile("/etc/exports.d/distonet-root.exports", []byte(root), 0o644); err != nil {
+		return fmt.Errorf("start the NFS server: %w", err)
+	}
 	steps := [][]string{
 		{"modprobe", "nfsd"},
-		{"mkdir", "-p", "/proc/fs/nfsd", "/var/lib/nfs", "/etc/exports.d"},
+		{"mkdir", "-p", "/proc/fs/nfsd", "/var/lib/nfs", nodeExportRoot},
 		{"mount", "-t", "nfsd", "nfsd", "/proc/fs/nfsd"},
+		{"mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "distonet-pool", nodeExportRoot},
 		{"touch", "/etc/exports"},
 		// The export table must exist before nfsd answers its first client.
 		{"exportfs", "-r"},
-		{"rpc.mountd", "--no-udp", "-N", "2", "-N", "3"},
-		{"rpc.nfsd", "--no-udp", "-N", "2", "-N", "3", "8"},
+		// nfs-utils 2.6 knows no version 2 to turn off; the port is explicit because an image
+		// without /etc/services (netbase) cannot resolve "nfs".
+		{"rpc.nfsd", "--no-udp", "-p", "2049", "-N", "3", "8"},
+	}
+	// mountd answers the kernel's export-cache upcalls; it stays in the foreground as the
+	// agent's child so its log lands in a file (a node has no syslog).
+	startMountd := func() error {
+		lf, err := os.OpenFile(mountdLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		cmd := exec.Command("rpc.mountd", "--foreground", "--no-udp", "-N", "2", "-N", "3")
+		cmd.Stdout, cmd.Stderr = lf, lf
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start the NFS server: rpc.mountd: %w", err)
+		}
+		go cmd.Wait() // reap it if it ever exits; the log says why
+		return nil
 	}
 	for _, s := range steps {
+		if s[0] == "rpc.nfsd" {
+			if err := startMountd(); err != nil {
+				return err
+			}
+		}
+		if s[0] == "mount" && isMountPoint(s[len(s)-1]) {
+			continue // mounted already (a restart after a partial start): never stack over arrays
+		}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		out, err := exec.CommandContext(cctx, s[0], s[1:]...).CombinedOutput()
 		cancel()
 		if err != nil {
-			if s[0] == "mount" && strings.Contains(string(out), "busy") {
-				continue // mounted already
-			}
 			return fmt.Errorf("start the NFS server: %s: %w: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
 		}
 	}
-	log.Info("kernel NFS server running (NFSv4, TCP) for the pool's exports")
+	log.Info("kernel NFS server running (NFSv4, TCP) for the pool's exports", "mountd_log", mountdLog)
 	return nil
 }
 
@@ -102,8 +142,22 @@ func nodeExporter(ctx context.Context, mode string, log *slog.Logger) (head.Expo
 	if err != nil {
 		return nil, err
 	}
-	if err := startKernelNFS(ctx, log); err != nil {
+	if err := startKernelNFS(ctx, log, clients); err != nil {
 		return nil, err
 	}
 	return nfsExporter(mode, clients)
+}
+
+// isMountPoint reports whether dir is a mount point in this mount namespace.
+func isMountPoint(dir string) bool {
+	raw, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[1] == dir {
+			return true
+		}
+	}
+	return false
 }

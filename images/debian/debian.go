@@ -222,7 +222,9 @@ func skeleton(root, hostname string) error {
 		"etc/hostname": hostname + "\n",
 		"etc/fstab":    "# written by the DiStoNet node init at boot\n",
 		"etc/profile":  "export PATH=/sbin:/bin:/usr/sbin:/usr/bin\nPS1='\\h:\\w# '\n",
-		"sbin/init":    InitScript,
+		// glibc programs (mdadm, nfs-utils) look names up through it.
+		"etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\nrpc: files\n",
+		"sbin/init":         InitScript,
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {

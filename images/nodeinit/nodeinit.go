@@ -468,6 +468,13 @@ func (n *node) writeRuntimeFiles(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("write /%s: %w", name, err)
 		}
 	}
+	// Debian links /etc/mtab to the kernel's table; programs that read it without checking
+	// (rpc.mountd on a pool head dereferences a NULL setmntent) crash on an image without it.
+	if _, err := os.Lstat(filepath.Join(newRoot, "etc/mtab")); errors.Is(err, os.ErrNotExist) {
+		if err := os.Symlink("../proc/self/mounts", filepath.Join(newRoot, "etc/mtab")); err != nil {
+			return "", fmt.Errorf("link /etc/mtab: %w", err)
+		}
+	}
 	if err := unix.Sethostname([]byte(host)); err != nil {
 		return "", fmt.Errorf("set hostname: %w", err)
 	}

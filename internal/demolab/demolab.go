@@ -52,7 +52,8 @@ const (
 // packages are unpacked without their dependencies.
 var Packages = []string{"libc6", "libudev1", "mdadm", "e2fsprogs", "libext2fs2", "libcom-err2",
 	"libblkid1", "libuuid1", "util-linux", "aoetools", "bash", "libtinfo6", // aoetools are bash scripts
-	"nfs-kernel-server", "libtirpc3", "libtirpc-common", "libwrap0", "libnsl2",
+	"netbase", // /etc/services, /etc/rpc: nfs-utils looks them up
+	"nfs-kernel-server", "nfs-common", "libtirpc3", "libtirpc-common", "libwrap0", "libnsl2",
 	"libgssapi-krb5-2", "libkrb5-3", "libk5crypto3", "libkrb5support0", "libkeyutils1"}
 
 // New creates the namespace, the bridge and the appliance's configuration. bin is the
