@@ -251,6 +251,26 @@ func TestProbeAheadTable(t *testing.T) {
 		}
 	})
 
+	t.Run("own lease and fixed address are not checked", func(t *testing.T) {
+		tb := newTable()
+		got, _, _ := tb.offer(key(1), mac(1), nil, nil, nil, time.Minute, now)
+		tb.checked(ipToU32(got), key(1))
+		if _, err := tb.bind(key(1), mac(1), nil, got, nil, "", time.Hour, now); err != nil {
+			t.Fatal(err)
+		}
+		// The client boots again (a new DISCOVER): its own address, unchecked.
+		again, check, err := tb.offer(key(1), mac(1), nil, nil, nil, time.Minute, now.Add(time.Minute))
+		if err != nil || !again.Equal(got) || check {
+			t.Errorf("own lease: %v, check %v, %v; want %v unchecked", again, check, err, got)
+		}
+		// An enrolled node's fixed address (here inside the range): unchecked.
+		fixed := net.IPv4(10, 0, 0, 13).To4()
+		f, check, err := tb.offer(key(2), mac(2), nil, nil, fixed, time.Minute, now)
+		if err != nil || !f.Equal(fixed) || check {
+			t.Errorf("fixed address: %v, check %v, %v; want %v unchecked", f, check, err, fixed)
+		}
+	})
+
 	t.Run("a retransmission waits for the check under way", func(t *testing.T) {
 		tb := newTable()
 		got, check, err := tb.offer(key(1), mac(1), nil, nil, nil, time.Minute, now)

@@ -40,7 +40,7 @@ func (s *Server) startARP(ctx context.Context, ifi *net.Interface) error {
 // maxParked bounds the DISCOVERs waiting for an ARP check at once (about a
 // probe timeout's worth of a storm far beyond what the server sustains);
 // beyond it a DISCOVER goes unanswered and its client sends it again.
-const maxParked = 2048
+const maxParked = 4096
 
 // park runs fn in a goroutine of its own unless maxParked already wait.
 func (s *Server) park(fn func()) bool {
