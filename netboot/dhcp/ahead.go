@@ -150,9 +150,10 @@ func (t *leaseTable) verifiedReady() <-chan struct{} {
 }
 
 // holdInUse takes ip out of the pool for hold because the host mac answered
-// for it, as a DECLINE would. Nothing changes if the address has meanwhile
-// been offered or leased to a client (the conflict is then that client's to
-// detect and DECLINE), so a late answer cannot undo a lease.
+// for it, as a DECLINE would, except for that host itself (StateInUse).
+// Nothing changes if the address has meanwhile been offered or leased to a
+// client (the conflict is then that client's to detect and DECLINE), so a
+// late answer cannot undo a lease.
 func (t *leaseTable) holdInUse(ip uint32, mac net.HardwareAddr, offeredTo string, hold time.Duration, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -163,7 +164,7 @@ func (t *leaseTable) holdInUse(ip uint32, mac net.HardwareAddr, offeredTo string
 	if l := t.byIP[ip]; l != nil && !(l.offered && l.key == offeredTo) && !t.usableLocked(ip, "", nil, now) {
 		return false
 	}
-	l := &lease{ip: ip, state: StateDeclined, expiry: now.Add(hold).Truncate(time.Second), hw: mac, key: "a" + string(mac)}
+	l := &lease{ip: ip, state: StateInUse, expiry: now.Add(hold).Truncate(time.Second), hw: mac, key: inUseKey(mac)}
 	t.setLocked(l)
 	t.persistLocked(l)
 	return true

@@ -1,6 +1,7 @@
 package dhcp_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/distonet/distonet/internal/lab"
 	"github.com/distonet/distonet/netboot/dhcp"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 )
 
 // squatter is a host on the boot link that holds an address statically: a
@@ -38,10 +41,10 @@ func inUseLines(logs *syncBuffer) []string {
 	return out
 }
 
-// heldFor reports whether the server holds ip as declined for mac.
+// heldFor reports whether the server holds ip as in use by mac.
 func heldFor(srv *dhcp.Server, ip net.IP, mac net.HardwareAddr) bool {
 	for _, l := range srv.Leases() {
-		if l.IP.Equal(ip) && l.State == dhcp.StateDeclined && l.MAC.String() == mac.String() {
+		if l.IP.Equal(ip) && l.State == dhcp.StateInUse && l.MAC.String() == mac.String() {
 			return true
 		}
 	}
@@ -215,5 +218,48 @@ func TestARPOneHostManyAddressesWarnedOnce(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "proxy ARP?"); n != 1 {
 		t.Errorf("%d proxy ARP warnings, want 1:\n%s", n, logs.String())
+	}
+}
+
+// A running node whose lease the server lost (say, with its lease file) is
+// seen using its address by the background check: the address is held for
+// that node only, and its RENEW is acknowledged, so a diskless node keeps the
+// address its NFS root is mounted over.
+func TestARPHoldKeepsTheHolder(t *testing.T) {
+	tn := newTestNet(t)
+	cfg := tn.config(t)
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	mine := net.ParseIP(tn.prefix + "110").To4()
+	host, hostMAC := squatter(t, tn, mine.String(), "nd0")
+	srv := tn.start(t, cfg, nil) // Ready once the first addresses, .110 among them, were checked
+	if !heldFor(srv, mine, hostMAC) {
+		t.Fatalf("%v not held for %v after the first check; log:\n%s", mine, hostMAC, logs.String())
+	}
+	var reply *dhcpv4.DHCPv4
+	err := host.Do(func() error {
+		c, err := nclient4.New("nd0", nclient4.WithHWAddr(hostMAC), nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(2))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		// RENEWING: ciaddr set, no server identifier, no requested address.
+		req, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(hostMAC),
+			dhcpv4.WithClientIP(mine), dhcpv4.WithBroadcast(true))
+		if err != nil {
+			return err
+		}
+		reply, err = c.SendAndRead(context.Background(), nclient4.DefaultServers, req,
+			nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.MessageType() != dhcpv4.MessageTypeAck || !reply.YourIPAddr.Equal(mine) {
+		t.Fatalf("renew of %v by the node using it: %v for %v, want ACK", mine, reply.MessageType(), reply.YourIPAddr)
+	}
+	if l, ok := leaseOf(srv, hostMAC); !ok || !l.IP.Equal(mine) || l.State != dhcp.StateBound {
+		t.Errorf("lease %+v, want %v bound to %v", l, mine, hostMAC)
 	}
 }

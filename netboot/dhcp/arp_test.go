@@ -332,12 +332,59 @@ func TestProbeAheadTable(t *testing.T) {
 		}
 		var held []string
 		for _, l := range tb.list() {
-			if l.State == StateDeclined {
+			if l.State == StateInUse {
 				held = append(held, l.IP.String()+" "+l.MAC.String())
 			}
 		}
 		if d := cmp.Diff([]string{"10.0.0.10 02:ee:00:00:00:01", "10.0.0.11 02:ee:00:00:00:01"}, held); d != "" {
 			t.Errorf("held (-want +got):\n%s", d)
+		}
+		// The host seen using an address may have it (its lease was lost,
+		// say, with the lease file): by asking for it, or renewing it.
+		if got, check, err := tb.offer(clientKey(nil, squatter), squatter, nil, net.IPv4(10, 0, 0, 10), nil, time.Minute, now); err != nil || ipToU32(got) != ip(10) || check {
+			t.Errorf("holder asking for its address: %v, check %v, %v; want .10 unchecked", got, check, err)
+		}
+		if _, err := tb.bind(clientKey(nil, squatter), squatter, nil, u32ToIP(ip(11)), nil, "", time.Hour, now); err != nil {
+			t.Errorf("holder renewing its address: %v", err)
+		}
+		var states []string
+		for _, l := range tb.list() {
+			states = append(states, l.IP.String()+" "+l.State.String()+" "+l.MAC.String())
+		}
+		// .10 is now offered to the holder (offers are not listed).
+		if d := cmp.Diff([]string{"10.0.0.11 bound 02:ee:00:00:00:01", "10.0.0.12 bound 02:00:00:00:00:02"}, states); d != "" {
+			t.Errorf("after the holder came (-want +got):\n%s", d)
+		}
+	})
+
+	t.Run("a hold never touches the holder's lease elsewhere", func(t *testing.T) {
+		tb := newTable()
+		got, _, _ := tb.offer(key(1), mac(1), nil, nil, nil, time.Minute, now)
+		tb.checked(ipToU32(got), key(1))
+		if _, err := tb.bind(key(1), mac(1), nil, got, nil, "", time.Hour, now); err != nil {
+			t.Fatal(err)
+		}
+		// Client 1 also answers for .14 (an alias): .14 is held, its lease stays.
+		if !tb.holdInUse(ip(14), mac(1), "", time.Minute, now) {
+			t.Fatal("not held")
+		}
+		if l, _, _ := tb.offer(key(2), mac(2), nil, got, nil, time.Minute, now); l.Equal(got) {
+			t.Errorf("client 1's address %v offered to client 2 after the hold", got)
+		}
+		again, _, err := tb.offer(key(1), mac(1), nil, nil, nil, time.Minute, now)
+		if err != nil || !again.Equal(got) {
+			t.Errorf("client 1 now offered %v, %v; want its lease %v", again, err, got)
+		}
+	})
+
+	t.Run("held addresses are skipped", func(t *testing.T) {
+		tb := newTable()
+		squatter := net.HardwareAddr{2, 0xee, 0, 0, 0, 1}
+		tb.holdInUse(ip(10), squatter, "", 10*time.Minute, now)
+		tb.holdInUse(ip(11), squatter, "", 10*time.Minute, now)
+		got, _, _ := tb.offer(key(2), mac(2), nil, nil, nil, time.Minute, now)
+		if _, err := tb.bind(key(2), mac(2), nil, got, nil, "", time.Hour, now); err != nil {
+			t.Fatal(err)
 		}
 		// Held addresses are neither offered nor probed until the hold ends.
 		tb.mu.Lock()

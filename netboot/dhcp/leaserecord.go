@@ -24,6 +24,9 @@ const (
 	// StateDeclined: a client saw the address in use (DHCPDECLINE); nobody
 	// gets it until Expiry (the probation period).
 	StateDeclined LeaseState = 'd'
+	// StateInUse: another host answered ARP for the address (it uses it
+	// without a lease from us); only that host (MAC) gets it until Expiry.
+	StateInUse LeaseState = 'u'
 )
 
 func (s LeaseState) String() string {
@@ -34,6 +37,8 @@ func (s LeaseState) String() string {
 		return "released"
 	case StateDeclined:
 		return "declined"
+	case StateInUse:
+		return "in_use"
 	}
 	return fmt.Sprintf("state(%q)", byte(s))
 }
@@ -103,7 +108,7 @@ func (r *leaseRecord) MarshalText() ([]byte, error) {
 		return nil, fmt.Errorf("lease record %s: hostname %q is not a plain DNS label", r.IP, r.Hostname)
 	}
 	switch r.State {
-	case StateBound, StateReleased, StateDeclined:
+	case StateBound, StateReleased, StateDeclined, StateInUse:
 	default:
 		return nil, fmt.Errorf("lease record %s: unknown state %q", r.IP, byte(r.State))
 	}
@@ -138,7 +143,7 @@ func (r *leaseRecord) UnmarshalText(line []byte) error {
 	}
 	out.State = LeaseState(f[1][0])
 	switch out.State {
-	case StateBound, StateReleased, StateDeclined:
+	case StateBound, StateReleased, StateDeclined, StateInUse:
 	default:
 		return fmt.Errorf("lease record %s: unknown state %q", f[0], f[1])
 	}

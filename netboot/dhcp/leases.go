@@ -141,14 +141,26 @@ func (t *leaseTable) applyLocked(r *leaseRecord) *lease {
 	ip := ipToU32(r.IP.AsSlice())
 	l := &lease{ip: ip, state: r.State, expiry: r.Expiry, hw: r.HW, clientID: r.ClientID, hostname: r.Hostname}
 	l.key = clientKey(r.ClientID, r.HW)
+	if r.State == StateInUse {
+		l.key = inUseKey(r.HW)
+	}
 	t.setLocked(l)
 	return l
 }
+
+// inUseKey names a StateInUse entry: never a client's key, since the host
+// that answered ARP may also be a client of ours with a lease elsewhere.
+func inUseKey(hw net.HardwareAddr) string { return "a" + string(hw) }
 
 // setLocked installs l as the entry of its address and of its client.
 func (t *leaseTable) setLocked(l *lease) {
 	if old := t.byIP[l.ip]; old != nil && old.key != l.key && t.byClient[old.key] == old {
 		delete(t.byClient, old.key)
+	}
+	if l.state == StateInUse {
+		// No client's lease: it only takes the address.
+		t.byIP[l.ip] = l
+		return
 	}
 	if prev := t.byClient[l.key]; prev != nil && prev.ip != l.ip && t.byIP[prev.ip] == prev {
 		delete(t.byIP, prev.ip)
@@ -284,6 +296,12 @@ func (t *leaseTable) usableLocked(ip uint32, key string, hw net.HardwareAddr, no
 			if !now.After(l.expiry) {
 				return false
 			}
+		case l.state == StateInUse:
+			// The host seen using it may have it: a lease lost with the
+			// lease file must not cost a running node its address.
+			if !now.After(l.expiry) && !bytes.Equal(l.hw, hw) {
+				return false
+			}
 		case l.key == key, l.state == StateReleased:
 		default:
 			if !now.After(l.expiry) {
@@ -368,6 +386,8 @@ func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fi
 				return ip, false, nil
 			case t.byIP[ip] != nil && t.byIP[ip].key == key:
 				return ip, false, nil // its own, released or expired
+			case t.byIP[ip] != nil && t.byIP[ip].state == StateInUse:
+				return ip, false, nil // usable, so this host is the one seen using it
 			case t.isVerifiedLocked(ip, now):
 				delete(t.ahead.verified, ip)
 				t.ahead.demand++

@@ -30,6 +30,8 @@ func TestLeaseRecordText(t *testing.T) {
 			"10.0.0.8 b 9 x010203 - -"},
 		{"declined", leaseRecord{IP: netip.MustParseAddr("10.0.0.7"), State: StateDeclined, Expiry: time.Unix(9, 0), HW: hw},
 			"10.0.0.7 d 9 52:54:00:12:34:56 - -"},
+		{"in use (answered ARP)", leaseRecord{IP: netip.MustParseAddr("10.0.0.9"), State: StateInUse, Expiry: time.Unix(9, 0), HW: hw},
+			"10.0.0.9 u 9 52:54:00:12:34:56 - -"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
