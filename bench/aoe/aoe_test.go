@@ -24,6 +24,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/distonet/distonet/donate/aoe"
 	"github.com/distonet/distonet/internal/lab"
 )
@@ -218,9 +220,27 @@ func run(t *testing.T, mtu int, file string, vbladeArgs, extraEnv []string) resu
 		r.writeMBs, r.writeCPU, r.writeICPU = measure(writeBudget, c.WriteAt)
 	}
 	if ops != "write" {
+		if os.Getenv("DISTONET_BENCH_COLD") == "1" {
+			evict(t, file) // reads then come from the disk, as on a donor, not the page cache
+		}
 		r.readMBs, r.readCPU, r.readICPU = measure(readBudget, c.ReadAt)
 	}
 	return r
+}
+
+// evict drops the file's pages from the page cache (after writing back what is dirty).
+func evict(t *testing.T, file string) {
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func median(rs []result) result {

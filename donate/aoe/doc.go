@@ -18,8 +18,12 @@
 // fdatasync across outstanding tags; Unsafe turns that off), and the MAC mask list, the
 // reserve list and the config string survive restarts in a state file.
 //
-// The data path moves frames with recvmmsg/sendmmsg (a batch per system call), copies reads
-// from a read-only mapping of the device, writes with pwrite, and allocates nothing per frame.
+// The target's data path takes requests from a PACKET_RX_RING (no system call while frames
+// wait; recvmmsg where the kernel refuses a ring), answers a batch with one sendmmsg on a
+// send-only socket kept out of the netpoller, sends read data by reference from a read-only
+// mapping of the device (the kernel's copy into the socket buffer is the only one), writes
+// with pwrite, and allocates nothing per frame. The initiator's receiving goroutine sends the
+// next requests of a call itself, so streaming costs no goroutine hand-off per frame.
 //
 // This package leaves disk choice and safety checks to donate/disk and scheduling to the
 // agent; it never imports another protocol package.

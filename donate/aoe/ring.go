@@ -60,11 +60,7 @@ func newRxRing(rc syscall.RawConn, frameLen int) (*rxRing, error) {
 			serr = fmt.Errorf("PACKET_RX_RING: %w", serr)
 			return
 		}
-		r.mem, serr = unix.Mmap(int(fd), 0, blockSize*blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_LOCKED)
-		if serr != nil {
-			// MAP_LOCKED needs RLIMIT_MEMLOCK room; the ring works unlocked too.
-			r.mem, serr = unix.Mmap(int(fd), 0, blockSize*blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		}
+		r.mem, serr = unix.Mmap(int(fd), 0, blockSize*blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if serr != nil {
 			serr = fmt.Errorf("mmap rx ring: %w", serr)
 		}
