@@ -251,6 +251,13 @@ func (t *Target) Serve(ctx context.Context) error {
 	}
 	t.wg.Add(1)
 	defer t.wg.Done()
+	// Close may have run between the first check and Add, without waiting for us: the ring
+	// and the send socket may be gone already.
+	select {
+	case <-t.done:
+		return nil
+	default:
+	}
 	stop := context.AfterFunc(ctx, func() { t.shutdown() })
 	defer stop()
 
