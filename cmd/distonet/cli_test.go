@@ -376,6 +376,26 @@ func TestPoolInventoryFromAgents(t *testing.T) {
 	if len(status.Arrays) != 1 || status.Arrays[0].RaidDevices < 4 {
 		t.Fatalf("arrays = %+v", status.Arrays)
 	}
+	// The head's report shows in the text output: state, sync, and its message on a line.
+	tok, err := os.ReadFile(filepath.Join(stateDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := fmt.Sprintf(`{"name":%q,"state":"failed","degraded":true,"raid_devices":4,"active_devices":3,"message":"cannot start dirty degraded array: run mdadm --assemble --force"}`, status.Arrays[0].Name)
+	req, _ = http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/api/pool/report", httpPort), strings.NewReader(report))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("pool report: %v %v", resp, err)
+	}
+	text, err := run(t, "pool", "status", "--config", cfgPath)
+	if err != nil {
+		t.Fatalf("pool status: %v: %s", err, text)
+	}
+	for _, want := range []string{"ARRAY", "failed,degraded", "3/4", status.Arrays[0].Name + ": cannot start dirty degraded array: run mdadm --assemble --force"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("pool status text lacks %q:\n%s", want, text)
+		}
+	}
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort))
 	if err != nil {
 		t.Fatal(err)

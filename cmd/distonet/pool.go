@@ -48,14 +48,32 @@ array and role the plan gives it) and the planned arrays with the pool head's la
 				for _, d := range st.Disks {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%d GiB\t%s\t%s\t%s\t%s\n", d.Node, d.Transport, d.Address, d.SizeBytes>>30, d.State, dash(d.Window), dash(d.Array), dash(d.Role))
 				}
-				fmt.Fprintln(w, "\nARRAY\tSTATE\tMEMBERS\tUSABLE\tSYNC\tWINDOW")
+				fmt.Fprintln(w, "\nARRAY\tSTATE\tMEMBERS\tUSABLE\tSYNC\tWINDOW\tMOUNTED ON")
 				for _, a := range st.Arrays {
-					fmt.Fprintf(w, "%s\t%s\t%d/%d\t%d GiB\t%.1f%%\t%s\n", a.Name, a.State, a.Active, a.RaidDevices, a.UsableBytes>>30, a.SyncPercent, dash(a.Window))
+					state := a.State
+					if a.Degraded {
+						state += ",degraded"
+					}
+					sync := "-"
+					if a.SyncAction != "" {
+						sync = fmt.Sprintf("%s %.1f%%", a.SyncAction, a.SyncPercent)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%d/%d\t%d GiB\t%s\t%s\t%s\n", a.Name, state, a.Active, a.RaidDevices, a.UsableBytes>>30, sync, dash(a.Window), dash(a.MountPoint))
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				// Messages (a refused assembly names its recovery) are whole lines, not cells.
+				out := cmd.OutOrStdout()
+				for _, a := range st.Arrays {
+					if a.Message != "" {
+						fmt.Fprintf(out, "%s: %s\n", a.Name, a.Message)
+					}
 				}
 				for _, r := range st.Reasons {
-					fmt.Fprintf(w, "note: %s\n", r)
+					fmt.Fprintf(out, "note: %s\n", r)
 				}
-				return w.Flush()
+				return nil
 			})
 		},
 	}

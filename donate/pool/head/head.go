@@ -637,7 +637,16 @@ func (h *Head) Withdraw(ctx context.Context, a pool.Array, disk pool.Disk) error
 				return fmt.Errorf("array %s: fail %s (node %s): %w", a.Name, dev, disk.Node, err)
 			}
 			h.log.Info("pool member withdrawn", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "withdraw")
+		} else {
+			var names []string
+			for _, m := range d.Members {
+				names = append(names, m.Device)
+			}
+			h.log.Info("pool member to withdraw is not in the array", "array", a.Name, "node", disk.Node, "disk", disk.ID(),
+				"device", dev, "members", strings.Join(names, ","), "stage", "withdraw")
 		}
+	} else {
+		h.log.Info("pool member released", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "running", running, "attached", known, "stage", "withdraw")
 	}
 	return h.detach(ctx, disk)
 }
