@@ -195,15 +195,16 @@ func TestProbeAheadTable(t *testing.T) {
 		if d := cmp.Diff([]uint32{ip(10), ip(11), ip(12)}, cands); d != "" {
 			t.Errorf("candidates (-want +got):\n%s", d)
 		}
-		// Probing ones are not offered to the inline path either: only .13 and .14 remain.
 		tb.aheadDoneLocked(ip(11), true, now)
 		tb.aheadDoneLocked(ip(10), true, now)
 		tb.aheadDoneLocked(ip(12), false, now) // its probe failed: not verified
 		tb.mu.Unlock()
+		// Then the inline path goes on from where the prober stopped (.13),
+		// and wraps to what it left behind (.12).
 		for i, want := range []struct {
 			ip    uint32
 			check bool
-		}{{ip(11), false}, {ip(10), false}, {ip(12), true}, {ip(13), true}} {
+		}{{ip(11), false}, {ip(10), false}, {ip(13), true}, {ip(14), true}, {ip(12), true}} {
 			got, check, err := tb.offer(key(byte(i+1)), mac(byte(i+1)), nil, nil, nil, time.Minute, now)
 			if err != nil || ipToU32(got) != want.ip || check != want.check {
 				t.Errorf("offer %d = %v, check %v, %v; want %v, check %v", i, got, check, err, u32ToIP(want.ip), want.check)

@@ -413,8 +413,14 @@ func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fi
 		return 0, false, errExhausted
 	}
 	// Next-fit scan: fresh addresses first in a young pool, O(1) amortised.
+	// With probing on it starts where the background prober stopped: what
+	// lies behind is leased, verified (and just found empty) or being probed.
 	size := t.end - t.start + 1
-	ip = t.cursor
+	cursor := &t.cursor
+	if t.ahead.on {
+		cursor = &t.ahead.cursor
+	}
+	ip = *cursor
 	probing := false
 	for i := uint32(0); i < size; i++ {
 		if ip > t.end || ip < t.start {
@@ -422,7 +428,7 @@ func (t *leaseTable) chooseLocked(key string, hw net.HardwareAddr, requested, fi
 		}
 		if t.usableLocked(ip, key, hw, now) {
 			if _, busy := t.ahead.probing[ip]; !busy {
-				t.cursor = ip + 1
+				*cursor = ip + 1
 				if t.ahead.on {
 					t.ahead.demand++
 				}
