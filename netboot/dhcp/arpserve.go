@@ -15,11 +15,11 @@ const maxAhead = 4096
 
 // maxChecks bounds the addresses tried for one DISCOVER when hosts keep
 // answering: each answer arrives fast, but a LAN full of squatters must not
-// hold a worker for long.
+// keep one DISCOVER probing for long (the client sends another).
 const maxChecks = 4
 
 // startARP opens the ARP socket on the boot interface.
-func (s *Server) startARP(ctx context.Context, ifi *net.Interface) error {
+func (s *Server) startARP(ifi *net.Interface) error {
 	if len(ifi.HardwareAddr) != 6 {
 		return fmt.Errorf("interface %s is not Ethernet", ifi.Name)
 	}

@@ -161,7 +161,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	var arpDone chan struct{}
 	var firstAhead []*arpProbe
 	if s.table.ahead.on {
-		if err := s.startARP(ctx, ifi); err != nil {
+		if err := s.startARP(ifi); err != nil {
 			s.log.Warn("ARP probing unavailable; addresses are offered unchecked", "interface", ifi.Name, "err", err)
 			s.table.mu.Lock()
 			s.table.ahead.on = false
@@ -406,10 +406,16 @@ func (s *Server) discover(ctx context.Context, conn *net.UDPConn, req *dhcpv4.DH
 		// worker, which goes on reading requests.
 		if !s.park(func() {
 			ip, err := s.offerChecked(ctx, req, host, ip, err)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.m.errors.WithLabelValues(errNoFreeChecked).Inc()
-				}
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, errExhausted):
+				s.m.errors.WithLabelValues(errExhaustedMsg).Inc()
+				s.logExhausted(req.ClientHWAddr)
+				return
+			default:
+				s.m.errors.WithLabelValues(errNoFreeChecked).Inc()
 				return
 			}
 			s.sendOffer(conn, req, ci, host, ip)
