@@ -475,6 +475,9 @@ func TestConfigValidate(t *testing.T) {
 		{"bad base", func(c *Config) { c.BootHTTPBase = "10.0.0.1" }, []string{"dhcp.boot_http_base"}},
 		{"bad prefix", func(c *Config) { c.HTTPBootPrefix = "boot" }, []string{"dhcp.http_boot_prefix"}},
 		{"two at once", func(c *Config) { c.Mode, c.Interface = "x", "" }, []string{"dhcp.mode", "dhcp.interface"}},
+		{"ARP probe timeout too short", func(c *Config) { c.ARPProbeTimeout = time.Millisecond }, []string{"dhcp.arp_probe_timeout"}},
+		{"ARP probe timeout too long", func(c *Config) { c.ARPProbeTimeout = time.Minute }, []string{"dhcp.arp_probe_timeout"}},
+		{"ARP checks inline only", func(c *Config) { c.ARPProbeAhead = -1 }, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
