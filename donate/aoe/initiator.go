@@ -154,6 +154,7 @@ type request struct {
 	lba     uint64 // ATA LBA, for error reports
 	frame   []byte // the request as sent, for retransmission
 	into    []byte // read data lands here
+	data    []byte // read data received, in the receive buffer until copied to into
 	sent    time.Time
 	tries   int
 	h       Header
@@ -302,13 +303,14 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 	}
 	lens := make([]int, batchSize)
 	var touched []*window
+	var answered []*request
 	for {
 		k, err := rx.recv(bufs, lens)
 		if err != nil {
 			c.failAll(fmt.Errorf("aoe receive: %w", err))
 			return
 		}
-		touched = touched[:0]
+		touched, answered = touched[:0], answered[:0]
 		for i := range k {
 			buf := bufs[i][:lens[i]]
 			var h Header
@@ -333,12 +335,15 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 			if !w.closed {
 				r.complete(&h, buf[HeaderLen:])
 				c.answeredLocked(w, r)
+				answered = append(answered, r)
 				if len(w.toSend) > 0 && !slices.Contains(touched, w) {
 					touched = append(touched, w)
 				}
 			}
 			w.mu.Unlock()
 		}
+		// The next requests leave before the data of these answers is copied out, so the
+		// target works on them meanwhile.
 		for _, w := range touched {
 			w.mu.Lock()
 			if !w.closed && len(w.toSend) > 0 {
@@ -351,19 +356,35 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 			w.toSend = w.toSend[:0]
 			w.mu.Unlock()
 		}
+		for _, r := range answered {
+			w := r.w
+			w.mu.Lock()
+			if !w.closed {
+				settledLocked(w, r)
+			}
+			w.mu.Unlock()
+		}
+		clear(answered)
 	}
 }
 
-// answeredLocked books r's answer in its window and queues the requests that take its place.
+// answeredLocked books r's answer in its window and queues the requests that take its
+// place; settledLocked completes it.
 func (c *Client) answeredLocked(w *window, r *request) {
 	delete(w.live, r.tag)
-	w.remaining--
 	if r.err != nil && w.err == nil {
 		w.err = r.err
 	}
 	if w.err == nil {
 		w.toSend = c.refillLocked(w, w.toSend)
 	}
+}
+
+// settledLocked copies r's data to the caller's buffer and counts r done.
+func settledLocked(w *window, r *request) {
+	copy(r.into, r.data)
+	r.data = nil
+	w.remaining--
 	w.finishLocked()
 }
 
@@ -422,7 +443,7 @@ func (r *request) complete(h *Header, arg []byte) {
 			r.err = fmt.Errorf("aoe: read returned %d bytes, want %d: %w", len(r.ata.Data), len(r.into), ErrShort)
 			return
 		}
-		copy(r.into, r.ata.Data)
+		r.data = r.ata.Data // copied by settledLocked, once the next requests are out
 	}
 	r.ata.Data = nil
 }
@@ -438,7 +459,7 @@ func (c *Client) failAll(err error) {
 		if !w.closed {
 			r.err = err
 			c.answeredLocked(w, r)
-			w.toSend = w.toSend[:0] // nothing more goes out
+			settledLocked(w, r)
 		}
 		w.mu.Unlock()
 	}
