@@ -86,8 +86,37 @@ type Target struct {
 	pending  []pendingRead
 	iovs     [][]byte
 	// mapped is the device mapping while Serve runs with a mappable backing: reads then
-	// answer with a reference into it instead of a copy (see frame.ext).
-	mapped []byte
+	// answer with a reference into it instead of a copy (see frame.ext). mappedRead counts
+	// the bytes sent from it since it was last renewed (see remapBytes).
+	mapped     []byte
+	mappedDev  mappedBacking
+	mappedRead int64
+	remaps     atomic.Uint64
+}
+
+// mappedBacking is a backing that can hand out a mapping of the whole device.
+type mappedBacking interface {
+	mapping() []byte
+	remap() ([]byte, error)
+}
+
+// remapBytes is how much is read through one mapping before it is renewed, which frees its
+// page tables: at most 2 MB of them, for the cost of a munmap per GB read.
+var remapBytes int64 = 1 << 30
+
+// renewMapping swaps the device mapping for a fresh one once remapBytes went through it.
+// Serve's goroutine only, between batches: no frame refers to the mapping then.
+func (t *Target) renewMapping() {
+	if t.mappedDev == nil || t.mappedRead < remapBytes {
+		return
+	}
+	t.mappedRead = 0
+	t.remaps.Add(1)
+	m, err := t.mappedDev.remap()
+	if err != nil {
+		t.log.Warn("aoe device mapping not renewed", "err", err)
+	}
+	t.mapped = m
 }
 
 // pendingRead is a read whose response frame waits for flushReads.
@@ -274,8 +303,8 @@ func (t *Target) Serve(ctx context.Context) error {
 		return fmt.Errorf("aoe target: %w", err)
 	}
 	tx := newSender(t.tx)
-	if m, ok := t.dev.(interface{ mapping() []byte }); ok {
-		t.mapped = m.mapping()
+	if m, ok := t.dev.(mappedBacking); ok {
+		t.mapped, t.mappedDev = m.mapping(), m
 	}
 	if !t.cfg.Unsafe {
 		t.wg.Add(1)
@@ -323,6 +352,7 @@ func (t *Target) Serve(ctx context.Context) error {
 		t.batching = false
 		t.flushReads()
 		t.sendFrames(tx, out)
+		t.renewMapping()
 	}
 }
 
@@ -357,6 +387,7 @@ func (t *Target) serveRing(tx *sender) error {
 		t.batching = false
 		t.flushReads()
 		t.sendFrames(tx, out)
+		t.renewMapping()
 	}
 }
 
@@ -628,6 +659,7 @@ func (t *Target) ata(f *frame, arg []byte, src net.HardwareAddr) (int, Error, bo
 		t.reads.Add(1)
 		if t.batching && t.mapped != nil {
 			f.ext, f.extOff = t.mapped[off:off+int64(len(data))], off
+			t.mappedRead += int64(len(data))
 			setRegs(StatusDRDY, 0, 0)
 			return base, 0, false
 		}

@@ -88,16 +88,25 @@ func TestTargetAgainstOwnInitiator(t *testing.T) {
 		{"ring", true, true, []int{1500, 9000}},      // the default data path
 		{"recvmmsg", false, true, []int{1500, 9000}}, // where the kernel refuses a ring
 		{"preadv", true, false, []int{1500}},         // a backing without a mapping
+		{"remap", true, true, []int{9000}},           // the mapping renewed every 64 KiB read
 	} {
 		for _, mtu := range tc.mtus {
 			t.Run(tc.name+"/"+mtuName(mtu), func(t *testing.T) {
-				testTargetAgainstOwnInitiator(t, mtu, tc.ring, tc.mapping)
+				if tc.name == "remap" {
+					old := remapBytes
+					t.Cleanup(func() { remapBytes = old }) // after the target stops
+					remapBytes = 64 << 10
+				}
+				tg := testTargetAgainstOwnInitiator(t, mtu, tc.ring, tc.mapping)
+				if tc.name == "remap" && tg.remaps.Load() == 0 {
+					t.Error("the device mapping was never renewed")
+				}
 			})
 		}
 	}
 }
 
-func testTargetAgainstOwnInitiator(t *testing.T, mtu int, ring, mapping bool) {
+func testTargetAgainstOwnInitiator(t *testing.T, mtu int, ring, mapping bool) *Target {
 	l := newLink(t, mtu)
 	const size = 16 << 20
 	file := diskFile(t, size)
@@ -124,6 +133,7 @@ func testTargetAgainstOwnInitiator(t *testing.T, mtu int, ring, mapping bool) {
 	if st := tg.Stats(); st.Syncs == 0 || st.Writes == 0 {
 		t.Errorf("durable target made %d syncs for %d writes", st.Syncs, st.Writes)
 	}
+	return tg
 }
 
 // TestSameAnswersAsVblade compares what the Linux driver reads from both targets.
