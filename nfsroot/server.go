@@ -17,6 +17,7 @@ package nfsroot
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	nfs "github.com/willscott/go-nfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/distonet/distonet/nfsroot/oncrpc"
@@ -440,8 +442,11 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		// A lone call (nothing else buffered, nothing in flight) runs on this goroutine:
 		// handing it to another costs a thread wake-up per call for synchronous clients.
-		// Calls that arrive together (the kernel pipelines them) run concurrently.
-		if br.Buffered() == 0 && busy.Load() == 0 {
+		// So does a READ: its reply is written under wmu with the file data (sendfile), so
+		// READs on one connection cannot overlap anyway, and a worker would only add a
+		// hand-off and a lock wait. Other calls that arrive together (the kernel pipelines
+		// LOOKUPs and GETATTRs) run concurrently, so a cold stat does not hold up the rest.
+		if br.Buffered() == 0 && busy.Load() == 0 || isRead(rec) {
 			respond(rec)
 			continue
 		}
@@ -465,6 +470,12 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		work <- rec // blocks while MaxInFlight calls run
 	}
+}
+
+// isRead tells an NFSv3 READ call from its header without decoding it.
+func isRead(rec []byte) bool {
+	return len(rec) >= 24 && binary.BigEndian.Uint32(rec[12:]) == progNFS &&
+		binary.BigEndian.Uint32(rec[16:]) == 3 && binary.BigEndian.Uint32(rec[20:]) == uint32(nfs.NFSProcedureRead)
 }
 
 // serveUDP answers MOUNT (and NULL calls of NFS) over UDP.
