@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/distonet/distonet/netboot/dhcp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // squatter is a host on the boot link that holds an address statically: a
@@ -262,4 +264,76 @@ func TestARPHoldKeepsTheHolder(t *testing.T) {
 	if l, ok := leaseOf(srv, hostMAC); !ok || !l.IP.Equal(mine) || l.State != dhcp.StateBound {
 		t.Errorf("lease %+v, want %v bound to %v", l, mine, hostMAC)
 	}
+}
+
+// The normal path with real clients on a quiet link: checked ahead (the
+// default), udhcpc's offer takes an address verified in advance and no probe
+// runs while it waits; checked inline, dhclient's offer waits for its probe.
+// The server's ARP counters show which path ran.
+func TestARPCheckPathsWithRealClients(t *testing.T) {
+	lab.Require(t, "udhcpc", "dhclient")
+	for _, tc := range []struct {
+		name       string
+		ahead      int
+		client     string
+		wantInline bool
+	}{
+		{"ahead, udhcpc", 0, "udhcpc", false},
+		{"inline, dhclient", -1, "dhclient", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tn := newTestNet(t)
+			cfg := tn.config(t)
+			cfg.ARPProbeAhead = tc.ahead
+			reg := prometheus.NewRegistry()
+			cfg.Metrics = reg
+			srv := tn.start(t, cfg, nil)
+			var ip net.IP
+			switch tc.client {
+			case "udhcpc":
+				var err error
+				if ip, err = udhcpcLease(t, tn.cli, tn.cliIf); err != nil {
+					t.Fatal(err)
+				}
+			case "dhclient":
+				script, dir := envScript(t)
+				tn.cli.MustExec("dhclient", "-4", "-1", "-cf", "/dev/null", "-sf", script,
+					"-lf", filepath.Join(dir, "lease"), "-pf", filepath.Join(dir, "pid"), tn.cliIf)
+				ip = net.ParseIP(readEnv(t, dir, "BOUND")["new_ip_address"])
+			}
+			if l, ok := leaseOf(srv, tn.cli.HardwareAddr(tn.cliIf)); !ok || !l.IP.Equal(ip) || !inRange(ip, tn.rangeLo, tn.rngHi) {
+				t.Errorf("%s bound %v; server lease %+v", tc.client, ip, l)
+			}
+			checks := arpCounters(t, reg)
+			if inline := checks["inline/free"] > 0; inline != tc.wantInline {
+				t.Errorf("ARP checks %v: inline probe ran = %v, want %v", checks, inline, tc.wantInline)
+			}
+			if ahead := checks["ahead/free"] > 0; ahead == tc.wantInline {
+				t.Errorf("ARP checks %v: background probes ran = %v, want %v", checks, ahead, !tc.wantInline)
+			}
+		})
+	}
+}
+
+// arpCounters reads distonet_dhcp_arp_checks_total as "kind/result" -> count.
+func arpCounters(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mf, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range mf {
+		if f.GetName() != "distonet_dhcp_arp_checks_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var l []string
+			for _, p := range m.GetLabel() {
+				l = append(l, p.GetValue())
+			}
+			out[strings.Join(l, "/")] = m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
