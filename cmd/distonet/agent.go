@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 	_ "time/tzdata" // nodes have no zoneinfo; windows are read in the appliance's zone
@@ -142,6 +143,21 @@ func prepareHeadNode(log *slog.Logger) {
 			// will say which when the head first uses them.
 			log.Warn("modprobe", "module", m, "err", err, "output", string(out))
 		}
+	}
+	setAoEDeadline(log)
+}
+
+// aoeDeadSecs is how long the aoe driver lets I/O to a silent target wait before failing it
+// (the driver's default is 180 s). md cannot cancel a request in flight to a member whose
+// donor lost power: until the driver gives up, md — and every reader of the array — waits.
+// The appliance counts a silent donor offline after 35 s; the head fails its member then,
+// and the requests already sent to it fail at this deadline.
+const aoeDeadSecs = 30
+
+func setAoEDeadline(log *slog.Logger) {
+	const param = "/sys/module/aoe/parameters/aoe_deadsecs"
+	if err := os.WriteFile(param, []byte(strconv.Itoa(aoeDeadSecs)), 0o644); err != nil {
+		log.Warn("aoe dead timer left at the driver's default", "param", param, "err", err)
 	}
 }
 

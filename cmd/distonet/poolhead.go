@@ -87,6 +87,7 @@ node enrolled with --role pool-head (its boot config).`,
 				if export == "" {
 					export = cfg.Donate.PoolExport
 				}
+				setAoEDeadline(log)
 				// The host's own nfs-kernel-server (systemd) serves; we only add exports.
 				if exp, err = nfsExporter(export, cfg.Subnet().String()); err != nil {
 					return err

@@ -634,6 +634,15 @@ func (h *Head) Withdraw(ctx context.Context, a pool.Array, disk pool.Disk) error
 	if running && known {
 		if _, in := d.Member(dev); in {
 			if _, err := h.mdadm(ctx, h.Device(a.Name), "--fail", dev, "--remove", dev); err != nil {
+				// md keeps a failed member while requests to it are in flight (a donor that
+				// lost power: until the aoe driver gives up): it is out of the array's I/O
+				// already, and a later pass removes and releases it.
+				if d2, ok, derr := h.detail(ctx, a.Name); derr == nil && ok {
+					if m, still := d2.Member(dev); still && hasWord(m.State, "faulty") {
+						h.log.Debug("pool member failed, not removable yet", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "withdraw", "err", err)
+						return nil
+					}
+				}
 				return fmt.Errorf("array %s: fail %s (node %s): %w", a.Name, dev, disk.Node, err)
 			}
 			h.log.Info("pool member withdrawn", "array", a.Name, "node", disk.Node, "disk", disk.ID(), "stage", "withdraw")
