@@ -4,6 +4,16 @@
 // the fair peer for our durable default). It prints a table of figures and ratios.
 //
 // It is slow and noisy on shared cores, so it runs only when DISTONET_BENCH=1 (make bench).
+// Beside MB/s it prints the CPU time each target process and the initiator spent per MB
+// (from schedstat and getrusage), the steadier figure on a busy machine. Knobs:
+//
+//	DISTONET_BENCH_ONLY=9000/distonet   runs whose "MTU/target" contains this
+//	DISTONET_BENCH_OPS=read|write       one direction only (default both)
+//	DISTONET_BENCH_ROUNDS=N             rounds (default 5; the median is reported)
+//	DISTONET_BENCH_COLD=1               evict the file from the page cache before reads
+//	DISTONET_BENCH_VARIANTS="a:K=V,K=V;b:K=V"   more runs of our target with extra environment
+//	DISTONET_BENCH_AOE_CPUPROFILE=FILE  CPU profile of our target (last run)
+//	DISTONET_BENCH_AOE_STATS=FILE       our target's counters, appended per run
 package aoebench
 
 import (
