@@ -293,8 +293,8 @@ func (c *Client) SectorsPerFrame() int { return c.maxSectors }
 // Outstanding is the number of tags kept in flight.
 func (c *Client) Outstanding() int { return c.cfg.Outstanding }
 
-// receive takes responses off the socket, a batch per system call, and completes the
-// requests they answer.
+// receive takes responses off the socket, a batch per system call, completes the requests
+// they answer and sends the requests that take their place (see window).
 func (c *Client) receive(frameSize int, rx *batchIO) {
 	defer c.wg.Done()
 	bufs := make([][]byte, batchSize)
