@@ -15,8 +15,7 @@
 // picks cases; DISTONET_BENCH_ROUNDS=N sets the rounds (default 5 for one client, 3 for 8
 // MiB × 32, 1 for 64 MiB × 32); DISTONET_BENCH_TARGETS=ours,tftpd-hpa picks servers;
 // DISTONET_BENCH_VARIANTS="name:K=V;K=V,..." adds lock-step servers of ours run with that
-// environment (BIN=path runs another build of this benchmark, e.g. an older commit's;
-// DISTONET_TFTP_BENCH_BUSYPOLL=-1ns sets Config.BusyPoll).
+// environment (BIN=path runs another build of this benchmark, e.g. an older commit's).
 package tftpbench
 
 import (
@@ -63,9 +62,6 @@ func serve(spec string) int {
 	}
 	anticipate, _ := strconv.Atoi(parts[1])
 	cfg := tftp.Config{Addr: ":" + parts[0], Root: parts[2], Anticipate: uint(anticipate)}
-	if d, err := time.ParseDuration(os.Getenv("DISTONET_TFTP_BENCH_BUSYPOLL")); err == nil {
-		cfg.BusyPoll = d
-	}
 	srv, err := tftp.NewServer(cfg, nil, nil)
 	if err != nil {
 		fmt.Println(err)
@@ -288,6 +284,24 @@ func cpuMeter(b *testing.B, pid int) (func() time.Duration, func()) {
 	return read, cleanup
 }
 
+// connect connects a UDP socket that net.ListenPacket opened (Go has no call for it).
+func connect(conn *net.UDPConn, to *net.UDPAddr) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	sa := &syscall.SockaddrInet4{Port: to.Port}
+	copy(sa.Addr[:], to.IP.To4())
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cerr = syscall.Connect(int(fd), sa) }); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("connect to %v: %w", to, cerr)
+	}
+	return nil
+}
+
 // startPeer runs a peer server in the namespace until the benchmark ends. Not ns.Start:
 // its Pdeathsig fires when the forking OS thread exits, and threads that ran ns.Do exit.
 func startPeer(b *testing.B, ns *lab.Netns, env []string, name string, args ...string) func() time.Duration {
@@ -369,12 +383,21 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 			_, err := conn.WriteToUDP(req, srvAddr)
 			return err
 		}
-		_, err := conn.WriteToUDP(ack, peer)
+		_, err := conn.Write(ack)
 		return err
 	}
 	for {
 		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		n, from, err := conn.ReadFromUDP(buf)
+		var (
+			n    int
+			from *net.UDPAddr
+			err  error
+		)
+		if peer == nil {
+			n, from, err = conn.ReadFromUDP(buf)
+		} else {
+			n, err = conn.Read(buf)
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && timeouts < 10 {
 				timeouts++
@@ -386,9 +409,13 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 			return fmt.Errorf("%s %s: after %d bytes: %w", tg.name, f.name, got, err)
 		}
 		if peer == nil {
+			// The server answers from its transfer port: connect to it, so the kernel
+			// drops other sources and sends skip the route lookup (cheaper for every
+			// server alike: the clients share the CPUs with them).
 			peer = from
-		} else if !from.IP.Equal(peer.IP) || from.Port != peer.Port {
-			continue
+			if err := connect(conn, peer); err != nil {
+				return err
+			}
 		}
 		p := buf[:n]
 		switch tftp.PacketOpcode(p) {

@@ -18,7 +18,7 @@ import (
 // TestIPXEFetchesOverTFTP boots QEMU's iPXE ROM (the PXE firmware QEMU ships) on a bridge
 // where dnsmasq only hands out an address and "boot.ipxe": the ROM fetches that generated
 // script from our server, then the script fetches a 3 MiB file from the lockstep server
-// (busy poll on: one client) and from a send-ahead server (GSO windows). Slow under TCG:
+// (one netpoller round per block) and from a send-ahead server (GSO windows). Slow under TCG:
 // e2e tag only.
 func TestIPXEFetchesOverTFTP(t *testing.T) {
 	lab.Require(t, "qemu-system-x86_64", "dnsmasq")

@@ -174,7 +174,7 @@ func TestNewServerConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{Addr: ":69", BusyPoll: 100 * time.Microsecond, Timeout: time.Second, Retries: 5, MaxBlockSize: 65464, MaxWindow: 64, MaxTransfers: 1000, ShutdownGrace: time.Second}
+	want := Config{Addr: ":69", Timeout: time.Second, Retries: 5, MaxBlockSize: 65464, MaxWindow: 64, MaxTransfers: 1000, ShutdownGrace: time.Second}
 	if d := cmp.Diff(want, s.cfg); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}

@@ -7,10 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -26,10 +24,12 @@ import (
 // acknowledges neither timeout nor windowsize. So:
 //
 //   - lock-step (window 1, RFC 1350) sends a block and waits for its ACK in one netpoller
-//     round (the write is made inside the wait, so no failed read precedes it); a lone
-//     transfer polls the socket for Config.BusyPoll before sleeping, since on a fast link
-//     the ACK comes back sooner than a sleeping thread can be woken. A duplicate ACK is
-//     never answered (the Sorcerer's Apprentice bug); a timeout resends the block.
+//     round: the write is made inside the netpoller's read, so no read fails with EAGAIN
+//     before the ACK can exist, and the callback and the read deadline are not remade
+//     per block. A duplicate ACK is never answered (the Sorcerer's Apprentice bug); a
+//     timeout resends the block. Tried and dropped, as slower on 2 shared cores: a
+//     blocking read for a lone transfer, as tftpd-hpa does (Go's runtime then keeps
+//     sysmon busy), and a busy poll for the ACK (the poller holds a CPU the client needs).
 //   - a window (send-ahead or RFC 7440 windowsize) goes out as one UDP GSO send (the
 //     kernel cuts it into blocks, one trip down the stack instead of one per block), or
 //     one sendmmsg where GSO is missing; ACKs are drained with recvmmsg, treated as
@@ -49,9 +49,14 @@ type sender struct {
 	// estimateRTO retransmits after an estimated round trip rather than the full timeout,
 	// unless the client negotiated the timeout (RFC 2349 makes it the retransmission wait).
 	estimateRTO bool
-	poll        *busyPoll // nil: never poll
-	gsoSegs     int       // blocks per GSO send; 0 when the socket has no UDP_SEGMENT
-	rtt         time.Duration
+	gsoSegs     int // blocks per GSO send; 0 when the socket has no UDP_SEGMENT
+	// The lock-step wait: its netpoller callback, made once, and the callback's state.
+	waitFn   func(fd uintptr) bool
+	waitOut  []byte // to send first; nil once sent (or to send after EAGAIN)
+	waitBuf  []byte
+	waitN    int
+	waitErr  error
+	deadline time.Time // the read deadline last set
 }
 
 // batchConn is implemented by ipv4.PacketConn and ipv6.PacketConn (their Message types
@@ -66,23 +71,6 @@ var errClientGone = errors.New("client stopped acknowledging")
 // maxAcksPerRead bounds one recvmmsg.
 const maxAcksPerRead = 32
 
-// busyPoll decides whether a lock-step transfer may poll for its ACK instead of sleeping:
-// only while few transfers run (each poller holds a CPU), and only for as long as the
-// round trip has been short.
-type busyPoll struct {
-	max     time.Duration // Config.BusyPoll
-	slots   int64         // transfers that may poll at once
-	running *atomic.Int64 // transfers in progress
-}
-
-// budget is how long to poll for a client whose smoothed round trip is rtt (0: unknown).
-func (b *busyPoll) budget(rtt time.Duration) time.Duration {
-	if b == nil || b.max <= 0 || b.running.Load() > b.slots || rtt > b.max {
-		return 0
-	}
-	return b.max
-}
-
 // run sends the file and returns the bytes sent.
 func (s *sender) run() (int64, error) {
 	raw, err := s.conn.SyscallConn()
@@ -90,6 +78,7 @@ func (s *sender) run() (int64, error) {
 		return 0, fmt.Errorf("transfer socket: %w", err)
 	}
 	s.raw = raw
+	s.waitFn = s.waitCallback
 	rbuf := make([]byte, 516)
 	if s.oack != nil {
 		if err := s.exchange(s.oack, 0, rbuf); err != nil {
@@ -134,8 +123,7 @@ func (s *sender) exchange(pkt []byte, want uint16, rbuf []byte) error {
 		if tries > s.retries {
 			return fmt.Errorf("after %d tries: %w", tries, errClientGone)
 		}
-		start := time.Now()
-		if err := s.conn.SetReadDeadline(start.Add(s.p.timeout)); err != nil {
+		if err := s.armTimer(); err != nil {
 			return err
 		}
 		out := pkt
@@ -151,9 +139,6 @@ func (s *sender) exchange(pkt []byte, want uint16, rbuf []byte) error {
 			switch PacketOpcode(rbuf[:n]) {
 			case OpACK:
 				if blk, err := ParseACK(rbuf[:n]); err == nil && blk == want {
-					if tries == 0 {
-						s.sampleRTT(time.Since(start))
-					}
 					return nil
 				}
 			case OpERROR:
@@ -163,81 +148,56 @@ func (s *sender) exchange(pkt []byte, want uint16, rbuf []byte) error {
 	}
 }
 
-// sampleRTT keeps a smoothed round trip (RFC 6298's gain of 1/8) for the poll budget.
-func (s *sender) sampleRTT(d time.Duration) {
-	if s.rtt == 0 {
-		s.rtt = d
-		return
+// armTimer sets the read deadline one timeout from now. A deadline set less than 1/64
+// of the timeout ago is kept (the wait may end up to that much early): resetting the
+// runtime timer on every block of a fast transfer costs more than the block's wait.
+func (s *sender) armTimer() error {
+	now := time.Now()
+	want := now.Add(s.p.timeout)
+	if d := want.Sub(s.deadline); d >= 0 && d < s.p.timeout/64 {
+		return nil
 	}
-	s.rtt += (d - s.rtt) / 8
+	s.deadline = want
+	return s.conn.SetReadDeadline(want)
 }
 
 // await sends out (unless nil) and returns the next packet from the client, within the
 // read deadline. The write happens inside the netpoller's read so the readiness the
 // answer raises cannot be missed, and no read is tried before the answer can exist.
 func (s *sender) await(out, rbuf []byte) (int, error) {
-	var (
-		n      int
-		opErr  error
-		wrote  = out == nil
-		budget = s.poll.budget(s.rtt)
-	)
-	err := s.raw.Read(func(fd uintptr) bool {
-		if !wrote {
-			wrote = true
-			if _, err := unix.Write(int(fd), out); err != nil {
-				if err == unix.EAGAIN {
-					return true // send buffer full: written below, where Go can wait
-				}
-				opErr = fmt.Errorf("send: %w", err)
-				return true
-			}
-			out = nil
-			if budget > 0 {
-				var ok bool
-				if n, opErr, ok = pollRead(fd, rbuf, budget); ok {
-					return true
-				}
-			}
-		}
-		r, err := unix.Read(int(fd), rbuf)
-		if err == unix.EAGAIN {
-			return false
-		}
-		n, opErr = r, err
-		return true
-	})
-	if err != nil {
+	s.waitOut, s.waitBuf, s.waitN, s.waitErr = out, rbuf, 0, nil
+	if err := s.raw.Read(s.waitFn); err != nil {
 		return 0, err
 	}
-	if opErr != nil {
-		return 0, opErr
+	if s.waitErr != nil {
+		return 0, s.waitErr
 	}
-	if out != nil {
-		if _, err := s.conn.Write(out); err != nil {
+	if s.waitOut != nil { // the send buffer was full: write where Go can wait
+		if _, err := s.conn.Write(s.waitOut); err != nil {
 			return 0, fmt.Errorf("send: %w", err)
 		}
 		return s.await(nil, rbuf)
 	}
-	return n, nil
+	return s.waitN, nil
 }
 
-// pollRead tries a non-blocking read until a packet comes or budget runs out (ok=false).
-// RawSyscall: a non-blocking read never blocks, so the scheduler need not be told.
-func pollRead(fd uintptr, b []byte, budget time.Duration) (n int, err error, ok bool) {
-	end := time.Now().Add(budget)
-	for i := 1; ; i++ {
-		r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		switch {
-		case e == 0:
-			return int(r), nil, true
-		case e != unix.EAGAIN && e != unix.EINTR:
-			return 0, e, true
+// waitCallback is await's netpoller callback: true when done, false to wait for input.
+func (s *sender) waitCallback(fd uintptr) bool {
+	if s.waitOut != nil {
+		if _, err := unix.Write(int(fd), s.waitOut); err != nil {
+			if err != unix.EAGAIN {
+				s.waitErr = fmt.Errorf("send: %w", err)
+			}
+			return true
 		}
-		if i%16 == 0 && time.Now().After(end) {
-			return 0, nil, false
-		}
+		s.waitOut = nil
 	}
+	n, err := unix.Read(int(fd), s.waitBuf)
+	if err == unix.EAGAIN {
+		return false
+	}
+	s.waitN, s.waitErr = n, err
+	return true
 }
 
 // windowed sends up to a window of blocks ahead of the client's ACKs.

@@ -5,8 +5,8 @@
 // RFC 2347), its name confined to the root (no "..", no absolute name, no symlink out),
 // the file opened and the options negotiated (blksize capped by the interface MTU, tsize,
 // timeout, windowsize) before any transfer starts. Each transfer is then carried by our
-// sender on a socket of its own: lock-step with a short busy poll for a lone transfer,
-// send-ahead windows as UDP GSO sends. github.com/pin/tftp/v3 used to carry plain
+// sender on a socket of its own: lock-step in one netpoller round per block, send-ahead
+// and windowsize windows as UDP GSO sends. github.com/pin/tftp/v3 used to carry plain
 // lock-step transfers; measured, its engine lost to tftpd-hpa and cannot be tuned from
 // outside, so only its netascii encoder is still used (see sender and README.md).
 // Close is bounded even with dead clients. Rendering per-node files is left to the
@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,13 +52,8 @@ type Config struct {
 	// each block, which works unchanged). 0 or 1 = lockstep. Served by our own sender, not
 	// pin/tftp's SetAnticipate, which cannot recover from a lost block (see sender).
 	Anticipate uint
-	// BusyPoll is how long a lock-step transfer polls its socket for the next ACK before
-	// it sleeps, while at most GOMAXPROCS/2 transfers run (each poller holds a CPU) and
-	// the client's round trip is shorter than it. On a fast link an ACK comes back
-	// sooner than a sleeping thread wakes up. Default 100µs; negative: never poll.
-	BusyPoll time.Duration
-	Timeout  time.Duration // retransmission timeout unless the client negotiates one; default 1s
-	Retries  int           // retransmissions before a transfer is abandoned; default 5
+	Timeout    time.Duration // retransmission timeout unless the client negotiates one; default 1s
+	Retries    int           // retransmissions before a transfer is abandoned; default 5
 	// MaxBlockSize caps blksize (RFC 2348); default 65464. The interface MTU caps it too,
 	// so blocks are never fragmented (1468 on a 1500-byte MTU).
 	MaxBlockSize int
@@ -80,9 +74,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = time.Second
-	}
-	if c.BusyPoll == 0 {
-		c.BusyPoll = 100 * time.Microsecond
 	}
 	if c.Retries <= 0 {
 		c.Retries = 5
@@ -114,8 +105,6 @@ type Server struct {
 	log     *slog.Logger
 	root    *os.Root
 	metrics *metrics
-	poll    *busyPoll
-	running atomic.Int64 // transfers in progress
 
 	serving   atomic.Bool
 	closing   atomic.Bool
@@ -170,7 +159,6 @@ func NewServer(cfg Config, gen Generated, logger *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	s.metrics = m
-	s.poll = &busyPoll{max: cfg.BusyPoll, slots: int64(max(1, runtime.GOMAXPROCS(0)/2)), running: &s.running}
 	return s, nil
 }
 
@@ -336,7 +324,6 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	s.busy[key] = t
 	s.mu.Unlock()
 	s.metrics.active.Inc()
-	s.running.Add(1)
 
 	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: src}, peer)
 	if err != nil {
@@ -353,7 +340,7 @@ func (s *Server) handle(pkt []byte, peer *net.UDPAddr, dst net.IP, ifIndex int) 
 	}
 	_, negotiatedTimeout := oack.option("timeout")
 	snd := &sender{conn: conn, src: data, oack: ob, p: p, retries: s.cfg.Retries,
-		adaptive: adaptive, estimateRTO: p.window > 1 && !negotiatedTimeout, poll: s.poll}
+		adaptive: adaptive, estimateRTO: p.window > 1 && !negotiatedTimeout}
 	if p.window > 1 {
 		if peer.IP.To4() != nil {
 			snd.batch = ipv4.NewPacketConn(conn)
@@ -411,7 +398,6 @@ func (s *Server) resolve(peer *net.UDPAddr, requested string) (*transfer, error)
 // finish records the end of a transfer.
 func (s *Server) finish(t *transfer, n int64, err error) {
 	t.close()
-	s.running.Add(-1)
 	s.mu.Lock()
 	if s.busy[t.peer.String()] == t {
 		delete(s.busy, t.peer.String())
