@@ -46,8 +46,10 @@ type fileTail struct {
 	pad int
 }
 
-// sendfileMin is the smallest READ worth a sendfile instead of a copy.
-const sendfileMin = 16 << 10
+// sendfileMin is the smallest READ worth a sendfile instead of a copy: below it, one
+// pread and one write of header, data and padding cost less than the header write,
+// sendfile and padding write of the sendfile path.
+const sendfileMin = 64 << 10
 
 // nfs3 runs an NFSv3 procedure, appending its results to out. A non-Success AcceptStat
 // means out is to be discarded and the call answered with that status.

@@ -375,9 +375,10 @@ func (s *Server) serveConn(c net.Conn) {
 		s.log.Warn("nfs client outside allowed networks", "stage", "nfs", "ip", addrIP(remote))
 	}
 	var (
-		wmu     sync.Mutex
-		werr    error
-		pending sync.WaitGroup
+		wmu         sync.Mutex
+		werr        error
+		deadlineSet time.Time // under wmu
+		pending     sync.WaitGroup
 	)
 	// Calls that arrive together run on workers that live as long as the connection: a
 	// goroutine per call paid for growing a fresh stack on every call (12% of the CPU of a
@@ -420,7 +421,12 @@ func (s *Server) serveConn(c net.Conn) {
 		copy(out, mark[:])
 		wmu.Lock()
 		if werr == nil {
-			_ = c.SetWriteDeadline(time.Now().Add(time.Minute))
+			// A minute for a reply to leave, renewed every 10 s rather than per reply:
+			// each renewal is a runtime timer update.
+			if now := time.Now(); now.Sub(deadlineSet) > 10*time.Second {
+				_ = c.SetWriteDeadline(now.Add(time.Minute))
+				deadlineSet = now
+			}
 			if tail == nil {
 				_, werr = c.Write(out)
 			} else {
@@ -588,6 +594,14 @@ func procName(prog string, proc uint32) string {
 	return "other"
 }
 
+func setCork(rc syscall.RawConn, on bool) {
+	v := 0
+	if on {
+		v = 1
+	}
+	_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v) })
+}
+
 func (s *Server) releaseTail(t *fileTail) {
 	if t != nil {
 		s.files.release(t.f)
@@ -595,8 +609,14 @@ func (s *Server) releaseTail(t *fileTail) {
 }
 
 // sendWithTail writes a reply header, then the file data with sendfile(2) (no copy through
-// user space), then the XDR padding, as one record.
+// user space), then the XDR padding, as one record. With padding, the socket is corked
+// meanwhile: sendfile pushes its last segment, and the 1-3 bytes after it would otherwise
+// cross the network stack as a segment of their own (and wake the client once more).
 func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
+	if t.pad > 0 {
+		setCork(rc, true)
+		defer setCork(rc, false)
+	}
 	var opErr error
 	off := t.off
 	left := t.n
