@@ -16,9 +16,9 @@ import (
 	"github.com/distonet/distonet/nfsroot/oncrpc"
 )
 
-// Calls sent back to back on one connection, as the kernel sends them, run concurrently
-// and every reply comes back whole (big READs go out with sendfile, small ones copied),
-// matched to its call by XID.
+// Calls sent back to back on one connection, as the kernel sends them, each get one whole
+// reply matched to its call by XID: READs (big ones go out with sendfile, small ones
+// copied) answered by the connection's reader, GETATTRs between them by its workers.
 func TestPipelinedCalls(t *testing.T) {
 	t.Parallel()
 	im := newImage(t, "pipelined\n")
@@ -53,18 +53,22 @@ func TestPipelinedCalls(t *testing.T) {
 	}
 	defer conn.Close()
 	type req struct {
-		off   uint64
-		count uint32
+		getattr bool
+		off     uint64
+		count   uint32
 	}
 	reqs := map[uint32]req{}
 	var stream []byte
-	for i := range 96 {
+	for i := range 144 {
 		// Offsets and sizes that cross the sendfile threshold and end unaligned.
-		r := req{off: uint64(i) * 33331, count: uint32(1000 + (i%4)*30001)}
+		r := req{getattr: i%3 == 2, off: uint64(i) * 22221, count: uint32(1000 + (i%4)*30001)}
 		xid := uint32(1000 + i)
 		reqs[xid] = r
-		args := oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendOpaque(nil, busybox), r.off), r.count)
-		msg, _ := (&oncrpc.Call{XID: xid, Prog: progNFS, Vers: 3, Proc: uint32(nfs.NFSProcedureRead), Cred: oncrpc.SysCred("p", 0, 0), Args: args}).MarshalBinary()
+		proc, args := uint32(nfs.NFSProcedureRead), oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendOpaque(nil, busybox), r.off), r.count)
+		if r.getattr {
+			proc, args = uint32(nfs.NFSProcedureGetAttr), oncrpc.AppendOpaque(nil, busybox)
+		}
+		msg, _ := (&oncrpc.Call{XID: xid, Prog: progNFS, Vers: 3, Proc: proc, Cred: oncrpc.SysCred("p", 0, 0), Args: args}).MarshalBinary()
 		mark := oncrpc.RecordMark(len(msg))
 		stream = append(append(stream, mark[:]...), msg...)
 	}
@@ -90,6 +94,12 @@ func TestPipelinedCalls(t *testing.T) {
 		d := oncrpc.NewDecoder(rep.Results)
 		if st := nfs.NFSStatus(d.Uint32("status")); st != nfs.NFSStatusOk {
 			t.Fatalf("xid %d: %v", rep.XID, st)
+		}
+		if r.getattr {
+			if a := decodeFattr(d); d.Err != nil || len(d.B) != 0 || a.Filesize != uint64(len(want)) {
+				t.Fatalf("xid %d: getattr reply malformed (%v, %d trailing bytes) or size %d, want %d", rep.XID, d.Err, len(d.B), a.Filesize, len(want))
+			}
+			continue
 		}
 		decodePostOp(d)
 		n := d.Uint32("count")
