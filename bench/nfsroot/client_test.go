@@ -118,7 +118,9 @@ func dialBoot(ns *lab.Netns, addr string) (*bootClient, error) {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
-	return &bootClient{conn: conn, rc: rc, br: bufio.NewReaderSize(conn, 16<<10),
+	// A small read buffer: it should take in a READ reply's header and as little of its
+	// data as it can, since what it takes in is copied and the rest is dropped uncopied.
+	return &bootClient{conn: conn, rc: rc, br: bufio.NewReaderSize(conn, 512),
 		cred: oncrpc.SysCred("bench", 0, 0), xid: uint32(time.Now().UnixNano())}, nil
 }
 
