@@ -24,9 +24,9 @@ import (
 // acknowledges neither timeout nor windowsize. So:
 //
 //   - lock-step (window 1, RFC 1350) sends a block and waits for its ACK in one netpoller
-//     round: the write is made inside the netpoller's read, so no read fails with EAGAIN
-//     before the ACK can exist, and the callback and the read deadline are not remade
-//     per block. A duplicate ACK is never answered (the Sorcerer's Apprentice bug); a
+//     round: the write is made inside the netpoller's read, after it reset the socket's
+//     readiness, so no read is spent before the ACK can exist (two syscalls a block, not
+//     three), and the callback and the read deadline are not remade per block. A duplicate ACK is never answered (the Sorcerer's Apprentice bug); a
 //     timeout resends the block. Tried and dropped, as slower on 2 shared cores: a
 //     blocking read for a lone transfer, as tftpd-hpa does (Go's runtime then keeps
 //     sysmon busy), and a busy poll for the ACK (the poller holds a CPU the client needs).
@@ -191,6 +191,10 @@ func (s *sender) waitCallback(fd uintptr) bool {
 			return true
 		}
 		s.waitOut = nil
+		// The ACK cannot be there yet on any real link: wait for the netpoller's word
+		// rather than spend a read that fails. The readiness it raises is not lost, as
+		// RawConn.Read reset it before calling here.
+		return false
 	}
 	n, err := unix.Read(int(fd), s.waitBuf)
 	if err == unix.EAGAIN {
