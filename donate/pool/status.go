@@ -127,7 +127,12 @@ func BuildStatus(inv []Member, l Layout, reports []ArrayStatus, reasons []Reason
 // every donated disk (node, transport, address, size_bytes, state, and where the plan put
 // it) and whose "arrays" lists the planned arrays with the head's last report.
 func StatusJSON(inv []Member, l Layout, reports []ArrayStatus, reasons []Reason) ([]byte, error) {
-	b, err := json.MarshalIndent(BuildStatus(inv, l, reports, reasons), "", "  ")
+	return BuildStatus(inv, l, reports, reasons).JSON()
+}
+
+// JSON renders a status as `distonet pool status --json` prints it.
+func (s Status) JSON() ([]byte, error) {
+	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("pool status: %w", err)
 	}

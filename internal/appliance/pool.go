@@ -81,11 +81,7 @@ func PoolStatus(st *registry.Store) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("pool status: %w", err)
-	}
-	return append(b, '\n'), nil
+	return s.JSON()
 }
 
 // poolStatus joins the inventory, the plan and the head's last reports.
