@@ -63,14 +63,20 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// run types a command on the guest's console and waits for a marker it prints after it.
+// guestRun types a command on the guest's console and waits (2 min) for a marker it prints
+// after it.
 func guestRun(t *testing.T, vm *qemu.VM, cmd string) string {
+	t.Helper()
+	return guestRunWithin(t, vm, cmd, 2*time.Minute)
+}
+
+func guestRunWithin(t *testing.T, vm *qemu.VM, cmd string, within time.Duration) string {
 	t.Helper()
 	marker := "DONE-" + time.Now().Format("150405.000000")
 	if err := vm.Send(cmd + "; echo " + marker + "-$?\n"); err != nil {
 		t.Fatal(err)
 	}
-	m, err := vm.WaitFor(regexp.MustCompile(`(?s)(.*)`+regexp.QuoteMeta(marker)+`-(\d+)`), 2*time.Minute)
+	m, err := vm.WaitFor(regexp.MustCompile(`(?s)(.*)`+regexp.QuoteMeta(marker)+`-(\d+)`), within)
 	if err != nil {
 		t.Fatalf("guest command %q: %v\n%s", cmd, err, tail(vm.Output(), 40))
 	}
