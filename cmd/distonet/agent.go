@@ -86,7 +86,7 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 				// This node assembles the pool: run the head beside the agent, on the
 				// appliance's plan, with the node's own token.
 				hlog := log.With("svc", "pool-head")
-				prepareHeadNode(hlog)
+				prepareHead(hlog)
 				mode := exportNFS
 				if bc.Pool != nil && bc.Pool.Export != "" {
 					mode = bc.Pool.Export
@@ -131,9 +131,10 @@ node shuts down. The node init starts it with the boot config it fetched.`,
 // RAID6 personality (raid456 pulls in the async xor/raid6 helpers).
 var headModules = []string{"aoe", "raid456"}
 
-// prepareHeadNode readies a booted node to run the pool head: the node init starts the agent
-// without a PATH (the kernel gives PID 1 none), and nothing loads aoe or raid456 on demand.
-func prepareHeadNode(log *slog.Logger) {
+// prepareHead readies a machine to run the pool head: on a booted node the node init starts
+// the agent without a PATH (the kernel gives PID 1 none); nothing loads aoe or raid456 on
+// demand; and the aoe dead timer can be set only once aoe is loaded.
+func prepareHead(log *slog.Logger) {
 	if os.Getenv("PATH") == "" {
 		os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	}

@@ -46,6 +46,9 @@ node enrolled with --role pool-head (its boot config).`,
 				exp               head.Exporter
 			)
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			// The same kernel set-up wherever the head runs: aoe and raid456 loaded, then
+			// the aoe dead timer shortened (its parameter exists only once aoe is loaded).
+			prepareHead(log)
 			switch {
 			case bootConfig != "":
 				raw, err := os.ReadFile(bootConfig)
@@ -87,7 +90,6 @@ node enrolled with --role pool-head (its boot config).`,
 				if export == "" {
 					export = cfg.Donate.PoolExport
 				}
-				setAoEDeadline(log)
 				// The host's own nfs-kernel-server (systemd) serves; we only add exports.
 				if exp, err = nfsExporter(export, cfg.Subnet().String()); err != nil {
 					return err

@@ -349,10 +349,7 @@ func (t *Target) Serve(ctx context.Context) error {
 				out = append(out, f)
 			}
 		}
-		t.batching = false
-		t.flushReads()
-		t.sendFrames(tx, out)
-		t.renewMapping()
+		t.finishBatch(tx, out)
 	}
 }
 
@@ -384,11 +381,17 @@ func (t *Target) serveRing(tx *sender) error {
 				out = append(out, f)
 			}
 		}
-		t.batching = false
-		t.flushReads()
-		t.sendFrames(tx, out)
-		t.renewMapping()
+		t.finishBatch(tx, out)
 	}
+}
+
+// finishBatch ends a receive batch the same way on both receive paths: the reads it gathered
+// are served (flushReads), the answers leave, and the device mapping is renewed when due.
+func (t *Target) finishBatch(tx *sender, out []*frame) {
+	t.batching = false
+	t.flushReads()
+	t.sendFrames(tx, out)
+	t.renewMapping()
 }
 
 // sendFrames transmits responses in as few system calls as possible and recycles them.
