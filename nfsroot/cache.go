@@ -19,6 +19,7 @@ type fileKey struct {
 type openFile struct {
 	key     fileKey
 	fd      int
+	data    []byte // the whole file mapped read-only; nil when empty or mmap failed
 	st      unix.Stat_t
 	refs    int
 	evicted bool
@@ -87,6 +88,15 @@ func (c *fileCache) open(t *tree, ino uint64, rel string) (*openFile, error) {
 		return f, nil
 	}
 	f := &openFile{key: key, fd: fd, st: st, refs: 1}
+	if st.Size > 0 {
+		// READ replies are written from the mapping: one copy into the socket, against
+		// two for pread+write. sendfile(2) copies nothing, yet 1 MiB READs to nfs-cat went
+		// 1.6-2x slower with it than with pread+write over the benchmark's veth.
+		// Without a mapping READ falls back to pread.
+		if m, err := unix.Mmap(fd, 0, int(st.Size), unix.PROT_READ, unix.MAP_SHARED); err == nil {
+			f.data = m
+		}
+	}
 	f.elem = sh.lru.PushFront(f)
 	sh.m[key] = f
 	for sh.lru.Len() > sh.max {
@@ -94,10 +104,22 @@ func (c *fileCache) open(t *tree, ino uint64, rel string) (*openFile, error) {
 		delete(sh.m, old.key)
 		old.evicted = true
 		if old.refs == 0 {
-			unix.Close(old.fd)
+			old.close()
 		}
 	}
 	return f, nil
+}
+
+// close unmaps and closes the file once nothing refers to it.
+func (f *openFile) close() {
+	if f.data != nil {
+		_ = unix.Munmap(f.data)
+		f.data = nil
+	}
+	if f.fd >= 0 {
+		unix.Close(f.fd)
+		f.fd = -1
+	}
 }
 
 func (c *fileCache) release(f *openFile) {
@@ -105,9 +127,8 @@ func (c *fileCache) release(f *openFile) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	f.refs--
-	if f.refs == 0 && f.evicted && f.fd >= 0 {
-		unix.Close(f.fd)
-		f.fd = -1
+	if f.refs == 0 && f.evicted {
+		f.close()
 	}
 }
 
@@ -120,7 +141,7 @@ func (c *fileCache) closeAll() {
 			delete(sh.m, key)
 			f.evicted = true
 			if f.refs == 0 {
-				unix.Close(f.fd)
+				f.close()
 			}
 		}
 		sh.lru.Init()

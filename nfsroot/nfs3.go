@@ -31,25 +31,20 @@ type call struct {
 	proc uint32
 	args []byte
 	cred cred
-	// sendfile is set when the transport can send READ data straight from the file;
-	// READ then leaves the data in tail instead of copying it into the reply.
-	sendfile bool
-	tail     *fileTail
+	// stream is set when the transport can send READ data straight from the file's
+	// mapping after the reply; READ then leaves the data in tail instead of copying it.
+	stream bool
+	tail   *fileTail
 }
 
-// fileTail is READ data still to be sent after the reply header: n bytes of f at off,
-// then pad zero bytes. It holds a reference on f until released.
+// fileTail is READ data still to be sent after the reply header: a slice of f's read-only
+// mapping, then pad zero bytes. It holds a reference on f (and so on the mapping) until
+// released.
 type fileTail struct {
-	f   *openFile
-	off int64
-	n   int
-	pad int
+	f    *openFile
+	data []byte
+	pad  int
 }
-
-// sendfileMin is the smallest READ worth a sendfile instead of a copy: below it, one
-// pread and one write of header, data and padding cost less than the header write,
-// sendfile and padding write of the sendfile path.
-const sendfileMin = 64 << 10
 
 // nfs3 runs an NFSv3 procedure, appending its results to out. A non-Success AcceptStat
 // means out is to be discarded and the call answered with that status.
@@ -290,10 +285,10 @@ func (s *Server) read(c *call, fh []byte, off uint64, count uint32, out []byte) 
 	}
 	out = appendPostOpAttr(appendStatus(out, nfs.NFSStatusOk), &a)
 	eof := off+uint64(count) >= size
-	if c.sendfile && count >= sendfileMin {
+	if c.stream && f.data != nil && count > 0 {
 		// The file cannot change (published versions are immutable), so count is exact.
 		keep = true
-		c.tail = &fileTail{f: f, off: int64(off), n: int(count), pad: (4 - int(count)%4) % 4}
+		c.tail = &fileTail{f: f, data: f.data[off : off+uint64(count)], pad: (4 - int(count)%4) % 4}
 		s.m.readBytes.Add(float64(count))
 		out = oncrpc.AppendUint32(out, count)
 		out = oncrpc.AppendBool(out, eof)

@@ -17,8 +17,8 @@ import (
 )
 
 // Calls sent back to back on one connection, as the kernel sends them, each get one whole
-// reply matched to its call by XID: READs (big ones go out with sendfile, small ones
-// copied) answered by the connection's reader, GETATTRs between them by its workers.
+// reply matched to its call by XID: READs (written from the file's mapping, with their
+// padding) answered by the connection's reader, GETATTRs between them by its workers.
 func TestPipelinedCalls(t *testing.T) {
 	t.Parallel()
 	im := newImage(t, "pipelined\n")
@@ -59,9 +59,14 @@ func TestPipelinedCalls(t *testing.T) {
 	}
 	reqs := map[uint32]req{}
 	var stream []byte
+	var list []req
 	for i := range 144 {
-		// Offsets and sizes that cross the sendfile threshold and end unaligned.
-		r := req{getattr: i%3 == 2, off: uint64(i) * 22221, count: uint32(1000 + (i%4)*30001)}
+		// Offsets and sizes up to 90 KiB that end unaligned.
+		list = append(list, req{getattr: i%3 == 2, off: uint64(i) * 22221, count: uint32(1000 + (i%4)*30001)})
+	}
+	// At the end of the file and past it: no data, eof set.
+	list = append(list, req{off: uint64(len(want)), count: 4096}, req{off: uint64(len(want)) + 1<<20, count: 4096})
+	for i, r := range list {
 		xid := uint32(1000 + i)
 		reqs[xid] = r
 		proc, args := uint32(nfs.NFSProcedureRead), oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendOpaque(nil, busybox), r.off), r.count)
@@ -103,7 +108,7 @@ func TestPipelinedCalls(t *testing.T) {
 		}
 		decodePostOp(d)
 		n := d.Uint32("count")
-		d.Bool("eof")
+		eof := d.Bool("eof")
 		data := d.Opaque("data", 1<<21)
 		if d.Err != nil || len(d.B) != 0 {
 			t.Fatalf("xid %d: reply malformed (%v, %d trailing bytes)", rep.XID, d.Err, len(d.B))
@@ -112,6 +117,9 @@ func TestPipelinedCalls(t *testing.T) {
 		end := min(int(r.off)+int(r.count), len(want))
 		if int(n) != end-start || !bytes.Equal(data, want[start:end]) {
 			t.Fatalf("xid %d: %d bytes at %d differ from the file", rep.XID, n, r.off)
+		}
+		if eof != (end == len(want)) {
+			t.Fatalf("xid %d: %d bytes at %d: eof %v", rep.XID, n, r.off, eof)
 		}
 	}
 	if len(reqs) != 0 {

@@ -20,7 +20,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -415,7 +414,7 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		size := len(out) - 4
 		if tail != nil {
-			size += tail.n + tail.pad
+			size += len(tail.data) + tail.pad
 		}
 		mark := oncrpc.RecordMark(size)
 		copy(out, mark[:])
@@ -448,7 +447,7 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		// A lone call (nothing else buffered, nothing in flight) runs on this goroutine:
 		// handing it to another costs a thread wake-up per call for synchronous clients.
-		// So does a READ: its reply is written under wmu with the file data (sendfile), so
+		// So does a READ: its reply is written under wmu with the file data, so
 		// READs on one connection cannot overlap anyway, and a worker would only add a
 		// hand-off and a lock wait. Other calls that arrive together (the kernel pipelines
 		// LOOKUPs and GETATTRs) run concurrently, so a cold stat does not hold up the rest.
@@ -510,9 +509,9 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 }
 
 // handle decodes one call and returns the reply with 4 bytes reserved in front for the
-// record mark, or nil when the message deserves no reply. With sendfile, READ may leave its
+// record mark, or nil when the message deserves no reply. On a stream, READ may leave its
 // data in a tail to send after the reply (the caller releases it).
-func (s *Server) handle(rec []byte, remote net.Addr, allowed, sendfile bool, out []byte) ([]byte, *fileTail) {
+func (s *Server) handle(rec []byte, remote net.Addr, allowed, stream bool, out []byte) ([]byte, *fileTail) {
 	var msg oncrpc.Call
 	err := msg.UnmarshalBinary(rec)
 	var verr *oncrpc.VersionError
@@ -526,7 +525,7 @@ func (s *Server) handle(rec []byte, remote net.Addr, allowed, sendfile bool, out
 		s.m.denied.Inc()
 		return s.reply(out, &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyDenied, RejectStat: oncrpc.AuthError, AuthStat: oncrpc.AuthTooWeak}), nil
 	}
-	c := call{proc: msg.Proc, args: msg.Args, cred: nobody, sendfile: sendfile}
+	c := call{proc: msg.Proc, args: msg.Args, cred: nobody, stream: stream}
 	switch msg.Cred.Flavor {
 	case oncrpc.AuthSys:
 		var p oncrpc.AuthSysParams
@@ -594,36 +593,22 @@ func procName(prog string, proc uint32) string {
 	return "other"
 }
 
-func setCork(rc syscall.RawConn, on bool) {
-	v := 0
-	if on {
-		v = 1
-	}
-	_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v) })
-}
-
 func (s *Server) releaseTail(t *fileTail) {
 	if t != nil {
 		s.files.release(t.f)
 	}
 }
 
-// sendWithTail writes a reply header, then the file data with sendfile(2) (no copy through
-// user space), then the XDR padding, as one record. With padding, the socket is corked
-// meanwhile: sendfile pushes its last segment, and the 1-3 bytes after it would otherwise
-// cross the network stack as a segment of their own (and wake the client once more).
+// sendWithTail writes a reply header, the file data straight from the file's mapping
+// and the XDR padding as one record, in one writev(2) unless the socket fills up. A
+// failed write leaves a partial record: the caller closes the connection.
 func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
-	if t.pad > 0 {
-		setCork(rc, true)
-		defer setCork(rc, false)
-	}
+	var zero [3]byte
+	iov := [][]byte{hdr, t.data, zero[:t.pad]}
 	var opErr error
-	off := t.off
-	left := t.n
-	sentHdr := 0
 	err := rc.Write(func(fd uintptr) bool {
-		for sentHdr < len(hdr) {
-			n, err := unix.SendmsgN(int(fd), hdr[sentHdr:], nil, nil, unix.MSG_MORE)
+		for len(iov) > 0 {
+			n, err := unix.Writev(int(fd), iov)
 			if errors.Is(err, unix.EAGAIN) {
 				return false
 			}
@@ -631,28 +616,10 @@ func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
 				continue
 			}
 			if err != nil {
-				opErr = err
+				opErr = err // EFAULT: the image file was truncated under its mapping
 				return true
 			}
-			sentHdr += n
-		}
-		for left > 0 {
-			n, err := unix.Sendfile(int(fd), t.f.fd, &off, left)
-			if errors.Is(err, unix.EAGAIN) {
-				return false
-			}
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				opErr = err
-				return true
-			}
-			if n == 0 {
-				opErr = io.ErrUnexpectedEOF // the file shrank: the record cannot be completed
-				return true
-			}
-			left -= n
+			iov = consumed(iov, n)
 		}
 		return true
 	})
@@ -662,21 +629,20 @@ func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
 	if err != nil {
 		return fmt.Errorf("send read reply: %w", err)
 	}
-	if t.pad > 0 {
-		var zero [3]byte
-		if err := rc.Write(func(fd uintptr) bool {
-			_, err := unix.Write(int(fd), zero[:t.pad])
-			if errors.Is(err, unix.EAGAIN) {
-				return false
-			}
-			opErr = err
-			return true
-		}); err != nil {
-			return fmt.Errorf("send read padding: %w", err)
-		}
-		if opErr != nil {
-			return fmt.Errorf("send read padding: %w", opErr)
-		}
-	}
 	return nil
+}
+
+// consumed drops the first n bytes written from iov, and the buffers left empty.
+func consumed(iov [][]byte, n int) [][]byte {
+	for len(iov) > 0 && n >= len(iov[0]) {
+		n -= len(iov[0])
+		iov = iov[1:]
+	}
+	if n > 0 {
+		iov[0] = iov[0][n:]
+	}
+	for len(iov) > 0 && len(iov[0]) == 0 {
+		iov = iov[1:]
+	}
+	return iov
 }
