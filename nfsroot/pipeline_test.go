@@ -127,3 +127,53 @@ func TestPipelinedCalls(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A file truncated under the server (images are immutable, but a host admin can still
+// break one) fails only the READ's connection: the reply written from the file's mapping
+// hits EFAULT, the server closes that connection and keeps serving.
+func TestReadOfFileTruncatedUnderTheServer(t *testing.T) {
+	t.Parallel()
+	im := newImage(t, "truncated\n")
+	path := filepath.Join(im.root, "etc", "shrinks.bin")
+	data := randomBytes(t, 1<<20)
+	writeFile(t, path, data, 0o644, 0, 0)
+	ex := newFakeExports()
+	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
+	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8")}, ex, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	c := dialNFS(t, nil, s.Addr().String(), 0, 0)
+	root := c.mustMount(exportPath)
+	fh := c.walk(root, "etc/shrinks.bin")
+	if st, got, _ := c.read(fh, 0, 64<<10); st != nfs.NFSStatusOk || !bytes.Equal(got, data[:64<<10]) {
+		t.Fatalf("first read: %v, %d bytes", st, len(got))
+	}
+	if err := os.Truncate(path, 4096); err != nil {
+		t.Fatal(err)
+	}
+	args := oncrpc.AppendUint32(oncrpc.AppendUint64(oncrpc.AppendOpaque(nil, fh), 512<<10), 256<<10)
+	if _, _, err := c.call(progNFS, 3, uint32(nfs.NFSProcedureRead), args); err == nil {
+		t.Fatal("a READ past the truncated end was answered")
+	} else {
+		t.Logf("READ past the truncated end: %v", err)
+	}
+	// The server lives on: a new connection reads what is left of the file.
+	c2 := dialNFS(t, nil, s.Addr().String(), 0, 0)
+	if st, got, _ := c2.read(fh, 0, 4096); st != nfs.NFSStatusOk || !bytes.Equal(got, data[:4096]) {
+		t.Fatalf("read after truncation: %v, %d bytes", st, len(got))
+	}
+}
