@@ -406,18 +406,13 @@ func (s *Server) serveConn(c net.Conn) {
 	if raw != nil {
 		rc, _ = raw.SyscallConn()
 	}
-	respond := func(rec []byte) {
-		out, tail := s.handle(rec, remote, allowed, rc != nil, s.getBuf(8192))
-		s.putBuf(rec)
-		if out == nil {
+	// send writes replies as one batch (one writev for all of them where it can) and gives
+	// their buffers and file references back.
+	var batch replyBatch
+	send := func(b *replyBatch) {
+		if len(b.iov) == 0 {
 			return
 		}
-		size := len(out) - 4
-		if tail != nil {
-			size += len(tail.data) + tail.pad
-		}
-		mark := oncrpc.RecordMark(size)
-		copy(out, mark[:])
 		wmu.Lock()
 		if werr == nil {
 			// A minute for a reply to leave, renewed every 10 s rather than per reply:
@@ -426,23 +421,34 @@ func (s *Server) serveConn(c net.Conn) {
 				_ = c.SetWriteDeadline(now.Add(time.Minute))
 				deadlineSet = now
 			}
-			if tail == nil {
-				_, werr = c.Write(out)
+			if rc != nil {
+				werr = writeAll(rc, b.iov)
 			} else {
-				werr = sendWithTail(rc, out, tail)
+				for _, p := range b.iov {
+					if _, werr = c.Write(p); werr != nil {
+						break
+					}
+				}
 			}
 			if werr != nil {
 				c.Close() // unblocks the reader
 			}
 		}
 		wmu.Unlock()
-		s.releaseTail(tail)
-		s.putBuf(out)
+		b.release(s)
+	}
+	respond := func(rec []byte, b *replyBatch) {
+		out, tail := s.handle(rec, remote, allowed, rc != nil, s.getBuf(8192))
+		s.putBuf(rec)
+		if out != nil {
+			b.add(out, tail)
+		}
 	}
 	br := bufio.NewReaderSize(c, 64<<10)
 	for {
 		rec, err := oncrpc.ReadRecord(br, s.getBuf(4096), maxRecord)
 		if err != nil {
+			send(&batch) // empty unless a buffered record turned out bad
 			return
 		}
 		// A lone call (nothing else buffered, nothing in flight) runs on this goroutine:
@@ -451,10 +457,19 @@ func (s *Server) serveConn(c net.Conn) {
 		// READs on one connection cannot overlap anyway, and a worker would only add a
 		// hand-off and a lock wait. Other calls that arrive together (the kernel pipelines
 		// LOOKUPs and GETATTRs) run concurrently, so a cold stat does not hold up the rest.
+		//
+		// Replies of READs that arrive together leave together: while the next call is
+		// already buffered, a READ's reply waits in the batch (up to batchBytes), so a
+		// client with several READs in flight gets one writev, one TCP push, instead of
+		// one per READ. Nothing waits across a read from the socket.
 		if br.Buffered() == 0 && busy.Load() == 0 || isRead(rec) {
-			respond(rec)
+			respond(rec, &batch)
+			if batch.size >= batchBytes || len(batch.iov) >= maxBatchIov || !recordBuffered(br) {
+				send(&batch)
+			}
 			continue
 		}
+		send(&batch)
 		busy.Add(1)
 		// Only this goroutine claims idle workers, so the check and the claim cannot race.
 		// With every worker busy, the call still takes a claim: idle goes below zero by the
@@ -466,8 +481,10 @@ func (s *Server) serveConn(c net.Conn) {
 			pending.Add(1)
 			go func() {
 				defer pending.Done()
+				var b replyBatch
 				for rec := range work {
-					respond(rec)
+					respond(rec, &b)
+					send(&b)
 					busy.Add(-1)
 					idle.Add(1)
 				}
@@ -599,16 +616,77 @@ func (s *Server) releaseTail(t *fileTail) {
 	}
 }
 
-// sendWithTail writes a reply header, the file data straight from the file's mapping
-// and the XDR padding as one record, in one writev(2) unless the socket fills up. A
-// failed write leaves a partial record: the caller closes the connection.
-func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
-	var zero [3]byte
-	iov := [][]byte{hdr, t.data, zero[:t.pad]}
+// replyBatch is replies waiting to be written together: for each, its header (record
+// mark included) and, for a READ, the file data from the mapping and the XDR padding.
+type replyBatch struct {
+	iov   [][]byte
+	outs  [][]byte
+	tails []*fileTail
+	size  int
+}
+
+// batchBytes and maxBatchIov bound a batch: a 1 MiB READ goes alone, small ones gather.
+const (
+	batchBytes  = 256 << 10
+	maxBatchIov = 64
+)
+
+var zeroPad [3]byte
+
+func (b *replyBatch) add(out []byte, t *fileTail) {
+	size := len(out) - 4
+	if t != nil {
+		size += len(t.data) + t.pad
+	}
+	mark := oncrpc.RecordMark(size)
+	copy(out, mark[:])
+	b.iov = append(b.iov, out)
+	b.outs = append(b.outs, out)
+	if t != nil {
+		b.iov = append(b.iov, t.data)
+		if t.pad > 0 {
+			b.iov = append(b.iov, zeroPad[:t.pad])
+		}
+		b.tails = append(b.tails, t)
+	}
+	b.size += 4 + size
+}
+
+// release gives the batch's buffers and file references back and empties it.
+func (b *replyBatch) release(s *Server) {
+	for _, t := range b.tails {
+		s.releaseTail(t)
+	}
+	for _, out := range b.outs {
+		s.putBuf(out)
+	}
+	clear(b.iov)
+	clear(b.outs)
+	clear(b.tails)
+	b.iov, b.outs, b.tails, b.size = b.iov[:0], b.outs[:0], b.tails[:0], 0
+}
+
+// recordBuffered tells whether a whole one-fragment record is already buffered, so reading
+// it cannot block.
+func recordBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < 4 {
+		return false // Peek would wait for the socket
+	}
+	hdr, err := br.Peek(4)
+	if err != nil {
+		return false
+	}
+	mark := binary.BigEndian.Uint32(hdr)
+	return mark&(1<<31) != 0 && br.Buffered() >= 4+int(mark&^(1<<31))
+}
+
+// writeAll writes iov in as few writev(2) calls as the socket allows. A failed write
+// leaves a partial record: the caller closes the connection.
+func writeAll(rc syscall.RawConn, iov [][]byte) error {
 	var opErr error
 	err := rc.Write(func(fd uintptr) bool {
 		for len(iov) > 0 {
-			n, err := unix.Writev(int(fd), iov)
+			n, err := unix.Writev(int(fd), iov[:min(len(iov), 1024)]) // IOV_MAX
 			if errors.Is(err, unix.EAGAIN) {
 				return false
 			}
@@ -616,7 +694,7 @@ func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
 				continue
 			}
 			if err != nil {
-				opErr = err // EFAULT: the image file was truncated under its mapping
+				opErr = err // EFAULT: an image file was truncated under its mapping
 				return true
 			}
 			iov = consumed(iov, n)
@@ -627,7 +705,7 @@ func sendWithTail(rc syscall.RawConn, hdr []byte, t *fileTail) error {
 		err = opErr
 	}
 	if err != nil {
-		return fmt.Errorf("send read reply: %w", err)
+		return fmt.Errorf("send replies: %w", err)
 	}
 	return nil
 }

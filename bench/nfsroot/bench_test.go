@@ -10,6 +10,9 @@
 // bootClient: it drops READ data in the kernel so that the client, which shares the two
 // cores with the server, costs as little as it can; NFSROOT_BENCH_COPY=1 copies it).
 //
+// The 32-client boot set runs twice: on the two shared cores, and "split", with the server
+// pinned to one CPU and the clients to the other (as when the clients are other machines).
+//
 // Besides the ratio it prints the CPU time per operation of each server and of the
 // clients: on a shared machine the wall-clock ratio moves with the load (a process with
 // a hundred threads, like ganesha, gets a bigger share of busy cores than one with two),
@@ -19,6 +22,7 @@ package nfsrootbench
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,11 +32,14 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/distonet/distonet/internal/lab"
 	"github.com/distonet/distonet/nfsroot"
@@ -372,6 +379,9 @@ func BenchmarkNFSRoot(b *testing.B) {
 	e := setup(b)
 	res := &results{d: map[string]map[string][]time.Duration{}, cpu: map[string]map[string]time.Duration{}, ccpu: map[string]map[string]time.Duration{}}
 	defer res.print()
+	// split, when set, runs each sample with the server on one CPU and the clients on the
+	// other (see splitCPUs).
+	var split bool
 	run := func(scenario string, bytes int64, op func(b *testing.B, s server)) {
 		b.Run(scenario, func(b *testing.B) {
 			for _, s := range e.servers {
@@ -380,10 +390,15 @@ func BenchmarkNFSRoot(b *testing.B) {
 			for i := range b.N {
 				for k := range e.servers {
 					s := e.servers[(i+k)%len(e.servers)]
+					undo := func() {}
+					if split {
+						undo = splitCPUs(b, s.pid)
+					}
 					cpu0, ccpu0 := cpuTime(s.pid), clientCPU()
 					start := time.Now()
 					op(b, s)
 					res.add(scenario, s.name, time.Since(start), cpuTime(s.pid)-cpu0, clientCPU()-ccpu0)
+					undo()
 				}
 			}
 			ob, _ := stats(res.d[scenario]["distonet"])
@@ -409,8 +424,8 @@ func BenchmarkNFSRoot(b *testing.B) {
 			b.Fatalf("nfs-ls -R listed %d lines", n)
 		}
 	})
-	for _, clients := range []int{1, 32} {
-		run(fmt.Sprintf("bootset-%dclients", clients), 0, func(b *testing.B, s server) {
+	bootset := func(clients int) func(b *testing.B, s server) {
+		return func(b *testing.B, s server) {
 			root, err := mount(e.cli, s.mountAddr, exportPath)
 			if err != nil {
 				b.Fatal(err)
@@ -458,6 +473,54 @@ func BenchmarkNFSRoot(b *testing.B) {
 			if total != int64(clients)*e.bootBytes {
 				b.Fatalf("%d clients read %d bytes, want %d each", clients, total, e.bootBytes)
 			}
-		})
+		}
+	}
+	run("bootset-1clients", 0, bootset(1))
+	run("bootset-32clients", 0, bootset(32))
+	split = true
+	run("bootset-32clients-split", 0, bootset(32))
+}
+
+// splitCPUs pins every thread of the server process to CPU 1 and every thread of this
+// process (the clients) to CPU 0 until the returned func puts both back on all CPUs. On a
+// real network a boot storm's clients are other machines; sharing both cores made the
+// clients' own CPU time (kernel TCP receive work) part of every sample. Threads created
+// meanwhile inherit their creator's mask.
+func splitCPUs(b *testing.B, server int) (undo func()) {
+	var all, one, zero unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil || all.Count() < 2 {
+		b.Skipf("needs 2 CPUs to split server and clients (%d, %v)", all.Count(), err)
+	}
+	// The first two CPUs this process may use.
+	var cpus []int
+	for i := 0; len(cpus) < 2; i++ {
+		if all.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	zero.Set(cpus[0])
+	one.Set(cpus[1])
+	pin(b, server, &one)
+	pin(b, os.Getpid(), &zero)
+	return func() {
+		pin(b, server, &all)
+		pin(b, os.Getpid(), &all)
+	}
+}
+
+// pin sets the CPU mask of every thread of process pid.
+func pin(b *testing.B, pid int, set *unix.CPUSet) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+			b.Fatalf("pin thread %d of %d: %v", tid, pid, err)
+		}
 	}
 }
