@@ -225,6 +225,7 @@ exec ganesha.nfsd -F -f %s -L %s -p /run/ganesha/ganesha.pid`,
 
 type env struct {
 	cli       *lab.Netns
+	ours, gan *lab.Netns // the servers' namespaces
 	servers   []server
 	bootBytes int64 // size of the boot working set
 }
@@ -268,6 +269,7 @@ func setup(b *testing.B) *env {
 	bootBytes := buildRootfs(b, root)
 
 	ours, gan, cli := lab.NewNetns(b), lab.NewNetns(b), lab.NewNetns(b)
+	e := &env{cli: cli, ours: ours, gan: gan}
 	lab.Veth(b, ours, oursIP+"/24", cli, "10.42.0.2/24")
 	lab.Veth(b, gan, ganeshaIP+"/24", cli, "10.42.1.2/24")
 
@@ -287,7 +289,7 @@ func setup(b *testing.B) *env {
 	})
 
 	ganPid := startGanesha(b, gan, dir, root)
-	e := &env{cli: cli, bootBytes: bootBytes}
+	e.bootBytes = bootBytes
 	for _, s := range []server{{name: "distonet", ip: oursIP, pid: cmd.Process.Pid}, {name: "ganesha", ip: ganeshaIP, pid: ganPid}} {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
@@ -477,8 +479,41 @@ func BenchmarkNFSRoot(b *testing.B) {
 	}
 	run("bootset-1clients", 0, bootset(1))
 	run("bootset-32clients", 0, bootset(32))
+	// The same with cubic as TCP congestion control on every route of the three
+	// namespaces, whatever the host's default is (BBR here; see congestion).
+	restore := congestion(b, "cubic", e.cli, e.ours, e.gan)
+	run("bootset-32clients-cubic", 0, bootset(32))
+	restore()
 	split = true
 	run("bootset-32clients-split", 0, bootset(32))
+}
+
+// congestion sets the TCP congestion control of every route in the namespaces to cc (the
+// route metric `congctl`) and returns a func that puts the routes back. A namespace other
+// than the host's may not change its default to an algorithm outside the host's allowed
+// list (EPERM), and ganesha has no per-socket setting; a route metric reaches both servers
+// alike without touching the host.
+func congestion(b *testing.B, cc string, nss ...*lab.Netns) (restore func()) {
+	var undo [][]string
+	for _, ns := range nss {
+		for _, line := range strings.Split(strings.TrimSpace(ns.MustExec("ip", "-4", "route", "show")), "\n") {
+			route := strings.Fields(line)
+			if len(route) == 0 {
+				continue
+			}
+			ns.MustExec("ip", append(append([]string{"route", "replace"}, route...), "congctl", cc)...)
+			undo = append(undo, append([]string{ns.Name()}, route...))
+		}
+	}
+	return func() {
+		for _, u := range undo {
+			for _, ns := range nss {
+				if ns.Name() == u[0] {
+					ns.MustExec("ip", append([]string{"route", "replace"}, u[1:]...)...)
+				}
+			}
+		}
+	}
 }
 
 // splitCPUs pins every thread of the server process to CPU 1 and every thread of this
