@@ -244,6 +244,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	for i, s := range services {
 		names[i] = s.name
 	}
+	bootNet := ""
+	if n := cfg.Subnet(); n != nil {
+		bootNet = n.String()
+	}
+	tcpHint(log, readProcFile, cfg.Interface, bootNet)
 	log.Info("distonet serving", "version", version, "http", httpLn.Addr().String(), "interface", cfg.Interface,
 		"address", cfg.Address, "dhcp", cfg.DHCP.Mode, "services", strings.Join(names, ","), "state_dir", cfg.StateDir)
 

@@ -1,0 +1,37 @@
+package appliance
+
+import (
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// congestionControlPath holds the host's default TCP congestion control.
+const congestionControlPath = "/proc/sys/net/ipv4/tcp_congestion_control"
+
+// tcpHint logs, once at start, a host TCP setting known to cost the boot services CPU:
+// BBR paces every flow, in the TCP stack itself unless the interface's qdisc is fq, and a
+// 32-node NFS root boot storm took about 25% more server CPU and 1.35-1.6x the time under
+// BBR than under cubic here (bench/nfsroot). The host's choice is left alone; the hint
+// says how to change it for the boot network only.
+func tcpHint(log *slog.Logger, readFile func(string) ([]byte, error), iface, bootNet string) {
+	b, err := readFile(congestionControlPath)
+	if err != nil {
+		return
+	}
+	if cc := strings.TrimSpace(string(b)); cc == "bbr" {
+		route := "<boot network>"
+		if bootNet != "" {
+			route = bootNet
+		}
+		dev := "<interface>"
+		if iface != "" {
+			dev = iface
+		}
+		log.Info("host TCP congestion control is bbr: without the fq qdisc it paces every connection in the TCP stack, "+
+			"which made NFS root boot storms ~25% more CPU-hungry than cubic; for the boot network only: "+
+			"ip route change "+route+" dev "+dev+" congctl cubic", "stage", "tcp", "congestion_control", cc)
+	}
+}
+
+var readProcFile = os.ReadFile
