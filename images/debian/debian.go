@@ -9,6 +9,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -64,7 +66,7 @@ func Build(ctx context.Context, opts Options) error {
 		opts.CacheDir = "/var/cache/distonet/debian"
 	}
 	if opts.Hostname == "" {
-		opts.Hostname = "distonet-demo"
+		opts.Hostname = defaultHostname
 	}
 	progress := opts.Progress
 	if progress == nil {
@@ -215,17 +217,7 @@ func skeleton(root, hostname string) error {
 			return fmt.Errorf("debian: %w", err)
 		}
 	}
-	files := map[string]string{
-		"etc/passwd":   "root:x:0:0:root:/root:/bin/sh\n",
-		"etc/group":    "root:x:0:\n",
-		"etc/shadow":   "root:*:19000:0:99999:7:::\n",
-		"etc/hostname": hostname + "\n",
-		"etc/fstab":    "# written by the DiStoNet node init at boot\n",
-		"etc/profile":  "export PATH=/sbin:/bin:/usr/sbin:/usr/bin\nPS1='\\h:\\w# '\n",
-		// glibc programs (mdadm, nfs-utils) look names up through it.
-		"etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\nrpc: files\n",
-		"sbin/init":         InitScript,
-	}
+	files := skeletonFiles(hostname)
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
@@ -246,4 +238,44 @@ func skeleton(root, hostname string) error {
 		}
 	}
 	return nil
+}
+
+// Fingerprint identifies what Build makes from these extra packages and hostname: the
+// package lists and every file the skeleton writes. A cache of built rootfs trees keyed
+// by it is rebuilt when any of them changes.
+func Fingerprint(packages []string, hostname string) string {
+	if hostname == "" {
+		hostname = defaultHostname
+	}
+	h := sha256.New()
+	for _, p := range append(append([]string{}, BasePackages...), packages...) {
+		fmt.Fprintf(h, "pkg %s\n", p)
+	}
+	files := skeletonFiles(hostname)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "file %s %d\n%s", n, len(files[n]), files[n])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+const defaultHostname = "distonet-demo"
+
+// skeletonFiles are the files skeleton writes over the unpacked packages.
+func skeletonFiles(hostname string) map[string]string {
+	return map[string]string{
+		"etc/passwd":   "root:x:0:0:root:/root:/bin/sh\n",
+		"etc/group":    "root:x:0:\n",
+		"etc/shadow":   "root:*:19000:0:99999:7:::\n",
+		"etc/hostname": hostname + "\n",
+		"etc/fstab":    "# written by the DiStoNet node init at boot\n",
+		"etc/profile":  "export PATH=/sbin:/bin:/usr/sbin:/usr/bin\nPS1='\\h:\\w# '\n",
+		// glibc programs (mdadm, nfs-utils) look names up through it.
+		"etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\nrpc: files\n",
+		"sbin/init":         InitScript,
+	}
 }

@@ -60,3 +60,17 @@ func TestBuild(t *testing.T) {
 		t.Error("Build into a non-empty directory succeeded")
 	}
 }
+
+// The rootfs cache key changes with the package lists and with every skeleton file.
+func TestFingerprintCoversPackagesAndSkeleton(t *testing.T) {
+	base := Fingerprint([]string{"mdadm"}, "")
+	if base != Fingerprint([]string{"mdadm"}, "distonet-demo") {
+		t.Error("the default hostname is not the one Build uses")
+	}
+	if base == Fingerprint([]string{"mdadm", "bash"}, "") {
+		t.Error("a package added does not change the fingerprint")
+	}
+	if base == Fingerprint([]string{"mdadm"}, "other") {
+		t.Error("a skeleton file (hostname) changed does not change the fingerprint")
+	}
+}

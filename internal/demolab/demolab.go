@@ -5,8 +5,6 @@ package demolab
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -116,11 +114,11 @@ func (d *Lab) CLI(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// Rootfs builds the demo image's rootfs once and caches it by package list.
+// Rootfs builds the demo image's rootfs once and caches it by what goes into it (package
+// lists and skeleton files, init script included).
 func Rootfs(ctx context.Context, out io.Writer) (string, error) {
-	sum := sha256.Sum256([]byte(strings.Join(append(append([]string{}, debian.BasePackages...), Packages...), ",") + debian.InitScript))
 	cache := debian.CacheDirForTests()
-	dir := filepath.Join(filepath.Dir(cache), "rootfs-"+hex.EncodeToString(sum[:6]))
+	dir := filepath.Join(filepath.Dir(cache), "rootfs-"+debian.Fingerprint(Packages, "")[:12])
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
 		fmt.Fprintf(out, "demo image: using cached rootfs %s\n", dir)
 		return dir, nil
