@@ -177,3 +177,48 @@ func TestReadOfFileTruncatedUnderTheServer(t *testing.T) {
 		t.Fatalf("read after truncation: %v, %d bytes", st, len(got))
 	}
 }
+
+// panickyExports panics on a MOUNT of /boom, as a buggy registry might.
+type panickyExports struct{ *fakeExports }
+
+func (p panickyExports) Export(path string) (Export, bool) {
+	if path == "/boom" {
+		panic("registry bug")
+	}
+	return p.fakeExports.Export(path)
+}
+
+// A panic inside a procedure answers that call with SYSTEM_ERR and leaves the server,
+// and the connection, serving.
+func TestPanicInProcedureAnswersSystemErr(t *testing.T) {
+	t.Parallel()
+	im := newImage(t, "panics\n")
+	ex := newFakeExports()
+	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
+	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8")}, panickyExports{ex}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	c := dialNFS(t, nil, s.Addr().String(), 0, 0)
+	_, rep, err := c.call(progMount, 3, uint32(nfs.MountProcMount), oncrpc.AppendString(nil, "/boom"))
+	if rep == nil || rep.AcceptStat != oncrpc.SystemErr {
+		t.Fatalf("MOUNT /boom: reply %+v, err %v; want SYSTEM_ERR", rep, err)
+	}
+	// Same connection, next call: served.
+	root := c.mustMount(exportPath)
+	if st, _ := c.getattr(root); st != nfs.NFSStatusOk {
+		t.Fatalf("getattr after the panic: %v", st)
+	}
+}

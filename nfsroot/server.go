@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -565,13 +566,13 @@ func (s *Server) handle(rec []byte, remote net.Addr, allowed, stream bool, out [
 		if _, isTCP := remote.(*net.TCPAddr); !isTCP && msg.Proc != 0 {
 			stat = oncrpc.ProgUnavail // NFS data only over TCP
 		} else {
-			out, stat = s.nfs3(&c, out)
+			out, stat = s.guard(remote, prog, msg.Proc, out, func() ([]byte, oncrpc.AcceptStat) { return s.nfs3(&c, out) })
 		}
 	case msg.Prog == progNFS:
 		stat, low, high = oncrpc.ProgMismatch, 3, 3
 	case msg.Prog == progMount && msg.Vers >= 1 && msg.Vers <= 3:
 		prog = "mount"
-		out, stat = s.mount(msg.Vers, &c, remote, out)
+		out, stat = s.guard(remote, prog, msg.Proc, out, func() ([]byte, oncrpc.AcceptStat) { return s.mount(msg.Vers, &c, remote, out) })
 	case msg.Prog == progMount:
 		stat, low, high = oncrpc.ProgMismatch, 1, 3
 	default:
@@ -583,6 +584,20 @@ func (s *Server) handle(rec []byte, remote net.Addr, allowed, stream bool, out [
 	}
 	s.releaseTail(c.tail)
 	return s.reply(out[:4], &oncrpc.Reply{XID: msg.XID, Stat: oncrpc.ReplyAccepted, AcceptStat: stat, Low: low, High: high}), nil
+}
+
+// guard runs a procedure and turns a panic in it (a bug here, or in the Exports the
+// daemon supplies) into an RPC SYSTEM_ERR for that call, logged with its stack, instead of
+// the end of the process that serves every node's root.
+func (s *Server) guard(remote net.Addr, prog string, proc uint32, out []byte, run func() ([]byte, oncrpc.AcceptStat)) (res []byte, stat oncrpc.AcceptStat) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("nfs procedure panicked; the call gets SYSTEM_ERR", "stage", "nfs", "program", prog,
+				"procedure", procName(prog, proc), "ip", addrIP(remote), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			res, stat = out, oncrpc.SystemErr
+		}
+	}()
+	return run()
 }
 
 func (s *Server) reply(out []byte, r *oncrpc.Reply) []byte {
