@@ -14,7 +14,7 @@ const congestionControlPath = "/proc/sys/net/ipv4/tcp_congestion_control"
 // 32-node NFS root boot storm took about 25% more server CPU and 1.35-1.6x the time under
 // BBR than under cubic here (bench/nfsroot). The host's choice is left alone; the hint
 // says how to change it for the boot network only.
-func tcpHint(log *slog.Logger, readFile func(string) ([]byte, error), iface, bootNet string) {
+func tcpHint(log *slog.Logger, readFile func(string) ([]byte, error), iface, bootNet, address string) {
 	b, err := readFile(congestionControlPath)
 	if err != nil {
 		return
@@ -28,9 +28,13 @@ func tcpHint(log *slog.Logger, readFile func(string) ([]byte, error), iface, boo
 		if iface != "" {
 			dev = iface
 		}
+		src := ""
+		if address != "" {
+			src = " src " + address // keeps the connected route as the kernel made it
+		}
 		log.Info("host TCP congestion control is bbr: without the fq qdisc it paces every connection in the TCP stack, "+
 			"which made NFS root boot storms ~25% more CPU-hungry than cubic; for the boot network only: "+
-			"ip route change "+route+" dev "+dev+" congctl cubic", "stage", "tcp", "congestion_control", cc)
+			"ip route replace "+route+" dev "+dev+" proto kernel scope link"+src+" congctl cubic", "stage", "tcp", "congestion_control", cc)
 	}
 }
 

@@ -22,9 +22,9 @@ func TestTCPHintOnlyUnderBBR(t *testing.T) {
 			}
 			return []byte(tc.cc), tc.err
 		}
-		tcpHint(log, read, "eth1", "10.202.0.0/24")
+		tcpHint(log, read, "eth1", "10.202.0.0/24", "10.202.0.1")
 		got := out.String()
-		if tc.hint != strings.Contains(got, "ip route change 10.202.0.0/24 dev eth1 congctl cubic") {
+		if tc.hint != strings.Contains(got, "ip route replace 10.202.0.0/24 dev eth1 proto kernel scope link src 10.202.0.1 congctl cubic") {
 			t.Errorf("congestion control %q (err %v): hint %v, log %q", tc.cc, tc.err, tc.hint, got)
 		}
 	}
