@@ -10,8 +10,10 @@
 // bootClient: it drops READ data in the kernel so that the client, which shares the two
 // cores with the server, costs as little as it can; NFSROOT_BENCH_COPY=1 copies it).
 //
-// The 32-client boot set runs twice: on the two shared cores, and "split", with the server
-// pinned to one CPU and the clients to the other (as when the clients are other machines).
+// The 32-client boot set runs three times: as the host is set up (its default TCP congestion
+// control, BBR here, and everything on the two shared cores), with cubic on every route of
+// the namespaces (see congestion), and "split", with the server pinned to one CPU and the
+// clients to the other (as when the clients are other machines).
 //
 // Besides the ratio it prints the CPU time per operation of each server and of the
 // clients: on a shared machine the wall-clock ratio moves with the load (a process with
