@@ -326,3 +326,32 @@ func startDaemon(t *testing.T, ns *lab.Netns, name string, args ...string) {
 		}
 	})
 }
+
+// serveLoopback runs a server for ex on a free 127.0.0.1 port until the test ends (Addr
+// and AllowedNets default to that) and returns it.
+func serveLoopback(t *testing.T, cfg Config, ex Exports) *Server {
+	t.Helper()
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.AllowedNets == nil {
+		cfg.AllowedNets = allowedNets(t, "127.0.0.0/8")
+	}
+	s, err := NewServer(cfg, ex, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}

@@ -1,7 +1,6 @@
 package nfsroot
 
 import (
-	"context"
 	"io/fs"
 	"path/filepath"
 	"testing"
@@ -18,22 +17,7 @@ func TestMetrics(t *testing.T) {
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
 	reg := prometheus.NewRegistry()
-	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8"), Metrics: reg}, ex, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	s := serveLoopback(t, Config{Metrics: reg}, ex)
 
 	c := dialNFS(t, nil, s.Addr().String(), 0, 0)
 	root := c.mustMount(exportPath)

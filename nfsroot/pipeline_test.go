@@ -3,7 +3,6 @@ package nfsroot
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,22 +23,7 @@ func TestPipelinedCalls(t *testing.T) {
 	im := newImage(t, "pipelined\n")
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
-	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8")}, ex, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	s := serveLoopback(t, Config{}, ex)
 	c := dialNFS(t, nil, s.Addr().String(), 0, 0)
 	busybox := c.walk(c.mustMount(exportPath), "bin/busybox")
 	want, err := os.ReadFile(filepath.Join(im.root, "bin/busybox"))
@@ -139,22 +123,7 @@ func TestReadOfFileTruncatedUnderTheServer(t *testing.T) {
 	writeFile(t, path, data, 0o644, 0, 0)
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
-	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8")}, ex, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	s := serveLoopback(t, Config{}, ex)
 
 	c := dialNFS(t, nil, s.Addr().String(), 0, 0)
 	root := c.mustMount(exportPath)
@@ -195,22 +164,7 @@ func TestPanicInProcedureAnswersSystemErr(t *testing.T) {
 	im := newImage(t, "panics\n")
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
-	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8")}, panickyExports{ex}, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	s := serveLoopback(t, Config{}, panickyExports{ex})
 	c := dialNFS(t, nil, s.Addr().String(), 0, 0)
 	_, rep, err := c.call(progMount, 3, uint32(nfs.MountProcMount), oncrpc.AppendString(nil, "/boom"))
 	if rep == nil || rep.AcceptStat != oncrpc.SystemErr {

@@ -1,7 +1,6 @@
 package nfsroot
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,22 +19,7 @@ func loopbackServer(t *testing.T) (*nfsClient, *image) {
 	im := newImage(t, "procs\n")
 	ex := newFakeExports()
 	ex.publish(Export{Path: exportPath, Root: im.root, Version: 1})
-	s, err := NewServer(Config{Addr: "127.0.0.1:0", AllowedNets: allowedNets(t, "127.0.0.0/8")}, ex, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	s := serveLoopback(t, Config{}, ex)
 	return dialNFS(t, nil, s.Addr().String(), 0, 0), im
 }
 

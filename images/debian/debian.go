@@ -13,10 +13,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -218,12 +219,7 @@ func skeleton(root, hostname string) error {
 		}
 	}
 	files := skeletonFiles(hostname)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(files)) {
 		mode := os.FileMode(0o644)
 		switch n {
 		case "sbin/init":
@@ -252,12 +248,7 @@ func Fingerprint(packages []string, hostname string) string {
 		fmt.Fprintf(h, "pkg %s\n", p)
 	}
 	files := skeletonFiles(hostname)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(files)) {
 		fmt.Fprintf(h, "file %s %d\n%s", n, len(files[n]), files[n])
 	}
 	return hex.EncodeToString(h.Sum(nil))
