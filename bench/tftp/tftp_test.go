@@ -5,7 +5,7 @@
 // ROMs and iPXE do). Blocks already queued are taken with one recvmmsg and their ACKs
 // sent with one sendmmsg: the client shares the two cores with the server it measures, and
 // this cut its CPU per MiB with send-ahead by about a fifth; for the lock-step servers
-// (one block at a time) it costs the client about 5% more than read(2). Run it with
+// (one block at a time) it costs the client 5-15% more than read(2). Run it with
 //
 //	DISTONET_BENCH=1 go test -run '^$' -bench . -benchtime 1x -timeout 60m ./bench/tftp
 //
@@ -487,7 +487,7 @@ const recvBatch = window
 
 // mmsgConn receives and sends datagrams on a connected UDP socket in batches, with
 // recvmmsg(2) and sendmmsg(2) on buffers allocated once (x/net's ReadBatch allocates and
-// parses a source address per message, which cost a lock-step client 10-15% more CPU
+// parses a source address per message, which cost a lock-step client 15-22% more CPU
 // than a plain read).
 type mmsgConn struct {
 	rc     syscall.RawConn

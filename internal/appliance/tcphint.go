@@ -11,7 +11,7 @@ const congestionControlPath = "/proc/sys/net/ipv4/tcp_congestion_control"
 
 // tcpHint logs, once at start, a host TCP setting known to cost the boot services CPU:
 // BBR paces every flow, in the TCP stack itself unless the interface's qdisc is fq, and a
-// 32-node NFS root boot storm took about 25% more server CPU and 1.35-1.6x the time under
+// 32-node NFS root boot storm took 25-45% more server CPU and 1.35-1.6x the time under
 // BBR than under cubic here (bench/nfsroot). The host's choice is left alone; the hint
 // says how to change it for the boot network only.
 func tcpHint(log *slog.Logger, readFile func(string) ([]byte, error), iface, bootNet, address string) {
@@ -33,7 +33,7 @@ func tcpHint(log *slog.Logger, readFile func(string) ([]byte, error), iface, boo
 			src = " src " + address // keeps the connected route as the kernel made it
 		}
 		log.Info("host TCP congestion control is bbr: without the fq qdisc it paces every connection in the TCP stack, "+
-			"which made NFS root boot storms ~25% more CPU-hungry than cubic; for the boot network only: "+
+			"which made NFS root boot storms take 25-45% more CPU than cubic; for the boot network only: "+
 			"ip route replace "+route+" dev "+dev+" proto kernel scope link"+src+" congctl cubic", "stage", "tcp", "congestion_control", cc)
 	}
 }
