@@ -44,6 +44,7 @@ import (
 	"unsafe"
 
 	"github.com/distonet/distonet/internal/lab"
+	"github.com/distonet/distonet/internal/mmsg"
 	"github.com/distonet/distonet/netboot/tftp"
 	"golang.org/x/sys/unix"
 )
@@ -485,16 +486,15 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 // recvBatch bounds the blocks one recvmmsg takes: the send-ahead window.
 const recvBatch = window
 
-// mmsgConn receives and sends datagrams on a connected UDP socket in batches, with
-// recvmmsg(2) and sendmmsg(2) on buffers allocated once (x/net's ReadBatch allocates and
-// parses a source address per message, which cost a lock-step client 15-22% more CPU
-// than a plain read).
+// mmsgConn receives (internal/mmsg) and sends datagrams on a connected UDP socket in
+// batches, with recvmmsg(2) and sendmmsg(2) on buffers allocated once (x/net's ReadBatch
+// allocates and parses a source address per message, which cost a lock-step client 15-22%
+// more CPU than a plain read).
 type mmsgConn struct {
 	rc     syscall.RawConn
+	rx     *mmsg.Receiver
 	bufs   [][]byte
 	lens   []int
-	rhdrs  []unix.Mmsghdr
-	riov   []unix.Iovec
 	out    [][]byte
 	shdrs  []unix.Mmsghdr
 	siov   []unix.Iovec
@@ -502,14 +502,10 @@ type mmsgConn struct {
 }
 
 func newMmsgConn(rc syscall.RawConn, n, size int) *mmsgConn {
-	c := &mmsgConn{rc: rc, bufs: make([][]byte, n), lens: make([]int, n), rhdrs: make([]unix.Mmsghdr, n),
-		riov: make([]unix.Iovec, n), out: make([][]byte, n), shdrs: make([]unix.Mmsghdr, n), siov: make([]unix.Iovec, n)}
+	c := &mmsgConn{rc: rc, rx: mmsg.NewReceiver(rc, n), bufs: make([][]byte, n), lens: make([]int, n),
+		out: make([][]byte, n), shdrs: make([]unix.Mmsghdr, n), siov: make([]unix.Iovec, n)}
 	for i := range n {
 		c.bufs[i] = make([]byte, size)
-		c.riov[i].Base = &c.bufs[i][0]
-		c.riov[i].SetLen(size)
-		c.rhdrs[i].Hdr.Iov = &c.riov[i]
-		c.rhdrs[i].Hdr.SetIovlen(1)
 		c.shdrs[i].Hdr.Iov = &c.siov[i]
 		c.shdrs[i].Hdr.SetIovlen(1)
 	}
@@ -517,28 +513,7 @@ func newMmsgConn(rc syscall.RawConn, n, size int) *mmsgConn {
 }
 
 // read waits for at least one datagram and returns how many it took into bufs.
-func (c *mmsgConn) read() (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.rhdrs[0])), uintptr(len(c.rhdrs)), 0, 0, 0)
-		if e == unix.EAGAIN {
-			return false
-		}
-		n, errno = int(r), e
-		return true
-	})
-	if err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, errno
-	}
-	for i := range n {
-		c.lens[i] = int(c.rhdrs[i].Len)
-	}
-	return n, nil
-}
+func (c *mmsgConn) read() (int, error) { return c.rx.Recv(c.bufs, c.lens) }
 
 // queue adds a datagram to send with the next flush (b must stay untouched until then).
 func (c *mmsgConn) queue(b []byte) {

@@ -3,7 +3,6 @@ package aoe
 import (
 	"errors"
 	"fmt"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -13,63 +12,6 @@ import (
 // frame (what vblade does) dominates the cost of a request; batching is where a Go target
 // wins that back.
 const batchSize = 32
-
-// mmsghdr is struct mmsghdr (x/sys/unix has no type for it); Go pads it to the same size as C
-// on every architecture (64 bytes on amd64).
-type mmsghdr struct {
-	hdr unix.Msghdr
-	len uint32
-}
-
-// batchIO receives frames on a bound AF_PACKET socket, many per system call.
-type batchIO struct {
-	rc   syscall.RawConn
-	msgs []mmsghdr
-	iovs []unix.Iovec
-}
-
-func newBatchIO(rc syscall.RawConn) *batchIO {
-	return &batchIO{rc: rc, msgs: make([]mmsghdr, batchSize), iovs: make([]unix.Iovec, batchSize)}
-}
-
-// recv fills bufs with received frames (at least one; it waits in the netpoller) and returns
-// their lengths in lens, returning how many were received.
-func (b *batchIO) recv(bufs [][]byte, lens []int) (int, error) {
-	n := min(len(bufs), len(b.msgs))
-	for i := range n {
-		b.iovs[i].Base = &bufs[i][0]
-		b.iovs[i].SetLen(len(bufs[i]))
-		b.msgs[i] = mmsghdr{}
-		b.msgs[i].hdr.Iov = &b.iovs[i]
-		b.msgs[i].hdr.SetIovlen(1)
-	}
-	msgs := b.msgs[:n]
-	var got int
-	var serr error
-	err := b.rc.Read(func(fd uintptr) bool {
-		// Raw: MSG_DONTWAIT never blocks, and entersyscall would wake the runtime's sysmon
-		// thread after every idle spell (measured: a tenth of the target's CPU).
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		if e != 0 {
-			serr = e
-		}
-		got = int(r)
-		return true
-	})
-	if err != nil {
-		return 0, err
-	}
-	if serr != nil {
-		return 0, serr
-	}
-	for i := range got {
-		lens[i] = int(msgs[i].len)
-	}
-	return got, nil
-}
 
 // txSocket is a send-only AF_PACKET socket on the interface. Bound with protocol 0 it
 // receives nothing, and kept out of the netpoller it wakes nobody: Go polls each socket it
@@ -107,7 +49,7 @@ func (s *txSocket) Close() error { return unix.Close(s.fd) }
 type sender struct {
 	s     *txSocket
 	parts [][2][]byte
-	msgs  []mmsghdr
+	msgs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 }
 
@@ -126,7 +68,7 @@ func (s *sender) flush() (int, error) {
 		return 0, nil
 	}
 	if cap(s.msgs) < len(parts) {
-		s.msgs = make([]mmsghdr, len(parts))
+		s.msgs = make([]unix.Mmsghdr, len(parts))
 		s.iovs = make([]unix.Iovec, 2*len(parts))
 	}
 	msgs, iovs := s.msgs[:len(parts)], s.iovs[:2*len(parts)]
@@ -140,9 +82,9 @@ func (s *sender) flush() (int, error) {
 				k++
 			}
 		}
-		msgs[i] = mmsghdr{}
-		msgs[i].hdr.Iov = &iov[0]
-		msgs[i].hdr.SetIovlen(k)
+		msgs[i] = unix.Mmsghdr{}
+		msgs[i].Hdr.Iov = &iov[0]
+		msgs[i].Hdr.SetIovlen(k)
 	}
 	sent := 0
 	for sent < len(msgs) {

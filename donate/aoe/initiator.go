@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distonet/distonet/internal/mmsg"
 	"github.com/mdlayher/packet"
 )
 
@@ -240,7 +241,7 @@ func DialConfig(ctx context.Context, ifname string, target net.HardwareAddr, she
 	}
 	c.tx = newSender(txs)
 	c.wg.Add(1)
-	go c.receive(frameSize, newBatchIO(rc))
+	go c.receive(frameSize, mmsg.NewReceiver(rc, batchSize))
 	qc, err := c.QueryConfig(ctx, ConfigRead, "")
 	if err != nil {
 		c.Close()
@@ -295,7 +296,7 @@ func (c *Client) Outstanding() int { return c.cfg.Outstanding }
 
 // receive takes responses off the socket, a batch per system call, completes the requests
 // they answer and sends the requests that take their place (see window).
-func (c *Client) receive(frameSize int, rx *batchIO) {
+func (c *Client) receive(frameSize int, rx *mmsg.Receiver) {
 	defer c.wg.Done()
 	bufs := make([][]byte, batchSize)
 	for i := range bufs {
@@ -305,7 +306,7 @@ func (c *Client) receive(frameSize int, rx *batchIO) {
 	var touched []*window
 	var answered []*request
 	for {
-		k, err := rx.recv(bufs, lens)
+		k, err := rx.Recv(bufs, lens)
 		if err != nil {
 			c.failAll(fmt.Errorf("aoe receive: %w", err))
 			return

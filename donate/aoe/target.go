@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/distonet/distonet/internal/mmsg"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 )
@@ -315,7 +316,7 @@ func (t *Target) Serve(ctx context.Context) error {
 	if t.ring != nil {
 		return t.serveRing(tx)
 	}
-	rx := newBatchIO(rc)
+	rx := mmsg.NewReceiver(rc, batchSize)
 	frames := make([]*frame, batchSize)
 	bufs := make([][]byte, batchSize)
 	lens := make([]int, batchSize)
@@ -327,7 +328,7 @@ func (t *Target) Serve(ctx context.Context) error {
 			}
 			bufs[i] = frames[i].b
 		}
-		n, err := rx.recv(bufs, lens)
+		n, err := rx.Recv(bufs, lens)
 		if err != nil {
 			for _, f := range frames {
 				t.bufs.Put(f)
