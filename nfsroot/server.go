@@ -465,7 +465,7 @@ func (s *Server) serveConn(c net.Conn) {
 		// one per READ. Nothing waits across a read from the socket.
 		if br.Buffered() == 0 && busy.Load() == 0 || isRead(rec) {
 			respond(rec, &batch)
-			if batch.size >= batchBytes || len(batch.iov) >= maxBatchIov || !recordBuffered(br) {
+			if batch.size >= batchBytes || len(batch.iov) >= maxBatchIov || !oncrpc.RecordBuffered(br) {
 				send(&batch)
 			}
 			continue
@@ -679,20 +679,6 @@ func (b *replyBatch) release(s *Server) {
 	clear(b.outs)
 	clear(b.tails)
 	b.iov, b.outs, b.tails, b.size = b.iov[:0], b.outs[:0], b.tails[:0], 0
-}
-
-// recordBuffered tells whether a whole one-fragment record is already buffered, so reading
-// it cannot block.
-func recordBuffered(br *bufio.Reader) bool {
-	if br.Buffered() < 4 {
-		return false // Peek would wait for the socket
-	}
-	hdr, err := br.Peek(4)
-	if err != nil {
-		return false
-	}
-	mark := binary.BigEndian.Uint32(hdr)
-	return mark&(1<<31) != 0 && br.Buffered() >= 4+int(mark&^(1<<31))
 }
 
 // writeAll writes iov in as few writev(2) calls as the socket allows. A failed write

@@ -1,6 +1,7 @@
 package oncrpc
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -54,4 +55,18 @@ func RecordMark(n int) [4]byte {
 	var h [4]byte
 	binary.BigEndian.PutUint32(h[:], uint32(n)|lastFragment)
 	return h
+}
+
+// RecordBuffered tells whether a whole one-fragment record is already in br's buffer, so
+// that ReadRecord on br returns it without reading from the connection.
+func RecordBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < 4 {
+		return false // Peek would wait for the connection
+	}
+	hdr, err := br.Peek(4)
+	if err != nil {
+		return false
+	}
+	mark := binary.BigEndian.Uint32(hdr)
+	return mark&lastFragment != 0 && br.Buffered() >= 4+int(mark&^lastFragment)
 }

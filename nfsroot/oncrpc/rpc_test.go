@@ -1,6 +1,7 @@
 package oncrpc
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -240,4 +241,31 @@ func FuzzReadRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// RecordBuffered is true only for a whole last-fragment record already buffered.
+func TestRecordBuffered(t *testing.T) {
+	whole := RecordMark(3)
+	first := AppendUint32(nil, 3) // a fragment that is not the last
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want bool
+	}{
+		{"empty", nil, false},
+		{"half a mark", whole[:2], false},
+		{"mark only", whole[:], false},
+		{"short body", append(whole[:], "ab"...), false},
+		{"whole", append(whole[:], "abc"...), true},
+		{"whole and more", append(whole[:], "abcdef"...), true},
+		{"not the last fragment", append(first, "abc"...), false},
+	} {
+		br := bufio.NewReader(bytes.NewReader(tc.in))
+		if len(tc.in) > 0 {
+			_, _ = br.Peek(len(tc.in)) // fill the buffer as a socket read would
+		}
+		if got := RecordBuffered(br); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }
