@@ -496,7 +496,7 @@ func BenchmarkNFSRoot(b *testing.B) {
 // list (EPERM), and ganesha has no per-socket setting; a route metric reaches both servers
 // alike without touching the host.
 func congestion(b *testing.B, cc string, nss ...*lab.Netns) (restore func()) {
-	var undo [][]string
+	var undo []func()
 	for _, ns := range nss {
 		for _, line := range strings.Split(strings.TrimSpace(ns.MustExec("ip", "-4", "route", "show")), "\n") {
 			route := strings.Fields(line)
@@ -504,16 +504,12 @@ func congestion(b *testing.B, cc string, nss ...*lab.Netns) (restore func()) {
 				continue
 			}
 			ns.MustExec("ip", append(append([]string{"route", "replace"}, route...), "congctl", cc)...)
-			undo = append(undo, append([]string{ns.Name()}, route...))
+			undo = append(undo, func() { ns.MustExec("ip", append([]string{"route", "replace"}, route...)...) })
 		}
 	}
 	return func() {
 		for _, u := range undo {
-			for _, ns := range nss {
-				if ns.Name() == u[0] {
-					ns.MustExec("ip", append([]string{"route", "replace"}, u[1:]...)...)
-				}
-			}
+			u()
 		}
 	}
 }

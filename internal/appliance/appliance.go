@@ -252,7 +252,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	if ip := cfg.ServerIP(); ip != nil {
 		address = ip.String()
 	}
-	tcpHint(log, readProcFile, cfg.Interface, bootNet, address)
+	tcpHint(log, os.ReadFile, cfg.Interface, bootNet, address)
 	log.Info("distonet serving", "version", version, "http", httpLn.Addr().String(), "interface", cfg.Interface,
 		"address", cfg.Address, "dhcp", cfg.DHCP.Mode, "services", strings.Join(names, ","), "state_dir", cfg.StateDir)
 

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"log/slog"
-	"os"
 	"strings"
 )
 
@@ -37,5 +36,3 @@ func tcpHint(log *slog.Logger, readFile func(string) ([]byte, error), iface, boo
 			"ip route replace "+route+" dev "+dev+" proto kernel scope link"+src+" congctl cubic", "stage", "tcp", "congestion_control", cc)
 	}
 }
-
-var readProcFile = os.ReadFile
