@@ -397,10 +397,9 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 	)
 	// ack queues an ACK of block n, sent with the others of this batch.
 	ack := func(n uint16) {
-		mm.queue([]byte{0, byte(tftp.OpACK), byte(n >> 8), byte(n)})
+		mm.queueAck(n)
 		lastAck = int(n)
 	}
-	flush := mm.flush
 	for {
 		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		var n int
@@ -428,7 +427,7 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 					_, err = conn.WriteToUDP(req, srvAddr)
 				} else {
 					ack(uint16(lastAck))
-					err = flush()
+					err = mm.flush()
 				}
 				if err != nil {
 					return err
@@ -453,7 +452,7 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 				}
 				ack(0)
 			case tftp.OpDATA:
-				if done || binary.BigEndian.Uint16(p[2:]) != next {
+				if done || len(p) < 4 || binary.BigEndian.Uint16(p[2:]) != next {
 					continue // a duplicate or one ahead of a loss: the server resends on timeout
 				}
 				data := p[4:]
@@ -471,7 +470,7 @@ func fetch(cli *lab.Netns, tg target, f file, check bool) error {
 				return fmt.Errorf("%s %s: error %d %q", tg.name, f.name, e.Code, e.Message)
 			}
 		}
-		if err := flush(); err != nil {
+		if err := mm.flush(); err != nil {
 			return err
 		}
 		if done {
@@ -496,6 +495,7 @@ type mmsgConn struct {
 	bufs   [][]byte
 	lens   []int
 	out    [][]byte
+	acks   [][4]byte // out's ACKs, one buffer per slot: nothing allocated per block
 	shdrs  []unix.Mmsghdr
 	siov   []unix.Iovec
 	queued int
@@ -503,7 +503,7 @@ type mmsgConn struct {
 
 func newMmsgConn(rc syscall.RawConn, n, size int) *mmsgConn {
 	c := &mmsgConn{rc: rc, rx: mmsg.NewReceiver(rc, n), bufs: make([][]byte, n), lens: make([]int, n),
-		out: make([][]byte, n), shdrs: make([]unix.Mmsghdr, n), siov: make([]unix.Iovec, n)}
+		out: make([][]byte, n), acks: make([][4]byte, n), shdrs: make([]unix.Mmsghdr, n), siov: make([]unix.Iovec, n)}
 	for i := range n {
 		c.bufs[i] = make([]byte, size)
 		c.shdrs[i].Hdr.Iov = &c.siov[i]
@@ -515,12 +515,15 @@ func newMmsgConn(rc syscall.RawConn, n, size int) *mmsgConn {
 // read waits for at least one datagram and returns how many it took into bufs.
 func (c *mmsgConn) read() (int, error) { return c.rx.Recv(c.bufs, c.lens) }
 
-// queue adds a datagram to send with the next flush (b must stay untouched until then).
-func (c *mmsgConn) queue(b []byte) {
+// queueAck adds an ACK of block n to send with the next flush.
+func (c *mmsgConn) queueAck(n uint16) {
 	if c.queued == len(c.out) {
 		_ = c.flush()
 	}
-	c.out[c.queued] = b
+	a := c.acks[c.queued][:]
+	binary.BigEndian.PutUint16(a, uint16(tftp.OpACK))
+	binary.BigEndian.PutUint16(a[2:], n)
+	c.out[c.queued] = a
 	c.queued++
 }
 
